@@ -1,0 +1,99 @@
+"""DriftPolicy: continuous monitoring of data and prediction drift that triggers retraining."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from .common import ApiModel, Decimal_, Fraction, LocalObjectReference, StatusBase
+from .trainingrun import TrainingRunSpec
+
+DriftTest = Literal["psi", "ks", "chi2"]
+# tests whose threshold is a p-value (drifted when p < threshold); psi compares a score
+P_VALUE_TESTS = frozenset({"ks", "chi2"})
+
+
+class FeatureCheck(ApiModel):
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    """A feature of the model's reference profile."""
+    test: DriftTest | None = None
+    """psi or ks for numeric features, chi2 for categorical (default: psi / chi2 by type)."""
+    threshold: Decimal_ | None = None
+    """psi: score above which the feature drifted (default "0.2"); ks, chi2: p-value below
+    which it drifted (default "0.05")."""
+
+
+class PredictionCheck(ApiModel):
+    test: DriftTest | None = None
+    threshold: Decimal_ | None = None
+
+
+class Window(ApiModel):
+    min_samples: Annotated[int, Field(ge=1)] = 500
+    """No verdict before this many samples (Drifted=Unknown, InsufficientData)."""
+    max_samples: Annotated[int, Field(ge=1)] | None = None
+    max_age_seconds: Annotated[int, Field(ge=1)] | None = None
+
+
+class HealthMonitors(ApiModel):
+    max_error_rate: Fraction | None = None
+    max_p99_latency_ms: Annotated[int, Field(ge=1)] | None = None
+
+
+class Retrain(ApiModel):
+    template: TrainingRunSpec
+    """The TrainingRun spec created on drift; its model must be the stream the target follows."""
+    cooldown_seconds: Annotated[int, Field(ge=0)] = 3600
+    max_per_day: Annotated[int, Field(ge=1, le=1000)] = 3
+    history_limit: Annotated[int, Field(ge=1, le=100)] = 5
+
+
+class Action(ApiModel):
+    type: Literal["Alert", "Retrain"] = "Alert"
+    retrain: Retrain | None = None
+
+
+class DriftPolicySpec(ApiModel):
+    target_ref: LocalObjectReference
+    """The ModelDeployment (same namespace) whose stable revision is watched."""
+    interval_seconds: Annotated[int, Field(ge=5, le=86400)] = 60
+    window: Window | None = None
+    features: Annotated[list[FeatureCheck], Field(max_length=10000)] | None = None
+    """Default: every feature of the reference profile with its type's default test."""
+    prediction: PredictionCheck | None = None
+    drift_share: Fraction = "0.5"
+    """Fraction of checked features that must drift for the model to count as drifted."""
+    correction: Literal["bonferroni", "none"] = "none"
+    health: HealthMonitors | None = None
+    action: Action | None = None
+
+
+class FeatureResult(ApiModel):
+    name: str
+    test: str
+    value: float
+    threshold: float
+    drifted: bool
+
+
+class Evaluation(ApiModel):
+    time: str
+    samples: int
+    features: list[FeatureResult] | None = None
+    prediction: FeatureResult | None = None
+    drifted_share: float | None = None
+    verdict: Literal["Drifted", "NotDrifted", "InsufficientData"]
+
+
+class RetrainRecord(ApiModel):
+    name: str
+    created: str
+    outcome: str | None = None
+
+
+class DriftPolicyStatus(StatusBase):
+    last_evaluation: Evaluation | None = None
+    drifted_features: str | None = None
+    retrains: list[RetrainRecord] | None = None
+    next_retrain_possible: str | None = None

@@ -1,0 +1,157 @@
+"""ModelDeployment: an Open Inference Protocol V2 server, rolled out blue-green or canary."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from .common import (
+    ApiModel,
+    Digest,
+    EnvVar,
+    Fraction,
+    Name,
+    ResourceRequirements,
+    StatusBase,
+    StorageAccess,
+)
+
+ModelFormat = Literal["sklearn", "onnx", "xgboost", "joblib"]
+ANALYSIS_METRIC = r"^[A-Za-z_][A-Za-z0-9_./-]*$"
+
+
+class FromTrainingRuns(ApiModel):
+    model: Name
+    """Follow the newest TrainingRun of this model (same namespace) that passed its gates."""
+
+
+class ModelSource(ApiModel):
+    _exactly_one_of = (("storage_uri", "from_training_runs"),)
+    storage_uri: Annotated[str, Field(pattern=r"^(s3|file|https?)://.+|^/.+", max_length=2048)] | None = None
+    """A pinned model directory."""
+    digest: Digest | None = None
+    """Expected digest of the pinned model directory (sha256:…); verified before serving."""
+    format: ModelFormat | None = None
+    """Model file format (default: read from the model's metadata.json)."""
+    from_training_runs: FromTrainingRuns | None = None
+
+
+class Runtime(ApiModel):
+    image: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    """Server image (default: the operator's runtime image)."""
+    args: list[str] | None = None
+    env: list[EnvVar] | None = None
+    resources: ResourceRequirements | None = None
+    allow_unsafe_formats: bool = False
+    """Allow joblib/pickle model files (they can run arbitrary code when loaded)."""
+
+
+class BlueGreen(ApiModel):
+    auto_promotion: bool = True
+    """Promote as soon as analysis passes; off: wait for `mlops promote`."""
+    preview_replicas: Annotated[int, Field(ge=1, le=100)] = 1
+    scale_down_delay_seconds: Annotated[int, Field(ge=0, le=86400)] = 300
+    """How long the old revision keeps running after promotion (to return to)."""
+
+
+class CanaryStep(ApiModel):
+    weight: Annotated[int, Field(ge=0, le=100)]
+    """Percent of traffic on the candidate during this step."""
+    pause_seconds: Annotated[int, Field(ge=0, le=86400)] = 60
+
+
+class Canary(ApiModel):
+    steps: Annotated[list[CanaryStep], Field(min_length=1, max_length=20)]
+    """Weights must ascend; 100 % is implied after the last step."""
+
+
+class Strategy(ApiModel):
+    type: Literal["BlueGreen", "Canary"] = "BlueGreen"
+    blue_green: BlueGreen | None = None
+    canary: Canary | None = None
+
+
+class CompareToStable(ApiModel):
+    metric: Annotated[str, Field(pattern=ANALYSIS_METRIC, max_length=128)]
+    """Model metric replayed on the validation sample (accuracy, f1, rmse, …)."""
+    higher_is_better: bool = True
+    max_degradation: Fraction = "0"
+    """How much worse than the stable revision the candidate may be."""
+
+
+class Prometheus(ApiModel):
+    address: Annotated[str, Field(pattern=r"^https?://.+", max_length=2048)]
+
+
+class Analysis(ApiModel):
+    interval_seconds: Annotated[int, Field(ge=1, le=3600)] = 10
+    duration_seconds: Annotated[int, Field(ge=0, le=86400)] = 60
+    failure_limit: Annotated[int, Field(ge=0, le=100)] = 0
+    """Failed measurements tolerated before the candidate is rejected."""
+    min_requests: Annotated[int, Field(ge=0)] = 0
+    success_rate: Fraction | None = None
+    """Minimum fraction of successful requests, e.g. "0.99"."""
+    max_p99_latency_ms: Annotated[int, Field(ge=1, le=600000)] | None = None
+    compare_to_stable: CompareToStable | None = None
+    prometheus: Prometheus | None = None
+
+
+class ParentRef(ApiModel):
+    name: Name
+    namespace: Name | None = None
+    section_name: Name | None = None
+
+
+class Gateway(ApiModel):
+    parent_refs: Annotated[list[ParentRef], Field(min_length=1, max_length=16)]
+
+
+class Traffic(ApiModel):
+    gateway: Gateway | None = None
+    """Route traffic with a Gateway API HTTPRoute (when the kind exists in the cluster)."""
+
+
+class ModelDeploymentSpec(ApiModel):
+    model: ModelSource
+    runtime: Runtime | None = None
+    replicas: Annotated[int, Field(ge=0, le=1000)] = 1
+    strategy: Strategy | None = None
+    analysis: Analysis | None = None
+    traffic: Traffic | None = None
+    storage: StorageAccess | None = None
+    revision_history_limit: Annotated[int, Field(ge=0, le=50)] = 2
+
+
+class RevisionRef(ApiModel):
+    revision: str
+    model_uri: str | None = None
+    digest: str | None = None
+    training_run: str | None = None
+    since: str | None = None
+
+
+class TrafficSplit(ApiModel):
+    stable: int = 100
+    candidate: int = 0
+    method: Literal["Service", "HTTPRoute", "ReplicaRatio"] | None = None
+
+
+class AnalysisResult(ApiModel):
+    revision: str
+    verdict: Literal["Passed", "Failed", "Running", "Inconclusive"]
+    time: str | None = None
+    message: str | None = None
+    measurements: dict[str, float] | None = None
+
+
+class ModelDeploymentStatus(StatusBase):
+    stable: RevisionRef | None = None
+    candidate: RevisionRef | None = None
+    traffic: TrafficSplit | None = None
+    traffic_summary: str | None = None
+    current_step: int | None = None
+    last_analysis: AnalysisResult | None = None
+    rejected: list[str] | None = None
+    handled_commands: list[str] | None = None
+    url: str | None = None

@@ -1,0 +1,134 @@
+"""TrainingRun: one reproducible training of one model version, on a Kubernetes Job."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from .common import (
+    DIGEST,
+    ApiModel,
+    EnvVar,
+    KeySelector,
+    LocalObjectReference,
+    Name,
+    Params,
+    ResourceRequirements,
+    StatusBase,
+    StorageAccess,
+)
+
+GateOperator = Literal[">", ">=", "<", "<=", "==", "!="]
+ESTIMATOR = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
+# metric names: what trainers report (accuracy, f1, roc_auc, rmse, r2, val/loss, …)
+METRIC = r"^[A-Za-z_][A-Za-z0-9_./-]*$"
+# inline pipelines live in the object; kopf and kubectl keep copies in annotations (256 KiB in all)
+MAX_INLINE_PIPELINE = 64 * 1024
+
+
+class VolumeSource(ApiModel):
+    """The volume types a trainer may mount: no hostPath, nothing that reaches the node."""
+
+    _exactly_one_of = (("empty_dir", "config_map", "secret", "persistent_volume_claim"),)
+    empty_dir: dict[str, str] | None = None
+    config_map: LocalObjectReference | None = None
+    secret: LocalObjectReference | None = None
+    persistent_volume_claim: LocalObjectReference | None = None
+
+
+class Volume(VolumeSource):
+    name: Name
+    mount_path: Annotated[str, Field(pattern=r"^/.*", max_length=1024)]
+    read_only: bool = False
+
+
+class Trainer(ApiModel):
+    """The training container. Without `command`, the runtime's built-in `mlops train` runs."""
+
+    image: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    """Container image (default: the operator's runtime image)."""
+    command: list[str] | None = None
+    args: list[str] | None = None
+    estimator: Annotated[str, Field(pattern=ESTIMATOR, max_length=256)] | None = None
+    """Dotted path of a scikit-learn estimator for the built-in trainer."""
+    env: list[EnvVar] | None = None
+    resources: ResourceRequirements | None = None
+    volumes: list[Volume] | None = None
+
+
+class Pipeline(ApiModel):
+    """A Kubeflow Pipelines compiled pipeline (IR YAML), run inside the Job by kfp.local."""
+
+    _exactly_one_of = (("config_map_key_ref", "inline"),)
+    config_map_key_ref: KeySelector | None = None
+    """ConfigMap key holding the compiled IR YAML (use this for anything large)."""
+    inline: Annotated[str, Field(min_length=1, max_length=MAX_INLINE_PIPELINE)] | None = None
+    """The compiled IR YAML itself (at most 64 KiB)."""
+    arguments: Params | None = None
+    """Pipeline parameters."""
+
+
+class Dataset(ApiModel):
+    uri: Annotated[str, Field(pattern=r"^(s3|file|https?)://.+|^/.+", max_length=2048)]
+    """`s3://`, `file://`, `http(s)://` or a mounted path."""
+    version: Annotated[str, Field(max_length=253)] | None = None
+    format: Literal["csv", "parquet"] | None = None
+    """Inferred from the file name when not given."""
+    target_column: Annotated[str, Field(min_length=1, max_length=253)] | None = None
+    """The label column (default: the last column)."""
+
+
+class Gate(ApiModel):
+    metric: Annotated[str, Field(pattern=METRIC, max_length=128)]
+    operator: GateOperator
+    threshold: Annotated[str, Field(pattern=r"^-?[0-9]+(\.[0-9]+)?$", max_length=32)]
+    """A decimal string, e.g. "0.9"."""
+
+
+class TrainingRunSpec(ApiModel):
+    _exactly_one_of = (("trainer", "pipeline"),)
+
+    model: Name
+    """The model stream this run produces a version of."""
+    trainer: Trainer | None = None
+    pipeline: Pipeline | None = None
+    dataset: Dataset | None = None
+    params: Params | None = None
+    """Hyperparameters, given to the trainer as MLOPS_PARAMS (JSON)."""
+    output_uri: Annotated[str, Field(pattern=r"^(s3|file)://.+|^/.+", max_length=2048)] | None = None
+    """Where the model directory is written (default: the operator's artifact root)."""
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    storage: StorageAccess | None = None
+    gates: Annotated[list[Gate], Field(max_length=32)] | None = None
+    backoff_limit: Annotated[int, Field(ge=0, le=20)] = 1
+    active_deadline_seconds: Annotated[int, Field(ge=1)] | None = None
+    suspend: bool = False
+    ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = None
+
+
+class ModelRecord(ApiModel):
+    uri: str
+    digest: Annotated[str, Field(pattern=DIGEST)]
+    format: str
+    profile_uri: str | None = None
+
+
+class Reproducibility(ApiModel):
+    image: str | None = None
+    image_digest: str | None = None
+    dataset_uri: str | None = None
+    dataset_version: str | None = None
+    params: Params | None = None
+    seed: int | None = None
+
+
+class TrainingRunStatus(StatusBase):
+    job_name: str | None = None
+    attempts: int | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+    metrics: dict[str, float] | None = None
+    model: ModelRecord | None = None
+    reproducibility: Reproducibility | None = None
+    failed_gates: list[str] | None = None

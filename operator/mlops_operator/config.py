@@ -1,0 +1,49 @@
+"""Configuration from `MLOPS_*` environment variables, read in this one module."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """MLOPS_CACHE_DIR, else $XDG_CACHE_HOME/mlops-operator, else ~/.cache/mlops-operator."""
+    if env := os.environ.get("MLOPS_CACHE_DIR"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mlops-operator"
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, not {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Operator settings. Read once at start-up (`Settings.from_env()`)."""
+
+    runtime_image: str
+    artifact_root: str
+    resync_seconds: int
+    workers: int
+    namespaces: tuple[str, ...]
+    log_level: str
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        namespaces = tuple(n for n in os.environ.get("MLOPS_NAMESPACES", "").split(",") if n.strip())
+        return cls(
+            runtime_image=os.environ.get("MLOPS_RUNTIME_IMAGE", "ghcr.io/mlops-dev/mlops-runtime:0.1.0"),
+            artifact_root=os.environ.get("MLOPS_ARTIFACT_ROOT", "file:///var/lib/mlops/artifacts"),
+            resync_seconds=_int("MLOPS_RESYNC_SECONDS", 300),
+            workers=_int("MLOPS_WORKERS", 16),
+            namespaces=tuple(n.strip() for n in namespaces),
+            log_level=os.environ.get("MLOPS_LOG_LEVEL", "INFO").upper(),
+        )

@@ -1,0 +1,401 @@
+"""A real Kubernetes control plane on loopback: etcd + kube-apiserver + kube-controller-manager +
+kube-scheduler, for development (`mlops dev up/down`) and for the tests.
+
+Binaries are found, in order, in `KUBEBUILDER_ASSETS` (what controller-runtime's setup-envtest
+gives), in the cache (`<cache>/k8s-1.20.2/bin`, etcd also on PATH), or built once from Debian's
+`kubernetes` source package (about 5 minutes on 2 cores; needs root for apt).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import config
+
+K8S_VERSION = "1.20.2"
+COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+Progress = Callable[[str], None]
+
+
+class ControlPlaneError(RuntimeError):
+    pass
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def bin_cache() -> Path:
+    return config.cache_dir() / f"k8s-{K8S_VERSION}" / "bin"
+
+
+def find_binaries() -> dict[str, Path] | None:
+    """Paths of etcd and the three components, or None when any is missing."""
+    dirs = []
+    if assets := os.environ.get("KUBEBUILDER_ASSETS"):
+        dirs.append(Path(assets))
+    dirs.append(bin_cache())
+    found: dict[str, Path] = {}
+    for name in ("etcd", *COMPONENTS):
+        for d in dirs:
+            if (d / name).is_file() and os.access(d / name, os.X_OK):
+                found[name] = d / name
+                break
+        else:
+            if name == "etcd" and (which := shutil.which("etcd")):
+                found[name] = Path(which)
+    return found if len(found) == 1 + len(COMPONENTS) else None
+
+
+def _run(cmd: list[str], progress: Progress, **kw: object) -> None:
+    progress("  $ " + " ".join(cmd))
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)  # type: ignore[call-overload]
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
+        raise ControlPlaneError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
+
+
+def build_binaries(progress: Progress = _stderr) -> dict[str, Path]:
+    """Build the control plane from Debian's `kubernetes` source package into the cache."""
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise ControlPlaneError(
+            "kube-apiserver, kube-controller-manager and kube-scheduler were not found in "
+            f"$KUBEBUILDER_ASSETS or {bin_cache()}, and they can only be built here on Debian as root "
+            "(apt-get). Either run `mlops dev up` as root on Debian/Ubuntu, or download envtest "
+            "binaries (`setup-envtest use 1.20.2 -p path`) and set KUBEBUILDER_ASSETS to that directory "
+            "(etcd from there or on PATH)."
+        )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    progress("[1/5] enabling Debian source lists")
+    src_list = Path("/etc/apt/sources.list.d/mlops-operator-src.sources")
+    debian_sources = Path("/etc/apt/sources.list.d/debian.sources")
+    if not src_list.exists() and debian_sources.exists():
+        text = debian_sources.read_text().replace("Types: deb\n", "Types: deb-src\n")
+        src_list.write_text(text)
+    _run(["apt-get", "update", "-q"], progress, env=env)
+    progress("[2/5] installing Go, etcd and build tools from Debian")
+    _run(["apt-get", "install", "-y", "-q", "golang-go", "etcd-server", "rsync", "jq", "openssl",
+          "golang-github-modern-go-reflect2-dev"], progress, env=env)
+    with tempfile.TemporaryDirectory(prefix="mlops-k8s-build-") as tmp:
+        work = Path(tmp)
+        progress("[3/5] downloading and unpacking Debian's kubernetes source package")
+        _run(["apt-get", "source", "--download-only", "kubernetes"], progress, cwd=work, env=env)
+        orig = next(work.glob("kubernetes_*.orig.tar.gz"), None)
+        if orig is None:
+            raise ControlPlaneError("apt-get source kubernetes did not produce an .orig.tar.gz")
+        src = work / "src"
+        src.mkdir()
+        with tarfile.open(orig) as tar:
+            for member in tar.getmembers():
+                parts = member.name.split("/", 1)
+                if len(parts) == 2 and parts[1]:
+                    member.name = parts[1]
+                    tar.extract(member, src, filter="tar")
+        progress("[4/5] replacing vendored modern-go/reflect2 1.0.1 (crashes under Go >= 1.18) with 1.0.2")
+        vendored = src / "vendor/github.com/modern-go/reflect2"
+        shutil.rmtree(vendored)
+        shutil.copytree("/usr/share/gocode/src/github.com/modern-go/reflect2", vendored, symlinks=False)
+        (vendored / "go.mod").unlink(missing_ok=True)
+        gopath = src / ".go"
+        (gopath / "src/k8s.io").mkdir(parents=True)
+        (gopath / "src/k8s.io/kubernetes").symlink_to("../../..")
+        progress("[5/5] compiling kube-apiserver, kube-controller-manager, kube-scheduler (about 5 min)")
+        home = work / "home"
+        home.mkdir()
+        _run(["make", f"WHAT={' '.join('cmd/' + c for c in COMPONENTS)}"], progress, cwd=src,
+             env={**env, "GOPATH": str(gopath), "CGO_ENABLED": "0", "HOME": str(home)})
+        out = src / "_output/local/bin/linux" / _goarch()
+        dest = bin_cache()
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in COMPONENTS:
+            shutil.copy2(out / name, dest / f".{name}.tmp")
+            (dest / f".{name}.tmp").replace(dest / name)
+    found = find_binaries()
+    if found is None:
+        raise ControlPlaneError(f"the build finished but binaries are still missing from {bin_cache()}")
+    progress(f"control plane binaries cached in {bin_cache()}")
+    return found
+
+
+def _goarch() -> str:
+    machine = os.uname().machine
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+def ensure_binaries(progress: Progress = _stderr) -> dict[str, Path]:
+    found = find_binaries()
+    if found is not None:
+        return found
+    if shutil.which("etcd") is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        progress("installing etcd from Debian (etcd-server)")
+        _run(["apt-get", "install", "-y", "-q", "etcd-server"], progress,
+             env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        found = find_binaries()
+        if found is not None:
+            return found
+    return build_binaries(progress)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ControlPlane:
+    """The processes of one control plane, their ports and state directory."""
+
+    state_dir: Path
+    with_controllers: bool = True
+    pids: dict[str, int] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    token: str = ""
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.ports['apiserver']}"
+
+    # -- persisted state (so `mlops dev down` in another process finds what `up` started)
+    def _save(self) -> None:
+        state = {"pids": self.pids, "ports": self.ports, "token": self.token}
+        (self.state_dir / "state.json").write_text(json.dumps(state))
+
+    @classmethod
+    def load(cls, state_dir: Path) -> ControlPlane | None:
+        path = Path(state_dir) / "state.json"
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        return cls(Path(state_dir), pids=data["pids"], ports=data["ports"], token=data["token"])
+
+    def alive(self) -> dict[str, bool]:
+        return {name: _pid_alive(pid) for name, pid in self.pids.items()}
+
+    def healthy(self) -> bool:
+        if not self.pids or not all(self.alive().values()):
+            return False
+        return self._get("/readyz") == 200
+
+    def _get(self, path: str) -> int:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        req = urllib.request.Request(self.server + path, headers={"Authorization": f"Bearer {self.token}"})
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=5) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+        except (OSError, urllib.error.URLError):
+            return 0
+
+    # -- start / stop
+    def start(self, progress: Progress = _stderr, timeout: float = 90) -> None:
+        binaries = ensure_binaries(progress)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        logs = self.state_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        certs = self.state_dir / "certs"
+        certs.mkdir(exist_ok=True)
+        self.token = secrets.token_hex(16)
+        (self.state_dir / "tokens.csv").write_text(f'{self.token},admin,admin,"system:masters"\n')
+        self._service_account_keys(certs)
+        self.ports = {name: free_port() for name in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler")}
+        self._save()
+        try:
+            self._spawn("etcd", [
+                str(binaries["etcd"]), "--data-dir", str(self.state_dir / "etcd"),
+                "--listen-client-urls", f"http://127.0.0.1:{self.ports['etcd']}",
+                "--advertise-client-urls", f"http://127.0.0.1:{self.ports['etcd']}",
+                "--listen-peer-urls", f"http://127.0.0.1:{self.ports['etcd-peer']}",
+                "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.ports['etcd-peer']}",
+                "--initial-cluster", f"default=http://127.0.0.1:{self.ports['etcd-peer']}",
+                "--quota-backend-bytes", str(4 * 1024**3),
+            ], logs)
+            self._spawn("kube-apiserver", [
+                str(binaries["kube-apiserver"]),
+                f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
+                f"--cert-dir={certs}", f"--secure-port={self.ports['apiserver']}",
+                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                f"--service-account-key-file={certs / 'sa.pub'}",
+                f"--service-account-signing-key-file={certs / 'sa.key'}",
+                f"--token-auth-file={self.state_dir / 'tokens.csv'}",
+                "--authorization-mode=RBAC", "--service-cluster-ip-range=10.96.0.0/12",
+                "--allow-privileged=true", "--disable-admission-plugins=ServiceAccount",
+                "--endpoint-reconciler-type=none",
+            ], logs)
+            self._write_kubeconfig()
+            self._wait(lambda: self._get("/readyz") == 200, timeout, "kube-apiserver /readyz", logs)
+            if self.with_controllers:
+                kc = str(self.kubeconfig)
+                self._spawn("kube-controller-manager", [
+                    str(binaries["kube-controller-manager"]), f"--kubeconfig={kc}",
+                    f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
+                    "--leader-elect=false", "--bind-address=127.0.0.1",
+                    f"--secure-port={self.ports['kcm']}",
+                    f"--service-account-private-key-file={certs / 'sa.key'}",
+                    "--use-service-account-credentials=false",
+                    "--controllers=*,-nodeipam,-serviceaccount-token",
+                ], logs)
+                self._spawn("kube-scheduler", [
+                    str(binaries["kube-scheduler"]), f"--kubeconfig={kc}",
+                    f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
+                    "--leader-elect=false", "--bind-address=127.0.0.1",
+                    f"--secure-port={self.ports['scheduler']}",
+                ], logs)
+                for name, port in (("kube-controller-manager", "kcm"), ("kube-scheduler", "scheduler")):
+                    self._wait(lambda p=port: _https_ok(self.ports[p], "/healthz"), timeout, f"{name} /healthz", logs)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _service_account_keys(self, certs: Path) -> None:
+        if (certs / "sa.pub").exists():
+            return
+        if shutil.which("openssl") is None:
+            raise ControlPlaneError("openssl is needed to make the service-account key pair (apt-get install openssl)")
+        subprocess.run(["openssl", "genrsa", "-out", str(certs / "sa.key"), "2048"], check=True, capture_output=True)
+        subprocess.run(["openssl", "rsa", "-in", str(certs / "sa.key"), "-pubout", "-out", str(certs / "sa.pub")],
+                       check=True, capture_output=True)
+
+    def _write_kubeconfig(self) -> None:
+        text = f"""apiVersion: v1
+kind: Config
+clusters:
+- name: mlops-dev
+  cluster:
+    server: {self.server}
+    insecure-skip-tls-verify: true
+users:
+- name: admin
+  user:
+    token: {self.token}
+contexts:
+- name: mlops-dev
+  context: {{cluster: mlops-dev, user: admin, namespace: default}}
+current-context: mlops-dev
+"""
+        tmp = self.kubeconfig.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o600)
+        tmp.replace(self.kubeconfig)
+
+    def _spawn(self, name: str, cmd: list[str], logs: Path) -> None:
+        with (logs / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        self.pids[name] = proc.pid
+        self._save()
+
+    def _wait(self, ok: Callable[[], bool], timeout: float, what: str, logs: Path) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            dead = [n for n, alive in self.alive().items() if not alive]
+            if dead:
+                tail = (logs / f"{dead[0]}.log").read_text(errors="replace").splitlines()[-20:]
+                raise ControlPlaneError(f"{dead[0]} exited while waiting for {what}:\n" + "\n".join(tail))
+            if ok():
+                return
+            time.sleep(0.2)
+        raise ControlPlaneError(f"timed out after {timeout:.0f}s waiting for {what} (logs in {logs})")
+
+    def stop(self, grace: float = 15) -> None:
+        """Stop every process this control plane started: controllers, apiserver, then etcd."""
+        order = ["kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
+        for name in sorted(self.pids, key=lambda n: order.index(n) if n in order else -1):
+            _terminate(self.pids[name], grace)
+        self.pids = {}
+        with contextlib.suppress(FileNotFoundError):
+            (self.state_dir / "state.json").unlink()
+
+
+def _https_ok(port: int, path: str) -> bool:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(f"https://127.0.0.1:{port}{path}", context=ctx, timeout=2) as resp:
+            return int(resp.status) == 200
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours counts as gone
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _terminate(pid: int, grace: float) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not _pid_alive(pid):
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _pid_alive(pid):
+        _reap(pid)
+        time.sleep(0.05)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def up(state_dir: Path, progress: Progress = _stderr) -> ControlPlane:
+    """Start a control plane in state_dir, or return the one already running there (idempotent)."""
+    state_dir = Path(state_dir).resolve()
+    existing = ControlPlane.load(state_dir)
+    if existing is not None:
+        if existing.healthy():
+            return existing
+        progress(f"a previous control plane in {state_dir} is not healthy: stopping what is left of it")
+        existing.stop()
+    cp = ControlPlane(state_dir)
+    cp.start(progress)
+    return cp
+
+
+def down(state_dir: Path) -> bool:
+    """Stop the control plane of state_dir. False when nothing was running there."""
+    cp = ControlPlane.load(Path(state_dir).resolve())
+    if cp is None:
+        return False
+    cp.stop()
+    return True
