@@ -287,7 +287,7 @@ clusters:
 - name: mlops-dev
   cluster:
     server: {self.server}
-    insecure-skip-tls-verify: true
+    certificate-authority: {self.state_dir / "certs" / "apiserver.crt"}
 users:
 - name: admin
   user:

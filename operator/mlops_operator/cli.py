@@ -1,0 +1,114 @@
+"""`mlops`: the command line (also installed as `kubectl-mlops`, a kubectl plugin)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+DEFAULT_STATE_DIR = ".state/dev"
+
+
+def _repo_crds_dir() -> Path:
+    """The checkout's crds/ (operator/mlops_operator/cli.py → <top>/crds), else ./crds."""
+    top = Path(__file__).resolve().parents[2]
+    return top / "crds" if (top / "pyproject.toml").exists() else Path("crds")
+
+
+def cmd_crds(args: argparse.Namespace) -> int:
+    from . import crdgen
+
+    directory = Path(args.dir) if args.dir else _repo_crds_dir()
+    if args.check:
+        stale = crdgen.stale(directory)
+        if stale:
+            print(f"CRDs in {directory} are stale: {', '.join(stale)}. Run `mlops crds` to regenerate.",
+                  file=sys.stderr)
+            return 1
+        print(f"CRDs in {directory} are up to date.")
+        return 0
+    written = crdgen.write(directory)
+    for path in written:
+        print(f"wrote {path}")
+    if not written:
+        print(f"CRDs in {directory} are up to date.")
+    return 0
+
+
+def cmd_dev_up(args: argparse.Namespace) -> int:
+    from .dev import controlplane, install
+
+    try:
+        cp = controlplane.up(Path(args.state_dir))
+        if not args.no_crds:
+            install.apply_crds(str(cp.kubeconfig))
+    except controlplane.ControlPlaneError as exc:
+        print(f"mlops dev up: {exc}", file=sys.stderr)
+        return 1
+    print(f"# control plane {cp.server} is up (state in {cp.state_dir}); to use it:", file=sys.stderr)
+    print(f"export KUBECONFIG={cp.kubeconfig}")
+    return 0
+
+
+def cmd_dev_down(args: argparse.Namespace) -> int:
+    from .dev import controlplane
+
+    if controlplane.down(Path(args.state_dir)):
+        print(f"stopped the control plane in {Path(args.state_dir).resolve()}")
+    else:
+        print(f"no control plane is running in {Path(args.state_dir).resolve()}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import kopf
+
+    from . import main as _handlers  # noqa: F401  (registers the handlers)
+
+    namespaces = args.namespace or [n for n in os.environ.get("MLOPS_NAMESPACES", "").split(",") if n]
+    kopf.configure(verbose=args.verbose)
+    kopf.run(
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=args.liveness,
+        standalone=True,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlops", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("crds", help="generate crds/*.yaml from the typed API")
+    p.add_argument("--check", action="store_true", help="exit 1 when the files are stale, write nothing")
+    p.add_argument("--dir", help="output directory (default: the repository's crds/)")
+    p.set_defaults(func=cmd_crds)
+
+    p = sub.add_parser("run", help="run the operator")
+    p.add_argument("-n", "--namespace", action="append", help="watch only this namespace (repeatable)")
+    p.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    dev = sub.add_parser("dev", help="a local Kubernetes control plane for development and tests")
+    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
+    p = dev_sub.add_parser("up", help="start etcd + kube-apiserver + controller-manager + scheduler")
+    p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    p.add_argument("--no-crds", action="store_true", help="do not install the CRDs")
+    p.set_defaults(func=cmd_dev_up)
+    p = dev_sub.add_parser("down", help="stop every process `mlops dev up` started")
+    p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    p.set_defaults(func=cmd_dev_down)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Pure logic of DriftPolicies: spec checks, sketches and drift statistics."""

@@ -1,0 +1,88 @@
+"""What a reconcile function gets: the API, the cache, settings; and the one way to write status."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..api import API_VERSION, GROUP, VERSION, Kind
+from ..conditions import FALSE, Cond, merge, now
+from ..config import Settings
+from ..kube import Api, Resource
+from .core import Store, WorkQueue
+
+logger = logging.getLogger("mlops_operator")
+EVENTS = Resource("", "v1", "events")
+
+
+def resource(kind: Kind) -> Resource:
+    return Resource(GROUP, VERSION, kind.plural)
+
+
+@dataclass
+class Ctx:
+    api: Api
+    store: Store
+    settings: Settings
+    queue: WorkQueue | None = None
+    post_normal_events: bool = False
+    status_writes: int = field(default=0)
+
+    async def write_status(
+        self,
+        kind: Kind,
+        body: Mapping[str, Any],
+        decided: Sequence[Cond],
+        fields: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Patch status when it differs from what is stored; post Events for condition changes.
+
+        Returns whether anything was written. A reconcile that changes nothing writes nothing.
+        """
+        meta = body["metadata"]
+        status = body.get("status") or {}
+        generation = meta.get("generation")
+        conditions = merge(status.get("conditions"), decided, generation)
+        new: dict[str, Any] = {"observedGeneration": generation, "conditions": conditions, **(fields or {})}
+        if all(status.get(k) == v for k, v in new.items()):
+            return False
+        if not await self.api.patch_status(resource(kind), meta["namespace"], meta["name"], new):
+            return False  # gone meanwhile
+        self.status_writes += 1
+        old = {c.get("type"): c for c in status.get("conditions") or ()}
+        for c in decided:
+            before = old.get(c.type)
+            if before is None or before.get("status") != c.status or before.get("reason") != c.reason:
+                warning = c.status == FALSE and c.type in ("Ready", "Available", "Succeeded", "GatesPassed") \
+                    or c.type == "Degraded" and c.status == "True"
+                await self.event(kind, body, c.reason, f"{c.type}={c.status}: {c.message}".rstrip(": "), warning)
+        return True
+
+    async def event(self, kind: Kind, body: Mapping[str, Any], reason: str, message: str,
+                    warning: bool = False) -> None:
+        """Post a Kubernetes Event (Warnings always; Normal ones when MLOPS_EVENTS=all)."""
+        if not warning and not self.post_normal_events:
+            return
+        meta = body["metadata"]
+        stamp = now()
+        event = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": API_VERSION, "kind": kind.kind, "name": meta["name"],
+                "namespace": meta["namespace"], "uid": meta.get("uid"),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": "mlops-operator"},
+            "reportingComponent": "mlops-operator",
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        try:
+            await self.api.request("POST", EVENTS.path(meta["namespace"]), event)
+        except Exception as exc:  # an Event is best effort: never fail a reconcile over it
+            logger.warning("could not post event %s for %s/%s: %s", reason, meta["namespace"], meta["name"], exc)

@@ -1,0 +1,176 @@
+"""The one thin API layer of the operator.
+
+An aiohttp client on the same credentials kopf logs in with (see `main.login`): status patches,
+server-side apply of children under the operator's field manager, deletes, and API discovery.
+404 on a status patch means the object is gone (nothing to do); 409 is retried by the caller's
+reconcile loop. Every request is counted per (verb, resource) so tests and benchmarks can assert
+how many requests a reconcile costs.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+FIELD_MANAGER = "mlops-operator"
+
+
+class ApiError(RuntimeError):
+    def __init__(self, status: int, method: str, path: str, body: str) -> None:
+        message = body
+        try:
+            message = json.loads(body).get("message", body)
+        except (ValueError, AttributeError):
+            pass
+        super().__init__(f"{method} {path}: {status} {message}")
+        self.status, self.message = status, message
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str
+    version: str
+    plural: str
+    namespaced: bool = True
+
+    def path(self, namespace: str | None = None, name: str | None = None, sub: str | None = None) -> str:
+        base = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{name}"
+        if sub:
+            base += f"/{sub}"
+        return base
+
+
+class Api:
+    """An async Kubernetes API client for exactly what the operator does."""
+
+    def __init__(
+        self,
+        server: str,
+        *,
+        token: str | None = None,
+        ca_path: str | None = None,
+        ca_data: str | bytes | None = None,
+        insecure: bool = False,
+        cert_path: str | None = None,
+        key_path: str | None = None,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if insecure:
+            self._ssl: ssl.SSLContext | bool = False
+        else:
+            ctx = ssl.create_default_context(cafile=ca_path)
+            if ca_data:
+                ctx.load_verify_locations(cadata=ca_data if isinstance(ca_data, str) else ca_data.decode())
+            if cert_path:
+                ctx.load_cert_chain(cert_path, key_path)
+            self._ssl = ctx
+        self._session: aiohttp.ClientSession | None = None
+        self.requests: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._discovery: dict[str, set[str] | None] = {}
+
+    @classmethod
+    def from_connection_info(cls, info: Any) -> Api:
+        """Build from a kopf ConnectionInfo (what the login handler returns)."""
+        ca_data = info.ca_data
+        if isinstance(ca_data, bytes):
+            ca_data = ca_data.decode()
+        return cls(
+            info.server,
+            token=info.token,
+            ca_path=str(info.ca_path) if info.ca_path else None,
+            ca_data=ca_data,
+            insecure=bool(info.insecure),
+            cert_path=str(info.certificate_path) if info.certificate_path else None,
+            key_path=str(info.private_key_path) if info.private_key_path else None,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str = "application/json",
+        params: dict[str, str] | None = None,
+        missing_ok: bool = False,
+    ) -> dict[str, Any] | None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(total=60),
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=32),
+            )
+        resource = path.split("?")[0].rstrip("/").split("/")
+        # count per verb and resource plural (…/namespaces/NS/PLURAL[/NAME[/SUB]])
+        plural = next((resource[i + 2] for i, p in enumerate(resource) if p == "namespaces" and i + 2 < len(resource)),
+                      resource[-1])
+        self.requests[(method, plural)] += 1
+        data = None if body is None else json.dumps(body)
+        async with self._session.request(
+            method, self.server + path, data=data, params=params,
+            headers={"Content-Type": content_type} if data is not None else None,
+        ) as resp:
+            text = await resp.text()
+            if resp.status == 404 and missing_ok:
+                return None
+            if resp.status >= 400:
+                raise ApiError(resp.status, method, path, text)
+            return json.loads(text) if text else {}
+
+    # -- the verbs the operator uses
+    async def get(self, res: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
+        return await self.request("GET", res.path(namespace, name), missing_ok=True)
+
+    async def patch_status(self, res: Resource, namespace: str, name: str, status: dict[str, Any]) -> bool:
+        """Merge-patch the status subresource. False when the object is gone."""
+        result = await self.request(
+            "PATCH", res.path(namespace, name, "status"), {"status": status},
+            content_type="application/merge-patch+json", missing_ok=True,
+        )
+        return result is not None
+
+    async def apply(self, res: Resource, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply under the operator's field manager (forcing only its own fields)."""
+        meta = obj["metadata"]
+        result = await self.request(
+            "PATCH", res.path(meta.get("namespace"), meta["name"]), obj,
+            content_type="application/apply-patch+yaml",
+            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+        )
+        assert result is not None
+        return result
+
+    async def delete(self, res: Resource, namespace: str, name: str) -> bool:
+        result = await self.request(
+            "DELETE", res.path(namespace, name), {"propagationPolicy": "Background"}, missing_ok=True,
+        )
+        return result is not None
+
+    async def has_kind(self, group: str, version: str, plural: str) -> bool:
+        """Whether the cluster serves group/version/plural (API discovery, cached per run)."""
+        key = f"{group}/{version}"
+        if key not in self._discovery:
+            path = f"/apis/{group}/{version}" if group else f"/api/{version}"
+            found = await self.request("GET", path, missing_ok=True)
+            self._discovery[key] = None if found is None else {r["name"] for r in found.get("resources", [])}
+        names = self._discovery[key]
+        return names is not None and plural in names
+
+    def forget_discovery(self) -> None:
+        self._discovery.clear()

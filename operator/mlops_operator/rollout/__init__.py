@@ -1,0 +1,1 @@
+"""Pure logic of ModelDeployments: spec checks, model version resolution, the rollout decisions."""

@@ -1,0 +1,75 @@
+"""Checks of a ModelDeployment spec that a structural schema cannot express, and the model stream."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..api.modeldeployment import BlueGreen, ModelDeploymentSpec, Strategy
+from ..conditions import is_true
+from ..runtime.artifacts import UNSAFE_FORMATS
+from ..training.spec import check_env
+
+
+def check(spec: ModelDeploymentSpec) -> list[str]:
+    errors: list[str] = []
+    model = spec.model
+    if model.digest and not model.storage_uri:
+        errors.append("spec.model.digest: only applies to a pinned storageUri (a TrainingRun stream "
+                      "brings its own digest)")
+    if model.format and model.from_training_runs:
+        errors.append("spec.model.format: only applies to a pinned storageUri (a TrainingRun stream "
+                      "brings its own format)")
+    allow_unsafe = spec.runtime is not None and spec.runtime.allow_unsafe_formats
+    if model.format in UNSAFE_FORMATS and not allow_unsafe:
+        errors.append(f"spec.model.format: {model.format} files are loaded with pickle, which runs code "
+                      "from the file; set spec.runtime.allowUnsafeFormats: true to accept that")
+    if spec.runtime is not None:
+        errors += check_env(spec.runtime.env, "spec.runtime.env")
+
+    strategy = spec.strategy or Strategy()
+    if strategy.type == "Canary" and strategy.canary is None:
+        errors.append("spec.strategy.canary: required when spec.strategy.type is Canary")
+    if strategy.type == "Canary" and strategy.blue_green is not None:
+        errors.append("spec.strategy.blueGreen: only applies when spec.strategy.type is BlueGreen")
+    if strategy.type == "BlueGreen" and strategy.canary is not None:
+        errors.append("spec.strategy.canary: only applies when spec.strategy.type is Canary")
+    if strategy.canary is not None:
+        steps = strategy.canary.steps
+        for i in range(1, len(steps)):
+            if steps[i].weight <= steps[i - 1].weight:
+                errors.append(f"spec.strategy.canary.steps[{i}].weight: weights must ascend "
+                              f"({steps[i - 1].weight} then {steps[i].weight})")
+
+    analysis = spec.analysis
+    if analysis is not None:
+        blue_green = strategy.blue_green or BlueGreen()
+        if strategy.type == "BlueGreen" and analysis.duration_seconds >= blue_green.scale_down_delay_seconds \
+                and blue_green.scale_down_delay_seconds > 0:
+            errors.append(f"spec.analysis.durationSeconds: {analysis.duration_seconds}s must end before "
+                          f"spec.strategy.blueGreen.scaleDownDelaySeconds ({blue_green.scale_down_delay_seconds}s), "
+                          "or the old revision is gone before a failed analysis can return to it")
+        if analysis.min_requests > 0 and analysis.duration_seconds == 0:
+            errors.append(f"spec.analysis.minRequests: {analysis.min_requests} requests cannot be collected "
+                          "in a durationSeconds of 0")
+        if analysis.duration_seconds > 0 and analysis.interval_seconds > analysis.duration_seconds:
+            errors.append(f"spec.analysis.intervalSeconds: {analysis.interval_seconds}s is longer than "
+                          f"durationSeconds ({analysis.duration_seconds}s): no measurement would be taken")
+        measurements = max(1, analysis.duration_seconds // analysis.interval_seconds)
+        if analysis.failure_limit >= measurements:
+            errors.append(f"spec.analysis.failureLimit: {analysis.failure_limit} failures tolerated out of "
+                          f"{measurements} measurements: the analysis could never fail")
+    return errors
+
+
+def newest_passing_run(runs: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The newest TrainingRun that passed its gates and recorded a model (None if there is none)."""
+    passing = [
+        r for r in runs
+        if is_true((r.get("status") or {}).get("conditions"), "GatesPassed")
+        and (r.get("status") or {}).get("model", {}).get("digest")
+        and not r["metadata"].get("deletionTimestamp")
+    ]
+    if not passing:
+        return None
+    return max(passing, key=lambda r: (r["metadata"].get("creationTimestamp", ""), r["metadata"]["name"]))

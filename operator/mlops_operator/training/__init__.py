@@ -1,0 +1,1 @@
+"""Pure logic of TrainingRuns: spec checks, the Job to build, results and gates."""
