@@ -1,7 +1,7 @@
 """Pure helpers for Kubernetes API convention conditions.
 
-A condition is a plain dict as it sits in `status.conditions`: type, status, reason, message,
-lastTransitionTime, observedGeneration. `lastTransitionTime` changes only when `status` changes;
+A condition is a plain dict as it sits in `status.conditions`: type, status, reason, message
+(left out when empty), lastTransitionTime, observedGeneration. `lastTransitionTime` changes only when `status` changes;
 a new reason or message on the same status keeps the old time.
 """
 
@@ -73,6 +73,9 @@ def merge(
         }
         if generation is None:
             del new["observedGeneration"]
+        if not d.message:
+            # the 1.20 apiserver turns "" in a merge patch into null, which the schema rejects
+            del new["message"]
         if d.type in index:
             old = result[index[d.type]]
             if old.get("status") == d.status and old.get("lastTransitionTime"):

@@ -61,7 +61,7 @@ class ApiModel(BaseModel):
             (g, False) for g in self._at_most_one_of
         ]:
             present = [f for f in group if getattr(self, f) is not None]
-            aliases = [self.model_fields[f].alias or f for f in group]
+            aliases = [type(self).model_fields[f].alias or f for f in group]
             if len(present) > 1 or (exact and not present):
                 raise ValueError(f"exactly one of {', '.join(aliases)} must be set"
                                  if exact else f"at most one of {', '.join(aliases)} may be set")

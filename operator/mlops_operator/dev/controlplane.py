@@ -253,7 +253,7 @@ class ControlPlane:
                 self._spawn("kube-controller-manager", [
                     str(binaries["kube-controller-manager"]), f"--kubeconfig={kc}",
                     f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
-                    "--leader-elect=false", "--bind-address=127.0.0.1",
+                    "--leader-elect=false", "--bind-address=127.0.0.1", "--port=0",
                     f"--secure-port={self.ports['kcm']}",
                     f"--service-account-private-key-file={certs / 'sa.key'}",
                     "--use-service-account-credentials=false",
@@ -262,7 +262,7 @@ class ControlPlane:
                 self._spawn("kube-scheduler", [
                     str(binaries["kube-scheduler"]), f"--kubeconfig={kc}",
                     f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
-                    "--leader-elect=false", "--bind-address=127.0.0.1",
+                    "--leader-elect=false", "--bind-address=127.0.0.1", "--port=0",
                     f"--secure-port={self.ports['scheduler']}",
                 ], logs)
                 for name, port in (("kube-controller-manager", "kcm"), ("kube-scheduler", "scheduler")):

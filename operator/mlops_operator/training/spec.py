@@ -51,7 +51,6 @@ def check(spec: TrainingRunSpec, prefix: str = "spec") -> list[str]:
         if size > MAX_INLINE_PIPELINE:
             errors.append(f"{prefix}.pipeline.inline: {size} bytes is too large to keep in the object "
                           f"(at most {MAX_INLINE_PIPELINE}); put the pipeline in a ConfigMap and use configMapKeyRef")
-    gates = [(g.metric, g.operator) for g in spec.gates or ()]
-    for metric, op in sorted(_duplicates([f"{m} {o}" for m, o in gates])):
-        errors.append(f"{prefix}.gates: the gate {metric} {op} is given twice")
+    for gate in sorted(_duplicates([f"{g.metric} {g.operator}" for g in spec.gates or ()])):
+        errors.append(f"{prefix}.gates: the gate {gate} is given twice")
     return errors

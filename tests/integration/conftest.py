@@ -1,0 +1,254 @@
+"""Integration harness: one real control plane per test run, a namespace per test, the operator
+in-process (kopf in a thread) and as a subprocess, and waiting with deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from mlops_operator.api import BY_KIND, GROUP, VERSION
+from mlops_operator.dev import install
+from mlops_operator.dev.controlplane import ControlPlane
+from mlops_operator.dev.tools import tool
+
+IN_PROCESS_PREFIX = "it-"  # namespaces the in-process operator watches
+SUBPROCESS_PREFIX = "sp-"  # namespaces left to operators started as subprocesses
+RESYNC_SECONDS = 2
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30, what: str = "condition",
+              show: Callable[[], Any] | None = None, interval: float = 0.1) -> Any:
+    """Poll `check` until it returns something truthy; on timeout fail showing the object."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except (ApiException, KeyError, IndexError, TypeError) as exc:
+            last_exc = exc
+        time.sleep(interval)
+    shown = ""
+    if show is not None:
+        try:
+            shown = yaml.safe_dump(show(), sort_keys=False)
+        except Exception as exc:  # the object may be gone: say so instead of hiding the timeout
+            shown = f"<could not show the object: {exc}>"
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last error: {last_exc}\n{shown}")
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    cp = ControlPlane(tmp_path_factory.mktemp("controlplane"))
+    cp.start()
+    try:
+        install.apply_crds(str(cp.kubeconfig))
+        os.environ["KUBECONFIG"] = str(cp.kubeconfig)
+        yield cp
+    finally:
+        cp.stop()
+
+
+@pytest.fixture(scope="session")
+def api(control_plane: ControlPlane) -> Iterator[client.ApiClient]:
+    with install.api_client(str(control_plane.kubeconfig)) as api_client:
+        yield api_client
+
+
+class Cluster:
+    """Small helpers over the real API for tests."""
+
+    def __init__(self, api_client: client.ApiClient, kubeconfig: Path) -> None:
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.kubeconfig = kubeconfig
+
+    def create(self, obj: dict[str, Any], namespace: str) -> dict[str, Any]:
+        kind = BY_KIND[obj["kind"]]
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, kind.plural, obj)
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, BY_KIND[kind].plural, name)
+
+    def patch(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, BY_KIND[kind].plural, name,
+                                                          patch)
+
+    def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        return self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, BY_KIND[kind].plural, name, {"status": status})
+
+    def condition(self, kind: str, namespace: str, name: str, type_: str = "Ready") -> dict[str, Any] | None:
+        obj = self.get(kind, namespace, name)
+        for c in (obj.get("status") or {}).get("conditions") or ():
+            if c["type"] == type_:
+                return c
+        return None
+
+    def wait_condition(self, kind: str, namespace: str, name: str, status: str, reason: str | None = None,
+                       type_: str = "Ready", timeout: float = 30) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            c = self.condition(kind, namespace, name, type_)
+            if c and c["status"] == status and (reason is None or c["reason"] == reason):
+                return c
+            return None
+        return wait_for(check, timeout, f"{kind} {namespace}/{name} {type_}={status} {reason or ''}",
+                        show=lambda: self.get(kind, namespace, name))
+
+    def kubectl(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([tool("kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+                              capture_output=True, text=True, input=stdin, timeout=120)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
+        return proc
+
+    def children(self, namespace: str) -> list[str]:
+        """Every object in the namespace that the operator could have created."""
+        names = [f"Job/{j.metadata.name}" for j in self.batch.list_namespaced_job(namespace).items]
+        names += [f"Deployment/{d.metadata.name}" for d in self.apps.list_namespaced_deployment(namespace).items]
+        names += [f"Service/{s.metadata.name}" for s in self.core.list_namespaced_service(namespace).items]
+        names += [f"Pod/{p.metadata.name}" for p in self.core.list_namespaced_pod(namespace).items]
+        names += [f"ConfigMap/{c.metadata.name}" for c in self.core.list_namespaced_config_map(namespace).items
+                  if c.metadata.name != "kube-root-ca.crt"]
+        for kind in BY_KIND.values():
+            names += [f"{kind.kind}/{o['metadata']['name']}" for o in self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, kind.plural)["items"]
+                if any(r.get("apiVersion", "").startswith(GROUP) for r in o["metadata"].get("ownerReferences", []))]
+        return names
+
+    def events(self, namespace: str, name: str) -> list[Any]:
+        return [e for e in self.core.list_namespaced_event(namespace).items if e.involved_object.name == name]
+
+
+@pytest.fixture(scope="session")
+def cluster(api: client.ApiClient, control_plane: ControlPlane) -> Cluster:
+    return Cluster(api, control_plane.kubeconfig)
+
+
+def _namespace(cluster: Cluster, prefix: str) -> Iterator[str]:
+    name = f"{prefix}{uuid.uuid4().hex[:8]}"
+    cluster.core.create_namespace({"metadata": {"name": name}})
+    yield name
+    with contextlib.suppress(ApiException):
+        cluster.core.delete_namespace(name)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A namespace for this test, watched by the in-process operator."""
+    yield from _namespace(cluster, IN_PROCESS_PREFIX)
+
+
+@pytest.fixture
+def sp_namespace(cluster: Cluster) -> Iterator[str]:
+    """A namespace for this test that only operators started as subprocesses watch."""
+    yield from _namespace(cluster, SUBPROCESS_PREFIX)
+
+
+class InProcessOperator:
+    """kopf's own runner in a thread with its own event loop, watching the it-* namespaces."""
+
+    def __init__(self) -> None:
+        self.stop_flag = threading.Event()
+        self.ready_flag = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="operator", daemon=True)
+
+    def _run(self) -> None:
+        import kopf
+
+        import mlops_operator.main  # noqa: F401  (registers the handlers)
+
+        try:
+            asyncio.run(kopf.operator(
+                namespaces=[f"{IN_PROCESS_PREFIX}*"], clusterwide=False, standalone=True,
+                stop_flag=self.stop_flag, ready_flag=self.ready_flag,
+            ))
+        except BaseException as exc:
+            self.error = exc
+            self.ready_flag.set()
+
+    @property
+    def ctx(self) -> Any:
+        from mlops_operator.main import Runtime
+
+        return Runtime.ctx
+
+    def start(self) -> None:
+        self.thread.start()
+        if not self.ready_flag.wait(60) or self.error:
+            raise RuntimeError(f"the in-process operator did not start: {self.error}")
+        wait_for(lambda: self.ctx is not None, 30, "operator start-up")
+
+    def stop(self) -> None:
+        self.stop_flag.set()
+        self.thread.join(30)
+
+
+@pytest.fixture(scope="session")
+def operator(control_plane: ControlPlane) -> Iterator[InProcessOperator]:
+    os.environ["MLOPS_RESYNC_SECONDS"] = str(RESYNC_SECONDS)
+    op = InProcessOperator()
+    op.start()
+    yield op
+    op.stop()
+    assert op.error is None, f"the operator crashed: {op.error!r}"
+
+
+class OperatorProcess:
+    """`mlops run -n NAMESPACE` as a real process, killable."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, log: Path, env: dict[str, str] | None = None) -> None:
+        self.cmd = [sys.executable, "-m", "mlops_operator.cli", "run", "-n", namespace]
+        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig), **(env or {})}
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.terminate()
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def operator_process(control_plane: ControlPlane, sp_namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(control_plane.kubeconfig, sp_namespace, tmp_path / "operator.log",
+                         env={"MLOPS_RESYNC_SECONDS": "5"})
+    yield op
+    op.stop()

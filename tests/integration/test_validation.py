@@ -1,0 +1,106 @@
+"""Semantic validation by the operator: Ready=False/InvalidSpec naming the field, nothing created,
+the operator keeps running; references that appear later are picked up (level-based)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.cases import STATUS_CASES, TARGET_CASES, example
+
+from .conftest import Cluster, InProcessOperator, wait_for
+
+
+@pytest.mark.parametrize("case", STATUS_CASES + TARGET_CASES, ids=lambda c: c.id)
+def test_invalid_spec_reaches_status_and_creates_nothing(
+    cluster: Cluster, operator: InProcessOperator, namespace: str, case
+) -> None:
+    if case in TARGET_CASES:
+        cluster.create(example("ModelDeployment"), namespace)
+    manifest = case.manifest()
+    created = cluster.create(manifest, namespace)
+    name = manifest["metadata"]["name"]
+    cond = cluster.wait_condition(case.kind, namespace, name, "False", "InvalidSpec")
+    assert case.field in cond["message"], cond["message"]
+    assert cond["observedGeneration"] == created["metadata"]["generation"]
+    status = cluster.get(case.kind, namespace, name)["status"]
+    assert status["observedGeneration"] == created["metadata"]["generation"]
+    wait_for(lambda: any(e.reason == "InvalidSpec" and e.type == "Warning" for e in cluster.events(namespace, name)),
+             what="a Warning event InvalidSpec")
+    assert cluster.children(namespace) == []
+    assert operator.error is None and operator.thread.is_alive()
+
+
+def test_drift_policy_waits_for_its_target_and_recovers(
+    cluster: Cluster, operator: InProcessOperator, namespace: str
+) -> None:
+    cluster.create(example("DriftPolicy"), namespace)
+    cond = cluster.wait_condition("DriftPolicy", namespace, "iris-drift", "False", "TargetNotFound")
+    assert "spec.targetRef.name" in cond["message"] and "iris" in cond["message"]
+    # the target appearing is an event of a referenced object: no resync or timer needed to notice
+    cluster.create(example("ModelDeployment"), namespace)
+    cluster.wait_condition("DriftPolicy", namespace, "iris-drift", "Unknown", "Pending", timeout=10)
+    cluster.custom.delete_namespaced_custom_object("mlops.dev", "v1alpha1", namespace, "modeldeployments", "iris")
+    cluster.wait_condition("DriftPolicy", namespace, "iris-drift", "False", "TargetNotFound", timeout=10)
+
+
+def test_model_deployment_waits_for_a_passing_run_and_recovers(
+    cluster: Cluster, operator: InProcessOperator, namespace: str
+) -> None:
+    cluster.create(example("ModelDeployment"), namespace)
+    cond = cluster.wait_condition("ModelDeployment", namespace, "iris", "False", "NoModelVersion")
+    assert "model iris" in cond["message"]
+    cluster.create(example("TrainingRun"), namespace)
+    cluster.wait_condition("TrainingRun", namespace, "iris-v1", "Unknown", "Pending")
+    # what the TrainingRun controller records when a run passes its gates
+    cluster.patch_status("TrainingRun", namespace, "iris-v1", {
+        "conditions": [{"type": "GatesPassed", "status": "True", "reason": "Passed", "message": "accuracy 0.96 >= 0.9",
+                        "lastTransitionTime": "2026-11-22T00:00:00Z"}],
+        "model": {"uri": "s3://models/iris/iris-v1", "digest": "sha256:" + "ab" * 32, "format": "sklearn"},
+    })
+    cluster.wait_condition("ModelDeployment", namespace, "iris", "Unknown", "Pending", timeout=10)
+    # the operator kept the GatesPassed condition it does not own
+    assert cluster.condition("TrainingRun", namespace, "iris-v1", "GatesPassed")["status"] == "True"
+
+
+def test_conditions_track_generation_and_only_real_transitions(
+    cluster: Cluster, operator: InProcessOperator, namespace: str
+) -> None:
+    run = example("TrainingRun")
+    del run["spec"]["trainer"]["estimator"]
+    cluster.create(run, namespace)
+    first = cluster.wait_condition("TrainingRun", namespace, "iris-v1", "False", "InvalidSpec")
+    assert first["observedGeneration"] == 1 and "spec.trainer.estimator" in first["message"]
+    # still invalid, for another reason: message and generation move, the transition time does not
+    cluster.patch("TrainingRun", namespace, "iris-v1", {"spec": {"trainer": {"env": [{"name": "MLOPS_RUN"}]}}})
+    second = wait_for(lambda: (c := cluster.condition("TrainingRun", namespace, "iris-v1")) and
+                      c["observedGeneration"] == 2 and c, what="generation 2 observed")
+    assert "MLOPS_RUN" in second["message"] and second["status"] == "False"
+    assert second["lastTransitionTime"] == first["lastTransitionTime"]
+    # fixed: a real transition
+    cluster.patch("TrainingRun", namespace, "iris-v1", {"spec": {"trainer": {
+        "env": None, "estimator": "sklearn.linear_model.LogisticRegression"}}})
+    third = cluster.wait_condition("TrainingRun", namespace, "iris-v1", "Unknown", "Pending")
+    assert third["observedGeneration"] == 3
+    assert cluster.get("TrainingRun", namespace, "iris-v1")["status"]["observedGeneration"] == 3
+
+
+def test_resync_writes_nothing_when_nothing_changed(
+    cluster: Cluster, operator: InProcessOperator, namespace: str
+) -> None:
+    for kind in ("TrainingRun", "ModelDeployment", "DriftPolicy"):
+        cluster.create(example(kind), namespace)
+    cluster.wait_condition("TrainingRun", namespace, "iris-v1", "Unknown", "Pending")
+    cluster.wait_condition("ModelDeployment", namespace, "iris", "False", "NoModelVersion")
+    cluster.wait_condition("DriftPolicy", namespace, "iris-drift", "Unknown", "Pending")
+    ctx = operator.ctx
+    wait_for(lambda: ctx.queue.idle(), what="the work queue to drain")
+    versions = {k: cluster.get(k, namespace, n)["metadata"]["resourceVersion"]
+                for k, n in (("TrainingRun", "iris-v1"), ("ModelDeployment", "iris"), ("DriftPolicy", "iris-drift"))}
+    writes, reconciles = ctx.status_writes, ctx.queue.reconciles
+    # two resync rounds (every object reconciled again at least twice)
+    wait_for(lambda: ctx.queue.reconciles >= reconciles + 2 * len(ctx.store.keys("TrainingRun")) + 4,
+             timeout=30, what="two resync rounds")
+    after = {k: cluster.get(k, namespace, n)["metadata"]["resourceVersion"] for k, n in
+             (("TrainingRun", "iris-v1"), ("ModelDeployment", "iris"), ("DriftPolicy", "iris-drift"))}
+    assert after == versions
+    assert ctx.status_writes == writes

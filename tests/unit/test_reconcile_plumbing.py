@@ -1,0 +1,139 @@
+"""The cache and the work queue that make reconciles level-based (no cluster needed)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import kopf
+
+from mlops_operator.handlers.core import Store, WorkQueue, owner_of, slim
+from mlops_operator.main import make_store
+
+
+def obj(kind: str, name: str, spec: dict, ns: str = "ns", status: dict | None = None) -> dict:
+    body = {"apiVersion": "mlops.dev/v1alpha1", "kind": kind,
+            "metadata": {"name": name, "namespace": ns, "uid": f"uid-{name}", "managedFields": [{"x": 1}]},
+            "spec": spec}
+    if status is not None:
+        body["status"] = status
+    return body
+
+
+def test_slim_keeps_what_reconciles_need_only() -> None:
+    body = obj("TrainingRun", "a", {"model": "m"})
+    out = slim(body)
+    assert "managedFields" not in out["metadata"] and out["spec"] == {"model": "m"}
+
+
+def test_referenced_objects_trigger_their_dependents() -> None:
+    store = make_store()
+    md = obj("ModelDeployment", "iris", {"model": {"fromTrainingRuns": {"model": "iris"}}})
+    dp = obj("DriftPolicy", "watch", {"targetRef": {"name": "iris"}})
+    other_ns_dp = obj("DriftPolicy", "watch", {"targetRef": {"name": "iris"}}, ns="other")
+    assert store.upsert("DriftPolicy", dp) == {("DriftPolicy", "ns", "watch")}
+    store.upsert("DriftPolicy", other_ns_dp)
+    # the target appearing reconciles the policy that waits for it (same namespace only)
+    assert store.upsert("ModelDeployment", md) == {("ModelDeployment", "ns", "iris"), ("DriftPolicy", "ns", "watch")}
+    # a TrainingRun of the followed model reconciles the deployment; another model does not
+    tr = obj("TrainingRun", "iris-1", {"model": "iris"})
+    assert store.upsert("TrainingRun", tr) == {("TrainingRun", "ns", "iris-1"), ("ModelDeployment", "ns", "iris")}
+    assert store.upsert("TrainingRun", obj("TrainingRun", "wine-1", {"model": "wine"})) == \
+        {("TrainingRun", "ns", "wine-1")}
+    assert [b["metadata"]["name"] for b in store.by_alias(("model", "ns", "iris"))] == ["iris-1"]
+    # an unchanged object (a resync re-list) does not fan out
+    assert store.upsert("TrainingRun", tr) == {("TrainingRun", "ns", "iris-1")}
+    # deletion reconciles dependents and forgets the object
+    assert store.delete("TrainingRun", "ns", "iris-1") == {("ModelDeployment", "ns", "iris")}
+    assert store.by_alias(("model", "ns", "iris")) == []
+    # a policy retargeted stops depending on the old target
+    store.upsert("DriftPolicy", obj("DriftPolicy", "watch", {"targetRef": {"name": "wine"}}))
+    assert store.upsert("ModelDeployment", {**md, "spec": {"replicas": 3}}) == {("ModelDeployment", "ns", "iris")}
+
+
+def test_children_map_to_their_mlops_owner() -> None:
+    job = {"metadata": {"name": "iris-1-abc", "namespace": "ns", "ownerReferences": [
+        {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "x", "controller": False},
+        {"apiVersion": "mlops.dev/v1alpha1", "kind": "TrainingRun", "name": "iris-1", "controller": True}]}}
+    assert owner_of(job, ["TrainingRun"]) == ("TrainingRun", "ns", "iris-1")
+    assert owner_of(job, ["ModelDeployment"]) is None
+    store = Store()
+    store.upsert_child(("TrainingRun", "ns", "iris-1"), "Job", job)
+    assert list(store.children[("TrainingRun", "ns", "iris-1")]["Job"]) == ["iris-1-abc"]
+    store.delete("TrainingRun", "ns", "iris-1")
+    assert ("TrainingRun", "ns", "iris-1") not in store.children
+
+
+async def wait_until(cond, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+def test_queue_deduplicates_and_serializes_per_key() -> None:
+    async def scenario() -> None:
+        running: set = set()
+        overlaps, calls = [], []
+        gate = asyncio.Event()
+
+        async def reconcile(key) -> None:
+            if key in running:
+                overlaps.append(key)
+            running.add(key)
+            calls.append(key)
+            await gate.wait()
+            running.discard(key)
+
+        q = WorkQueue({"K": reconcile}, workers=4)
+        key = ("K", "ns", "a")
+        q.enqueue(key)
+        await wait_until(lambda: calls == [key])
+        for _ in range(5):  # changes while running: one more run afterwards, never concurrent
+            q.enqueue(key)
+        gate.set()
+        await wait_until(lambda: len(calls) == 2 and q.idle())
+        assert overlaps == []
+        await q.close()
+
+    asyncio.run(scenario())
+
+
+def test_queue_retries_errors_and_honours_kopf_errors() -> None:
+    async def scenario() -> None:
+        calls: dict = {"temp": 0, "perm": 0, "boom": 0}
+
+        async def reconcile(key) -> None:
+            calls[key[2]] += 1
+            if key[2] == "temp" and calls["temp"] == 1:
+                raise kopf.TemporaryError("wait", delay=0.05)
+            if key[2] == "perm":
+                raise kopf.PermanentError("invalid")
+            if key[2] == "boom" and calls["boom"] < 3:
+                raise RuntimeError("transient")
+
+        q = WorkQueue({"K": reconcile}, workers=2, max_backoff=0.01)
+        for name in calls:
+            q.enqueue(("K", "ns", name))
+        await wait_until(lambda: calls["temp"] == 2 and calls["boom"] == 3 and q.idle())
+        assert calls["perm"] == 1  # a permanent error is not retried
+        await q.close()
+
+    asyncio.run(scenario())
+
+
+def test_delayed_requeue_keeps_the_earliest_due_time() -> None:
+    async def scenario() -> None:
+        calls = []
+
+        async def reconcile(key) -> None:
+            calls.append(asyncio.get_running_loop().time())
+
+        q = WorkQueue({"K": reconcile}, workers=1)
+        start = asyncio.get_running_loop().time()
+        q.enqueue_after(("K", "ns", "a"), 0.05)
+        q.enqueue_after(("K", "ns", "a"), 10)  # later: ignored
+        await wait_until(lambda: len(calls) == 1)
+        assert calls[0] - start < 5
+        await q.close()
+
+    asyncio.run(scenario())
