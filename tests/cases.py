@@ -45,10 +45,7 @@ DELETE = object()
 def _set(obj: Any, path: str, value: Any) -> None:
     parts = [int(p) if p.isdigit() else p for p in path.split(".")]
     for p in parts[:-1]:
-        if isinstance(p, int):
-            obj = obj[p]
-        else:
-            obj = obj.setdefault(p, {})
+        obj = obj[p] if isinstance(p, int) else obj.setdefault(p, {})
     if value is DELETE:
         del obj[parts[-1]]
     else:

@@ -62,6 +62,29 @@ def cmd_dev_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dev_binaries(args: argparse.Namespace) -> int:
+    from .dev import controlplane
+
+    try:
+        found = controlplane.ensure_binaries()
+    except controlplane.ControlPlaneError as exc:
+        print(f"mlops dev binaries: {exc}", file=sys.stderr)
+        return 1
+    for name, path in found.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def cmd_dev_demo(args: argparse.Namespace) -> int:
+    from .dev import controlplane, demo
+
+    try:
+        return demo.run(Path(args.state_dir), down=args.down)
+    except controlplane.ControlPlaneError as exc:
+        print(f"mlops dev demo: {exc}", file=sys.stderr)
+        return 1
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import kopf
 
@@ -102,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = dev_sub.add_parser("down", help="stop every process `mlops dev up` started")
     p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     p.set_defaults(func=cmd_dev_down)
+    p = dev_sub.add_parser("binaries", help="find, or build once into the cache, the control plane binaries")
+    p.set_defaults(func=cmd_dev_binaries)
+    p = dev_sub.add_parser("demo", help="run the operator on the local control plane against examples/")
+    p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    p.add_argument("--down", action="store_true", help="stop the control plane at the end")
+    p.set_defaults(func=cmd_dev_demo)
     return parser
 
 

@@ -10,6 +10,7 @@ how many requests a reconcile costs.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import ssl
 from dataclasses import dataclass
@@ -23,10 +24,8 @@ FIELD_MANAGER = "mlops-operator"
 class ApiError(RuntimeError):
     def __init__(self, status: int, method: str, path: str, body: str) -> None:
         message = body
-        try:
+        with contextlib.suppress(ValueError, AttributeError):
             message = json.loads(body).get("message", body)
-        except (ValueError, AttributeError):
-            pass
         super().__init__(f"{method} {path}: {status} {message}")
         self.status, self.message = status, message
 

@@ -3,13 +3,11 @@ in-process (kopf in a thread) and as a subprocess, and waiting with deadlines.""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,6 +22,7 @@ from kubernetes.client.rest import ApiException
 from mlops_operator.api import BY_KIND, GROUP, VERSION
 from mlops_operator.dev import install
 from mlops_operator.dev.controlplane import ControlPlane
+from mlops_operator.dev.runner import OperatorThread
 from mlops_operator.dev.tools import tool
 
 IN_PROCESS_PREFIX = "it-"  # namespaces the in-process operator watches
@@ -164,50 +163,10 @@ def sp_namespace(cluster: Cluster) -> Iterator[str]:
     yield from _namespace(cluster, SUBPROCESS_PREFIX)
 
 
-class InProcessOperator:
-    """kopf's own runner in a thread with its own event loop, watching the it-* namespaces."""
-
-    def __init__(self) -> None:
-        self.stop_flag = threading.Event()
-        self.ready_flag = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="operator", daemon=True)
-
-    def _run(self) -> None:
-        import kopf
-
-        import mlops_operator.main  # noqa: F401  (registers the handlers)
-
-        try:
-            asyncio.run(kopf.operator(
-                namespaces=[f"{IN_PROCESS_PREFIX}*"], clusterwide=False, standalone=True,
-                stop_flag=self.stop_flag, ready_flag=self.ready_flag,
-            ))
-        except BaseException as exc:
-            self.error = exc
-            self.ready_flag.set()
-
-    @property
-    def ctx(self) -> Any:
-        from mlops_operator.main import Runtime
-
-        return Runtime.ctx
-
-    def start(self) -> None:
-        self.thread.start()
-        if not self.ready_flag.wait(60) or self.error:
-            raise RuntimeError(f"the in-process operator did not start: {self.error}")
-        wait_for(lambda: self.ctx is not None, 30, "operator start-up")
-
-    def stop(self) -> None:
-        self.stop_flag.set()
-        self.thread.join(30)
-
-
 @pytest.fixture(scope="session")
-def operator(control_plane: ControlPlane) -> Iterator[InProcessOperator]:
+def operator(control_plane: ControlPlane) -> Iterator[OperatorThread]:
     os.environ["MLOPS_RESYNC_SECONDS"] = str(RESYNC_SECONDS)
-    op = InProcessOperator()
+    op = OperatorThread([f"{IN_PROCESS_PREFIX}*"])
     op.start()
     yield op
     op.stop()

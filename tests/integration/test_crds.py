@@ -41,7 +41,7 @@ def test_schema_rejects_invalid_manifest_naming_the_field(cluster: Cluster, sp_n
 
 
 def test_kubectl_shows_the_field_to_the_user(cluster: Cluster, sp_namespace: str) -> None:
-    from tests.cases import Case, DELETE
+    from tests.cases import DELETE, Case
 
     bad = Case("x", "ModelDeployment", (("spec.model", {"storageUri": "s3://m/x", "format": "pickle"}),
                                         ("spec.analysis", DELETE)), "spec.model.format")

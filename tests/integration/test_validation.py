@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import pytest
 
+from mlops_operator.dev.runner import OperatorThread
 from tests.cases import STATUS_CASES, TARGET_CASES, example
 
-from .conftest import Cluster, InProcessOperator, wait_for
+from .conftest import Cluster, wait_for
 
 
 @pytest.mark.parametrize("case", STATUS_CASES + TARGET_CASES, ids=lambda c: c.id)
 def test_invalid_spec_reaches_status_and_creates_nothing(
-    cluster: Cluster, operator: InProcessOperator, namespace: str, case
+    cluster: Cluster, operator: OperatorThread, namespace: str, case
 ) -> None:
     if case in TARGET_CASES:
         cluster.create(example("ModelDeployment"), namespace)
@@ -31,7 +32,7 @@ def test_invalid_spec_reaches_status_and_creates_nothing(
 
 
 def test_drift_policy_waits_for_its_target_and_recovers(
-    cluster: Cluster, operator: InProcessOperator, namespace: str
+    cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
     cluster.create(example("DriftPolicy"), namespace)
     cond = cluster.wait_condition("DriftPolicy", namespace, "iris-drift", "False", "TargetNotFound")
@@ -44,7 +45,7 @@ def test_drift_policy_waits_for_its_target_and_recovers(
 
 
 def test_model_deployment_waits_for_a_passing_run_and_recovers(
-    cluster: Cluster, operator: InProcessOperator, namespace: str
+    cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
     cluster.create(example("ModelDeployment"), namespace)
     cond = cluster.wait_condition("ModelDeployment", namespace, "iris", "False", "NoModelVersion")
@@ -63,7 +64,7 @@ def test_model_deployment_waits_for_a_passing_run_and_recovers(
 
 
 def test_conditions_track_generation_and_only_real_transitions(
-    cluster: Cluster, operator: InProcessOperator, namespace: str
+    cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
     run = example("TrainingRun")
     del run["spec"]["trainer"]["estimator"]
@@ -85,7 +86,7 @@ def test_conditions_track_generation_and_only_real_transitions(
 
 
 def test_resync_writes_nothing_when_nothing_changed(
-    cluster: Cluster, operator: InProcessOperator, namespace: str
+    cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
     for kind in ("TrainingRun", "ModelDeployment", "DriftPolicy"):
         cluster.create(example(kind), namespace)

@@ -71,7 +71,7 @@ def test_symlinks_are_refused(tmp_path: Path) -> None:
 
 
 def test_profile_schema_rejects_inconsistent_bins() -> None:
-    with pytest.raises(ValueError, match="len\\(edges\\) \\+ 1"):
+    with pytest.raises(ValueError, match=r"len\(edges\) \+ 1"):
         a.Distribution(name="x", type="numeric", edges=[0.0, 1.0], counts=[1, 1])
     with pytest.raises(ValueError, match="ascending"):
         a.Distribution(name="x", type="numeric", edges=[1.0, 0.0], counts=[1, 1, 1])
@@ -80,14 +80,14 @@ def test_profile_schema_rejects_inconsistent_bins() -> None:
 
 
 def test_metadata_model_file_must_match_format() -> None:
-    with pytest.raises(ValueError, match="model.onnx"):
+    with pytest.raises(ValueError, match=r"model\.onnx"):
         a.ModelMetadata(format="onnx", modelFile="model.skops", task="regression", features=[])
 
 
 def test_finalize_requires_the_model_file(tmp_path: Path) -> None:
     d = make_model_dir(tmp_path)
     (d / "model.skops").unlink()
-    with pytest.raises(a.ArtifactError, match="model.skops is missing"):
+    with pytest.raises(a.ArtifactError, match=r"model\.skops is missing"):
         a.finalize(d, metadata())
 
 

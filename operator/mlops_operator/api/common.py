@@ -23,13 +23,14 @@ ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 DECIMAL = r"^[0-9]+(\.[0-9]+)?$"
 # a fraction in [0, 1]
 FRACTION = r"^(0(\.[0-9]+)?|1(\.0+)?|\.[0-9]+)$"
-QUANTITY = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+QUANTITY = (r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+            r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
 DIGEST = r"^sha256:[a-f0-9]{64}$"
 
 Name = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
 Decimal_ = Annotated[str, Field(pattern=DECIMAL, max_length=32)]
 Fraction = Annotated[str, Field(pattern=FRACTION, max_length=32)]
-Quantity = Annotated[int | Annotated[str, Field(pattern=QUANTITY)], Field(json_schema_extra={"x-int-or-string": True})]
+Quantity = int | Annotated[str, Field(pattern=QUANTITY)]
 Digest = Annotated[str, Field(pattern=DIGEST)]
 
 

@@ -9,6 +9,7 @@ gives), in the cache (`<cache>/k8s-1.20.2/bin`, etcd also on PATH), or built onc
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -265,8 +266,9 @@ class ControlPlane:
                     "--leader-elect=false", "--bind-address=127.0.0.1", "--port=0",
                     f"--secure-port={self.ports['scheduler']}",
                 ], logs)
-                for name, port in (("kube-controller-manager", "kcm"), ("kube-scheduler", "scheduler")):
-                    self._wait(lambda p=port: _https_ok(self.ports[p], "/healthz"), timeout, f"{name} /healthz", logs)
+                for name, port in (("kube-controller-manager", self.ports["kcm"]),
+                                   ("kube-scheduler", self.ports["scheduler"])):
+                    self._wait(functools.partial(_https_ok, port, "/healthz"), timeout, f"{name} /healthz", logs)
         except BaseException:
             self.stop()
             raise

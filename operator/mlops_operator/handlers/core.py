@@ -70,7 +70,8 @@ class Store:
     known_as: dict[str, Callable[[Body], set[RefKey]]] = field(default_factory=dict)
     refers_to: dict[str, Callable[[Body], set[RefKey]]] = field(default_factory=dict)
     objects: dict[str, dict[tuple[str, str], Body]] = field(default_factory=lambda: defaultdict(dict))
-    children: dict[Key, dict[str, dict[str, Body]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(dict)))
+    children: dict[Key, dict[str, dict[str, Body]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(dict)))
     _dependents: dict[RefKey, set[Key]] = field(default_factory=lambda: defaultdict(set))
     _refs: dict[Key, set[RefKey]] = field(default_factory=dict)
     _aliases: dict[RefKey, set[Key]] = field(default_factory=lambda: defaultdict(set))

@@ -30,7 +30,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 METADATA_FILE = "metadata.json"
 PROFILE_FILE = "profile.json"
 VALIDATION_FILE = "validation.json"
