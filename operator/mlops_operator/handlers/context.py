@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import kopf
 
 from ..api import API_VERSION, GROUP, VERSION, Kind
 from ..conditions import FALSE, Cond, merge, now
 from ..config import Settings
 from ..kube import Api, Resource
+from ..validation import parse
 from .core import Store, WorkQueue
 
 logger = logging.getLogger("mlops_operator")
@@ -59,6 +62,32 @@ class Ctx:
                     or (c.type == "Degraded" and c.status == "True")
                 await self.event(kind, body, c.reason, f"{c.type}={c.status}: {c.message}".rstrip(": "), warning)
         return True
+
+    async def validated(
+        self,
+        kind: Kind,
+        key: tuple[str, str, str],
+        check: Callable[[Any], list[str]],
+        invalid_also: Sequence[str] = (),
+    ) -> tuple[dict[str, Any], Any] | None:
+        """The stored object and its typed spec, or None when it is gone or being deleted.
+
+        An invalid spec (the model's own rules, then `check`) is reported as `Ready=False,
+        reason=InvalidSpec` (and the same on the `invalid_also` condition types), with a message
+        naming each field; then `kopf.PermanentError`: nothing is built and nothing retried.
+        """
+        body = self.store.get(key)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        spec, errors = parse(kind.spec, body.get("spec"))
+        if spec is not None:
+            errors = check(spec)
+        if errors:
+            message = "; ".join(errors)
+            await self.write_status(kind, body, [Cond(t, FALSE, "InvalidSpec", message)
+                                                 for t in ("Ready", *invalid_also)])
+            raise kopf.PermanentError(message)
+        return body, spec
 
     async def event(self, kind: Kind, body: Mapping[str, Any], reason: str, message: str,
                     warning: bool = False) -> None:

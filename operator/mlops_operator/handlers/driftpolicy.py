@@ -5,10 +5,8 @@ from __future__ import annotations
 import kopf
 
 from ..api import DRIFT_POLICY
-from ..api.driftpolicy import DriftPolicySpec
 from ..conditions import FALSE, UNKNOWN, Cond
 from ..drift import spec as drift_spec
-from ..validation import parse
 from .context import Ctx
 from .core import Body, Key, RefKey
 
@@ -19,16 +17,10 @@ def refers_to(body: Body) -> set[RefKey]:
 
 
 async def reconcile(ctx: Ctx, key: Key) -> None:
-    body = ctx.store.get(key)
-    if body is None or body["metadata"].get("deletionTimestamp"):
+    found = await ctx.validated(DRIFT_POLICY, key, drift_spec.check)
+    if found is None:
         return
-    spec, errors = parse(DriftPolicySpec, body.get("spec"))
-    if spec is not None:
-        errors = drift_spec.check(spec)
-    if errors or spec is None:
-        message = "; ".join(errors)
-        await ctx.write_status(DRIFT_POLICY, body, [Cond("Ready", FALSE, "InvalidSpec", message)])
-        raise kopf.PermanentError(message)
+    body, spec = found
     target = ctx.store.get(("ModelDeployment", key[1], spec.target_ref.name))
     if target is None or target["metadata"].get("deletionTimestamp"):
         await ctx.write_status(DRIFT_POLICY, body, [

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import kopf
-
 from ..api import MODEL_DEPLOYMENT
-from ..api.modeldeployment import ModelDeploymentSpec
 from ..conditions import FALSE, UNKNOWN, Cond
 from ..rollout import spec as rollout_spec
-from ..validation import parse
 from .context import Ctx
 from .core import Body, Key, RefKey
 
@@ -26,19 +22,10 @@ def known_as(body: Body) -> set[RefKey]:
 
 
 async def reconcile(ctx: Ctx, key: Key) -> None:
-    body = ctx.store.get(key)
-    if body is None or body["metadata"].get("deletionTimestamp"):
+    found = await ctx.validated(MODEL_DEPLOYMENT, key, rollout_spec.check, invalid_also=("Available",))
+    if found is None:
         return
-    spec, errors = parse(ModelDeploymentSpec, body.get("spec"))
-    if spec is not None:
-        errors = rollout_spec.check(spec)
-    if errors or spec is None:
-        message = "; ".join(errors)
-        await ctx.write_status(MODEL_DEPLOYMENT, body, [
-            Cond("Ready", FALSE, "InvalidSpec", message),
-            Cond("Available", FALSE, "InvalidSpec", "nothing is served for an invalid spec"),
-        ])
-        raise kopf.PermanentError(message)
+    body, spec = found
     stream = spec.model.from_training_runs
     if stream is not None:
         runs = ctx.store.by_alias(("model", key[1], stream.model))

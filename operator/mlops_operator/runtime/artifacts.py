@@ -26,7 +26,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -236,21 +236,26 @@ def finalize(directory: Path, metadata: ModelMetadata) -> str:
     return digest(directory)
 
 
-def read_metadata(directory: Path) -> ModelMetadata:
-    path = Path(directory) / METADATA_FILE
+S = TypeVar("S", bound=BaseModel)
+
+
+def _read(directory: Path, name: str, schema: type[S]) -> S:
+    path = Path(directory) / name
     try:
-        return ModelMetadata.model_validate_json(path.read_bytes())
+        return schema.model_validate_json(path.read_bytes())
     except FileNotFoundError:
-        raise ArtifactError(f"{METADATA_FILE} is missing from {directory}") from None
+        raise ArtifactError(f"{name} is missing from {directory}") from None
     except ValueError as exc:
         raise ArtifactError(f"{path}: {exc}") from None
+
+
+def read_metadata(directory: Path) -> ModelMetadata:
+    return _read(directory, METADATA_FILE, ModelMetadata)
 
 
 def read_profile(directory: Path) -> Profile:
-    path = Path(directory) / PROFILE_FILE
-    try:
-        return Profile.model_validate_json(path.read_bytes())
-    except FileNotFoundError:
-        raise ArtifactError(f"{PROFILE_FILE} is missing from {directory}") from None
-    except ValueError as exc:
-        raise ArtifactError(f"{path}: {exc}") from None
+    return _read(directory, PROFILE_FILE, Profile)
+
+
+def read_validation(directory: Path) -> ValidationSample:
+    return _read(directory, VALIDATION_FILE, ValidationSample)
