@@ -85,6 +85,18 @@ def cmd_dev_demo(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_dev_logs(args: argparse.Namespace) -> int:
+    from .dev.localnode import container_log
+
+    try:
+        sys.stdout.write(container_log(Path(args.state_dir), args.namespace, args.pod, args.container,
+                                       previous=args.previous))
+    except LookupError as exc:
+        print(f"mlops dev logs: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import kopf
 
@@ -125,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = dev_sub.add_parser("down", help="stop every process `mlops dev up` started")
     p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     p.set_defaults(func=cmd_dev_down)
+    p = dev_sub.add_parser("logs", help="print a container's log from the local node")
+    p.add_argument("pod")
+    p.add_argument("-c", "--container", help="container name (default: the only one, or the first)")
+    p.add_argument("-n", "--namespace", default="default")
+    p.add_argument("-p", "--previous", action="store_true", help="the log of the previous run of the container")
+    p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    p.set_defaults(func=cmd_dev_logs)
     p = dev_sub.add_parser("binaries", help="find, or build once into the cache, the control plane binaries")
     p.set_defaults(func=cmd_dev_binaries)
     p = dev_sub.add_parser("demo", help="run the operator on the local control plane against examples/")

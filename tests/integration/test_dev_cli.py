@@ -39,7 +39,24 @@ def test_dev_up_kubectl_idempotent_down(tmp_path: Path) -> None:
                  "namespace/default"):
         assert name in out.stdout
     first = json.loads((state / "state.json").read_text())
-    assert set(first["pids"]) == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
+    assert set(first["pids"]) == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
+                                  "local-node"}
+    # a Pod runs on the local node as a process
+    env = {**os.environ, "KUBECONFIG": kubeconfig}
+    kubectl = [tool("kubectl")]
+    subprocess.run([*kubectl, "run", "sleeper", "--image=python:3.11", "--restart=Never", "--command", "--",
+                    "python", "-c", "import time; time.sleep(3600)"], check=True, env=env, capture_output=True)
+
+    def pid() -> int | None:
+        out = subprocess.run([*kubectl, "get", "pod", "sleeper", "-o",
+                              "jsonpath={.status.containerStatuses[0].containerID}"],
+                             env=env, capture_output=True, text=True).stdout
+        return int(out.removeprefix("local://")) if out.startswith("local://") else None
+
+    sleeper = wait_for(pid, 60, "the sleeper Pod to run")
+    assert _pid_alive(sleeper)
+    nodes = subprocess.run([*kubectl, "get", "nodes"], env=env, capture_output=True, text=True).stdout
+    assert "mlops-local" in nodes and " Ready " in nodes, nodes
 
     again = mlops("dev", "up", "--state-dir", str(state))
     assert again.returncode == 0, again.stderr
@@ -47,7 +64,8 @@ def test_dev_up_kubectl_idempotent_down(tmp_path: Path) -> None:
 
     down = mlops("dev", "down", "--state-dir", str(state))
     assert down.returncode == 0, down.stderr
-    wait_for(lambda: not any(_pid_alive(p) for p in first["pids"].values()), 30, "every process to exit")
+    wait_for(lambda: not any(_pid_alive(p) for p in [*first["pids"].values(), sleeper]), 30,
+             "every process to exit, the Pod's too")
     assert not any(listening(p) for p in first["ports"].values())
     assert "no control plane" in mlops("dev", "down", "--state-dir", str(state)).stdout
 

@@ -1,5 +1,6 @@
 """A real Kubernetes control plane on loopback: etcd + kube-apiserver + kube-controller-manager +
-kube-scheduler, for development (`mlops dev up/down`) and for the tests.
+kube-scheduler, plus the local node (dev/localnode.py) that runs Pods as processes, for
+development (`mlops dev up/down`) and for the tests.
 
 Binaries are found, in order, in `KUBEBUILDER_ASSETS` (what controller-runtime's setup-envtest
 gives), in the cache (`<cache>/k8s-1.20.2/bin`, etcd also on PATH), or built once from Debian's
@@ -166,9 +167,11 @@ class ControlPlane:
 
     state_dir: Path
     with_controllers: bool = True
+    with_node: bool = True
     pids: dict[str, int] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     token: str = ""
+    started_at: float = 0.0
 
     @property
     def kubeconfig(self) -> Path:
@@ -214,6 +217,7 @@ class ControlPlane:
     # -- start / stop
     def start(self, progress: Progress = _stderr, timeout: float = 90) -> None:
         binaries = ensure_binaries(progress)
+        self.started_at = time.monotonic()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         logs = self.state_dir / "logs"
         logs.mkdir(exist_ok=True)
@@ -269,9 +273,30 @@ class ControlPlane:
                 for name, port in (("kube-controller-manager", self.ports["kcm"]),
                                    ("kube-scheduler", self.ports["scheduler"])):
                     self._wait(functools.partial(_https_ok, port, "/healthz"), timeout, f"{name} /healthz", logs)
+            if self.with_node:
+                self._spawn("local-node", [
+                    sys.executable, "-m", "mlops_operator.dev.localnode",
+                    f"--kubeconfig={self.kubeconfig}", f"--state-dir={self.state_dir}",
+                ], logs)
+                self._wait(self._node_ready, timeout, "the local node to be Ready", logs)
         except BaseException:
             self.stop()
             raise
+
+    def _node_ready(self) -> bool:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        req = urllib.request.Request(f"{self.server}/api/v1/nodes/mlops-local",
+                                     headers={"Authorization": f"Bearer {self.token}"})
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=5) as resp:
+                node = json.loads(resp.read())
+        except (OSError, urllib.error.URLError, ValueError):
+            return False
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in node.get("status", {}).get("conditions", []))
+        # the node-lifecycle controller taints a new node not-ready until it has seen it Ready
+        return ready and not node.get("spec", {}).get("taints")
 
     def _service_account_keys(self, certs: Path) -> None:
         if (certs / "sa.pub").exists():
@@ -325,7 +350,7 @@ current-context: mlops-dev
 
     def stop(self, grace: float = 15) -> None:
         """Stop every process this control plane started: controllers, apiserver, then etcd."""
-        order = ["kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
+        order = ["local-node", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
         for name in sorted(self.pids, key=lambda n: order.index(n) if n in order else -1):
             _terminate(self.pids[name], grace)
         self.pids = {}
