@@ -116,6 +116,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    for name, module in RUNTIME_COMMANDS.items():
+        sub.add_parser(name, help=f"runtime: see `mlops {name} --help` ({module})", add_help=False)
 
     p = sub.add_parser("crds", help="generate crds/*.yaml from the typed API")
     p.add_argument("--check", action="store_true", help="exit 1 when the files are stale, write nothing")
@@ -153,7 +155,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# data-plane commands: they run inside Pods from the runtime image and import nothing of the operator
+RUNTIME_COMMANDS = {
+    "train": "mlops_operator.runtime.train",
+    "train-pipeline": "mlops_operator.runtime.pipeline",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in RUNTIME_COMMANDS:
+        import importlib
+
+        module = importlib.import_module(RUNTIME_COMMANDS[argv[0]])
+        return int(module.main(argv[1:]))
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

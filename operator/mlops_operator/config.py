@@ -35,6 +35,7 @@ class Settings:
     workers: int
     namespaces: tuple[str, ...]
     log_level: str
+    copy_labels: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -46,4 +47,5 @@ class Settings:
             workers=_int("MLOPS_WORKERS", 16),
             namespaces=tuple(n.strip() for n in namespaces),
             log_level=os.environ.get("MLOPS_LOG_LEVEL", "INFO").upper(),
+            copy_labels=tuple(k.strip() for k in os.environ.get("MLOPS_COPY_LABELS", "").split(",") if k.strip()),
         )

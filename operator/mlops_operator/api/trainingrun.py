@@ -124,6 +124,8 @@ class Reproducibility(ApiModel):
 
 
 class TrainingRunStatus(StatusBase):
+    started_generation: int | None = None
+    """The generation the Job was built from (later spec changes are reported, not applied)."""
     job_name: str | None = None
     attempts: int | None = None
     start_time: str | None = None

@@ -1,12 +1,26 @@
-"""TrainingRun reconcile: validate, then (later issues) build and follow the training Job."""
+"""TrainingRun reconcile: validate, build and follow the training Job, record the result. Thin:
+the decisions are training/run.py's, the Job is builders/trainingrun.py's."""
 
 from __future__ import annotations
 
+import datetime
+from typing import Any
+
 from ..api import TRAINING_RUN
-from ..conditions import UNKNOWN, Cond
+from ..api.trainingrun import TrainingRunSpec
+from ..builders.trainingrun import job_name, training_job
+from ..conditions import FALSE, Cond
+from ..kube import Resource
+from ..training import pipeline
 from ..training import spec as training_spec
+from ..training.run import decide
 from .context import Ctx
 from .core import Body, Key, RefKey
+
+JOBS = Resource("batch", "v1", "jobs")
+PODS = Resource("", "v1", "pods")
+CONFIGMAPS = Resource("", "v1", "configmaps")
+PIPELINE_RECHECK_SECONDS = 10
 
 
 def known_as(body: Body) -> set[RefKey]:
@@ -15,11 +29,61 @@ def known_as(body: Body) -> set[RefKey]:
     return {("model", body["metadata"]["namespace"], model)} if model else set()
 
 
+async def _pipeline_problem(ctx: Ctx, namespace: str, spec: TrainingRunSpec) -> Cond | None:
+    """A pipeline that cannot run: its ConfigMap missing (recovers), or not runnable offline (invalid)."""
+    p = spec.pipeline
+    if p is None:
+        return None
+    if p.inline is not None:
+        errors = pipeline.check(p.inline, "spec.pipeline.inline")
+    else:
+        assert p.config_map_key_ref is not None
+        ref = p.config_map_key_ref
+        cm = await ctx.api.get(CONFIGMAPS, namespace, ref.name)
+        text = ((cm or {}).get("data") or {}).get(ref.key)
+        if text is None:
+            missing = f"ConfigMap {ref.name}" if cm is None else f"key {ref.key} of ConfigMap {ref.name}"
+            return Cond("Ready", FALSE, "PipelineNotFound",
+                        f"spec.pipeline.configMapKeyRef: {missing} does not exist in namespace {namespace}")
+        errors = pipeline.check(text, f"spec.pipeline.configMapKeyRef ({ref.name}/{ref.key})")
+    return Cond("Ready", FALSE, "InvalidSpec", "; ".join(errors)) if errors else None
+
+
+async def _job_pods(ctx: Ctx, namespace: str, job: Body) -> list[dict[str, Any]]:
+    """The Pods of a finished Job: read once, when the result is recorded (never in steady state)."""
+    uid = job["metadata"].get("uid", "")
+    found = await ctx.api.request("GET", PODS.path(namespace), params={"labelSelector": f"controller-uid={uid}"})
+    return list((found or {}).get("items") or [])
+
+
 async def reconcile(ctx: Ctx, key: Key) -> None:
     found = await ctx.validated(TRAINING_RUN, key, training_spec.check)
     if found is None:
         return
-    body, _spec = found
-    await ctx.write_status(TRAINING_RUN, body, [
-        Cond("Ready", UNKNOWN, "Pending", "the spec is valid; the run has not started"),
-    ])
+    body, spec = found
+    status = body.get("status") or {}
+    name = job_name(body)
+    job = ctx.store.children.get(key, {}).get("Job", {}).get(name)
+    if job is None and not status.get("startedGeneration"):
+        problem = await _pipeline_problem(ctx, key[1], spec)
+        if problem is not None:
+            await ctx.write_status(TRAINING_RUN, body, [problem])
+            if problem.reason == "PipelineNotFound" and ctx.queue is not None:
+                ctx.queue.enqueue_after(key, PIPELINE_RECHECK_SECONDS)
+            return
+    now = datetime.datetime.now(datetime.UTC)
+    decision = decide(body, spec, job, None, now)
+    if decision.needs_pods:
+        assert job is not None
+        decision = decide(body, spec, job, await _job_pods(ctx, key[1], job), now)
+    if decision.apply_job:
+        s = ctx.settings
+        applied = await ctx.api.apply(JOBS, training_job(body, spec, runtime_image=s.runtime_image,
+                                                          artifact_root=s.artifact_root, copy_labels=s.copy_labels))
+        ctx.store.upsert_child(key, "Job", applied)
+    if decision.delete_job and job is not None:
+        await ctx.api.delete(JOBS, key[1], name)
+        ctx.store.delete_child(key, "Job", name)
+    await ctx.write_status(TRAINING_RUN, body, decision.conditions, decision.status)
+    if decision.requeue_after is not None and ctx.queue is not None:
+        ctx.queue.enqueue_after(key, decision.requeue_after)

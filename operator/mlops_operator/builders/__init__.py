@@ -1,0 +1,1 @@
+"""Pure functions returning child manifests (no API calls): Job, Deployment, Service, HTTPRoute."""

@@ -1,0 +1,96 @@
+"""Reference profiles and the counting rule shared by the trainer and the server.
+
+Numeric feature: inner bin edges from training quantiles; bin i holds values in
+[edges[i-1], edges[i]), the first bin is open below and the last open above, so a value outside
+the training range lands in an edge bin and still counts. NaN/None count as `missing`.
+Categorical feature: the most frequent training categories; an unseen value counts as `other`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .artifacts import Distribution, Profile
+
+DEFAULT_BINS = 10
+MAX_CATEGORIES = 50
+
+
+def is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def numeric(name: str, values: Sequence[Any] | np.ndarray, bins: int = DEFAULT_BINS) -> Distribution:
+    arr = np.asarray(values, dtype=float)
+    finite = arr[np.isfinite(arr)]
+    missing = int(np.isnan(arr).sum())
+    if finite.size:
+        quantiles = np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1])
+        edges = sorted({float(q) for q in quantiles})
+    else:
+        edges = []
+    counts = np.bincount(np.searchsorted(edges, finite, side="right"), minlength=len(edges) + 1)
+    # ±inf are outside any training range: they land in the open edge bins
+    return Distribution(name=name, type="numeric", edges=edges, counts=[int(c) for c in counts],
+                        missing=missing)
+
+
+def categorical(name: str, values: Sequence[Any], max_categories: int = MAX_CATEGORIES) -> Distribution:
+    present = [str(v) for v in values if not is_missing(v)]
+    seen = Counter(present)
+    kept = [c for c, _ in sorted(seen.items(), key=lambda kv: (-kv[1], kv[0]))[:max_categories]]
+    other = len(present) - sum(seen[c] for c in kept)
+    return Distribution(name=name, type="categorical", categories=kept, counts=[seen[c] for c in kept],
+                        missing=len(values) - len(present), other=other)
+
+
+def build(columns: dict[str, tuple[str, Sequence[Any]]], predictions: tuple[str, Sequence[Any]] | None,
+          bins: int = DEFAULT_BINS) -> Profile:
+    """columns: name → (type, values); predictions: (type, values)."""
+    features = [numeric(n, v, bins) if t == "numeric" else categorical(n, v)
+                for n, (t, v) in columns.items()]
+    rows = len(next(iter(columns.values()))[1]) if columns else 0
+    pred = None
+    if predictions is not None:
+        ptype, pvalues = predictions
+        pred = numeric("prediction", pvalues, bins) if ptype == "numeric" else \
+            categorical("prediction", list(pvalues))
+    return Profile(rows=rows, features=features, prediction=pred)
+
+
+class Counts:
+    """Live counts in the bins of one reference distribution (what the server keeps per feature)."""
+
+    __slots__ = ("counts", "dist", "edges", "index", "missing", "other")
+
+    def __init__(self, dist: Distribution) -> None:
+        self.dist = dist
+        self.edges = np.asarray(dist.edges or [], dtype=float)
+        self.index = {c: i for i, c in enumerate(dist.categories or [])}
+        self.counts = np.zeros(len(dist.counts), dtype=np.int64)
+        self.missing = 0
+        self.other = 0
+
+    def add(self, values: Sequence[Any] | np.ndarray) -> None:
+        if self.dist.type == "numeric":
+            arr = np.asarray(values, dtype=float)
+            nan = np.isnan(arr)
+            self.missing += int(nan.sum())
+            self.counts += np.bincount(np.searchsorted(self.edges, arr[~nan], side="right"),
+                                       minlength=len(self.counts))
+        else:
+            for v in values:
+                if is_missing(v):
+                    self.missing += 1
+                elif (i := self.index.get(str(v))) is not None:
+                    self.counts[i] += 1
+                else:
+                    self.other += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"counts": [int(c) for c in self.counts], "missing": self.missing, "other": self.other}

@@ -1,0 +1,113 @@
+"""The trainer SDK: write a model directory per the artifact contract, and report the result.
+
+    from mlops_operator.runtime import sdk
+    digest = sdk.save_model(model, X_train, "out/", validation=(X_test, y_test))
+    sdk.report({"accuracy": 0.97}, uri=..., digest=digest)
+
+`save_model` writes the model in a safe format (skops), `profile.json` (reference bins of every
+feature and of the predictions), a bounded labelled `validation.json`, and `metadata.json`, and
+returns the directory's digest. `report` writes the termination message the operator reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import importlib.metadata
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import artifacts, formats, profile
+from .artifacts import MAX_VALIDATION_ROWS, ModelMetadata, ModelResult, TrainingResult
+
+TERMINATION_LOG = "/dev/termination-log"
+
+
+def _column_type(values: Any) -> str:
+    kind = getattr(getattr(values, "dtype", None), "kind", "O")
+    return "numeric" if kind in "biuf" else "categorical"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for dist in ("scikit-learn", "skops", "numpy", "pandas", "mlops-operator"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def save_model(
+    model: Any,
+    reference_X: Any,
+    directory: str | Path,
+    *,
+    validation: tuple[Any, Any] | None = None,
+    task: str | None = None,
+    target: str | None = None,
+    fmt: str = "sklearn",
+    bins: int = profile.DEFAULT_BINS,
+    seed: int = 0,
+) -> str:
+    """Write the model directory and return its digest. reference_X: a pandas DataFrame."""
+    from sklearn.base import is_classifier
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    task = task or ("classification" if is_classifier(model) else "regression")
+    names = [str(c) for c in reference_X.columns]
+    types = {n: _column_type(reference_X[n]) for n in names}
+    predictions = model.predict(reference_X)
+    ptype = "categorical" if task == "classification" else "numeric"
+    prof = profile.build({n: (types[n], list(reference_X[n])) for n in names},
+                         (ptype, [_plain(p) for p in predictions]), bins)
+    artifacts.write_json(out / artifacts.PROFILE_FILE, prof)
+    if validation is not None:
+        X_val, y_val = validation
+        n = len(X_val)
+        if n > MAX_VALIDATION_ROWS:
+            picked = np.sort(np.random.default_rng(seed).choice(n, MAX_VALIDATION_ROWS, replace=False))
+            X_val, y_val = X_val.iloc[picked], np.asarray(y_val)[picked]
+        rows = [[_plain(v) for v in row] for row in X_val[names].itertuples(index=False)]
+        artifacts.write_json(out / artifacts.VALIDATION_FILE, artifacts.ValidationSample(
+            features=names, rows=rows, labels=[_plain(v) for v in np.asarray(y_val)]))
+    formats.save(model, out, fmt)
+    classes = [_plain(c) for c in getattr(model, "classes_", [])] or None
+    meta = ModelMetadata(
+        format=fmt, model_file=artifacts.MODEL_FILES[fmt], task=task,
+        features=[artifacts.Feature(name=n, type=types[n]) for n in names],
+        classes=classes, target=target, libraries=_versions(),
+        created_at=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    return artifacts.finalize(out, meta)
+
+
+def report(metrics: dict[str, float], *, uri: str, digest: str, fmt: str = "sklearn",
+           profile_uri: str | None = None, path: str | None = None) -> TrainingResult:
+    """Write the termination message (JSON, under 4 KiB) the operator reads from the Pod status."""
+    result = TrainingResult(
+        metrics={k: float(v) for k, v in metrics.items()},
+        model=ModelResult(uri=uri, digest=digest, format=fmt,
+                          profile_uri=profile_uri or f"{uri.rstrip('/')}/{artifacts.PROFILE_FILE}"),
+    )
+    Path(path or os.environ.get("MLOPS_TERMINATION_LOG", TERMINATION_LOG)).write_text(result.to_message())
+    return result
+
+
+def report_error(message: str, path: str | None = None) -> None:
+    """A failed run's reason, as the termination message (what `kubectl describe` and the status show)."""
+    text = message.encode()[: artifacts.TERMINATION_MESSAGE_LIMIT].decode(errors="ignore")
+    with contextlib.suppress(OSError):  # not in a Pod: the log has the reason too
+        Path(path or os.environ.get("MLOPS_TERMINATION_LOG", TERMINATION_LOG)).write_text(text)

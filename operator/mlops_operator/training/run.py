@@ -1,0 +1,181 @@
+"""What a TrainingRun should look like, from its spec, its Job and that Job's Pods. Pure.
+
+The decision depends only on (the run as stored, its spec, the observed Job and Pods, the time):
+a restarted operator decides the same, and a reconcile that finds nothing new writes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..api.trainingrun import TrainingRunSpec
+from ..conditions import FALSE, TRUE, UNKNOWN, Cond, find
+from ..runtime.artifacts import ArtifactError, parse_termination_message
+from .gates import evaluate
+
+FINAL_REASONS = ("Completed", "InvalidResult", "BackoffLimitExceeded", "DeadlineExceeded", "Failed")
+MESSAGE_LIMIT = 1024
+
+
+@dataclass
+class Decision:
+    conditions: list[Cond]
+    status: dict[str, Any] = field(default_factory=dict)
+    apply_job: bool = False
+    delete_job: bool = False
+    requeue_after: float | None = None
+    needs_pods: bool = False
+
+
+def _time(value: str | None) -> datetime.datetime | None:
+    if not value:
+        return None
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _job_condition(job: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any] | None:
+    conditions: list[Mapping[str, Any]] = ((job or {}).get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == type_ and c.get("status") == "True"), None)
+
+
+def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    for s in (pod.get("status") or {}).get("containerStatuses") or ():
+        state = s.get("state") or {}
+        if "terminated" in state:
+            return {**state["terminated"], "imageID": s.get("imageID"), "image": s.get("image")}
+    return {}
+
+
+def finished(status: Mapping[str, Any]) -> bool:
+    c = find(status.get("conditions"), "Succeeded")
+    return c is not None and c.get("status") in (TRUE, FALSE) and c.get("reason") in FINAL_REASONS
+
+
+def _reproducibility(spec: TrainingRunSpec, pod: Mapping[str, Any] | None) -> dict[str, Any]:
+    record: dict[str, Any] = {"params": spec.params or {}, "seed": spec.seed}
+    if spec.dataset is not None:
+        record["datasetUri"] = spec.dataset.uri
+        if spec.dataset.version:
+            record["datasetVersion"] = spec.dataset.version
+    if pod is not None:
+        term = _terminated(pod)
+        if term.get("image"):
+            record["image"] = term["image"]
+        if term.get("imageID"):
+            record["imageDigest"] = term["imageID"]
+    return record
+
+
+def _truncate(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MESSAGE_LIMIT else "…" + text[-MESSAGE_LIMIT:]
+
+
+def _ttl(spec: TrainingRunSpec, status: Mapping[str, Any], job: Mapping[str, Any] | None,
+         now: datetime.datetime) -> tuple[bool, float | None]:
+    """(delete the Job now, or requeue after seconds) for ttlSecondsAfterFinished."""
+    done = _time(status.get("completionTime"))
+    if spec.ttl_seconds_after_finished is None or done is None or job is None:
+        return False, None
+    due = done + datetime.timedelta(seconds=spec.ttl_seconds_after_finished)
+    if now >= due:
+        return True, None
+    return False, (due - now).total_seconds()
+
+
+def decide(run: Mapping[str, Any], spec: TrainingRunSpec, job: Mapping[str, Any] | None,
+           pods: Sequence[Mapping[str, Any]] | None, now: datetime.datetime) -> Decision:
+    status = run.get("status") or {}
+    generation = run["metadata"].get("generation")
+    started_generation = status.get("startedGeneration")
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    spec_conditions = []
+    if started_generation is not None and generation != started_generation:
+        spec_conditions.append(Cond(
+            "SpecApplied", FALSE, "ChangedAfterStart",
+            f"the spec changed after the run started (generation {started_generation}); the change is "
+            "ignored: a new model version is a new TrainingRun"))
+    elif started_generation is not None:
+        spec_conditions.append(Cond("SpecApplied", TRUE, "Started", f"generation {started_generation}"))
+
+    # 1. finished: the record stands; only the Job's time to live is left to honour
+    if finished(status):
+        delete, requeue = _ttl(spec, status, job, now)
+        return Decision(conditions=spec_conditions, delete_job=delete, requeue_after=requeue)
+
+    # 2. suspended: no Job
+    if spec.suspend:
+        return Decision(conditions=[
+            Cond("Succeeded", UNKNOWN, "Suspended", "spec.suspend is true: no training Job runs"),
+            Cond("Ready", FALSE, "Suspended", "spec.suspend is true"),
+        ], delete_job=job is not None)
+
+    # 3. no Job yet (or deleted by hand before it finished): create it
+    if job is None:
+        return Decision(conditions=[
+            Cond("Succeeded", UNKNOWN, "Pending", "the training Job is being created"),
+            Cond("Ready", UNKNOWN, "Training", "training has not finished"),
+            *(spec_conditions or [Cond("SpecApplied", TRUE, "Started", f"generation {generation}")]),
+        ], status={"startTime": status.get("startTime") or stamp, "startedGeneration": started_generation
+                   if started_generation is not None else generation}, apply_job=True)
+
+    job_status = job.get("status") or {}
+    attempts = int(job_status.get("failed") or 0) + int(job_status.get("succeeded") or 0) + \
+        int(job_status.get("active") or 0)
+    common = {"jobName": job["metadata"]["name"], "attempts": attempts}
+    complete, failed = _job_condition(job, "Complete"), _job_condition(job, "Failed")
+    if not complete and not failed:
+        return Decision(conditions=[
+            Cond("Succeeded", UNKNOWN, "Running", f"attempt {max(attempts, 1)} of {spec.backoff_limit + 1}"),
+            Cond("Ready", UNKNOWN, "Training", "training has not finished"),
+            *spec_conditions,
+        ], status=common)
+
+    # 4. the Job finished: its Pods say how
+    if pods is None:
+        return Decision(conditions=[], needs_pods=True)
+    ordered = sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""))
+    done = {**common, "completionTime": job_status.get("completionTime") or stamp}
+    if complete:
+        winner = next((p for p in reversed(ordered) if (p.get("status") or {}).get("phase") == "Succeeded"), None)
+        message = _terminated(winner).get("message", "") if winner else ""
+        try:
+            result = parse_termination_message(message)
+        except ArtifactError as exc:
+            reason = f"the trainer succeeded but its result is unusable: {exc}"
+            return Decision(conditions=[
+                Cond("Succeeded", FALSE, "InvalidResult", _truncate(reason)),
+                Cond("GatesPassed", FALSE, "NoResult", "there is no result to check"),
+                Cond("Ready", FALSE, "InvalidResult", _truncate(reason)),
+                *spec_conditions,
+            ], status={**done, "reproducibility": _reproducibility(spec, winner)})
+        failed_gates = evaluate(spec.gates or [], result.metrics)
+        model = result.model.model_dump(by_alias=True, exclude_none=True)
+        if not spec.gates:
+            gate = Cond("GatesPassed", TRUE, "NoGates", "the run has no gates")
+        elif failed_gates:
+            gate = Cond("GatesPassed", FALSE, "GatesFailed", _truncate("; ".join(failed_gates)))
+        else:
+            gate = Cond("GatesPassed", TRUE, "Passed", f"{len(spec.gates)} gates passed")
+        ready = Cond("Ready", TRUE, "Succeeded", f"model {result.model.digest}") if gate.status == TRUE else \
+            Cond("Ready", FALSE, "GatesFailed", gate.message)
+        return Decision(conditions=[
+            Cond("Succeeded", TRUE, "Completed", f"trained in {attempts} attempt(s)"), gate, ready,
+            *spec_conditions,
+        ], status={**done, "metrics": result.metrics, "model": model, "failedGates": failed_gates or None,
+                   "reproducibility": _reproducibility(spec, winner)})
+    last = ordered[-1] if ordered else None
+    reason = str(failed.get("reason") or "Failed") if failed else "Failed"
+    if reason not in FINAL_REASONS:
+        reason = "Failed"
+    said = _terminated(last).get("message", "") if last else ""
+    detail = f"{failed.get('message', '') if failed else ''}" + (f": {said}" if said else "")
+    return Decision(conditions=[
+        Cond("Succeeded", FALSE, reason, _truncate(detail or reason)),
+        Cond("GatesPassed", FALSE, "NoResult", "training failed"),
+        Cond("Ready", FALSE, reason, _truncate(detail or reason)),
+        *spec_conditions,
+    ], status={**done, "reproducibility": _reproducibility(spec, last)})

@@ -1,0 +1,259 @@
+"""TrainingRun logic without a cluster: gates, pipeline checks, the Job builder, the decisions."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+
+import pytest
+
+from mlops_operator.api.trainingrun import Gate, TrainingRunSpec
+from mlops_operator.builders.trainingrun import job_name, training_job
+from mlops_operator.conditions import merge
+from mlops_operator.training import pipeline
+from mlops_operator.training.gates import evaluate
+from mlops_operator.training.run import decide
+from tests.cases import example
+
+NOW = datetime.datetime(2026, 11, 22, 12, 0, tzinfo=datetime.UTC)
+DIGEST = "sha256:" + "ab" * 32
+
+
+def run_body(**spec_changes: Any) -> dict[str, Any]:
+    body = example("TrainingRun")
+    body["metadata"].update(namespace="ns", uid="uid-1", generation=1, labels={
+        "app.kubernetes.io/name": "iris", "app.kubernetes.io/instance": "argocd-app", "team": "ml"})
+    body["spec"].update(spec_changes)
+    return body
+
+
+def spec_of(body: dict[str, Any]) -> TrainingRunSpec:
+    return TrainingRunSpec.model_validate(body["spec"])
+
+
+# -- gates
+
+def test_gates_pass_fail_and_missing_metric() -> None:
+    gates = [Gate(metric="accuracy", operator=">=", threshold="0.9"), Gate(metric="rmse", operator="<", threshold="1")]
+    assert evaluate(gates[:1], {"accuracy": 0.9}) == []
+    failed = evaluate(gates, {"accuracy": 0.85, "f1": 0.8})
+    assert failed[0] == "accuracy >= 0.9: got 0.85"
+    assert "did not report rmse (it reported accuracy, f1)" in failed[1]
+
+
+@pytest.mark.parametrize("op,value,passes", [(">", 0.9, False), ("==", 0.9, True), ("!=", 0.9, False),
+                                              ("<=", 0.9, True), ("<", 0.89, True)])
+def test_gate_operators_compare_decimals_exactly(op: str, value: float, passes: bool) -> None:
+    assert (evaluate([Gate(metric="m", operator=op, threshold="0.9")], {"m": value}) == []) is passes
+
+
+# -- pipelines
+
+COMPILED = """
+pipelineInfo: {name: p}
+deploymentSpec:
+  executors:
+    exec-train:
+      container:
+        command: [sh, -c, "python3 -m pip install --quiet 'kfp==VERSION' && python3 -m kfp.dsl.executor_main"]
+"""
+
+
+def test_pipeline_installing_another_kfp_is_refused() -> None:
+    assert pipeline.check(COMPILED.replace("VERSION", pipeline.RUNTIME_KFP_VERSION), "p") == []
+    errors = pipeline.check(COMPILED.replace("VERSION", "2.9.0"), "spec.pipeline.inline")
+    assert errors and "kfp==2.9.0" in errors[0] and "exec-train" in errors[0]
+    assert "not YAML" in pipeline.check("a: [", "x")[0]
+    assert "not a compiled pipeline" in pipeline.check("a: 1", "x")[0]
+
+
+# -- the Job
+
+def test_job_is_deterministic_restricted_and_carries_the_contract() -> None:
+    body = run_body(trainer={"estimator": "sklearn.linear_model.LogisticRegression",
+                             "env": [{"name": "EXTRA", "value": "1"}],
+                             "volumes": [{"name": "data", "mountPath": "/data", "persistentVolumeClaim": {"name": "d"}},
+                                         {"name": "cfg", "mountPath": "/cfg", "readOnly": True,
+                                          "secret": {"name": "s"}}]})
+    spec = spec_of(body)
+    job = training_job(body, spec, runtime_image="img:1", artifact_root="s3://models")
+    assert job["metadata"]["name"] == job_name(body) == training_job(body, spec, runtime_image="x",
+                                                                      artifact_root="y")["metadata"]["name"]
+    assert job["metadata"]["name"].startswith("iris-v1-") and len(job["metadata"]["name"]) == len("iris-v1") + 9
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    labels = job["metadata"]["labels"]
+    assert labels["app.kubernetes.io/name"] == "iris" and "app.kubernetes.io/instance" not in labels
+    assert "team" not in labels and labels["app.kubernetes.io/managed-by"] == "mlops-operator"
+    pod = job["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+    (c,) = pod["containers"]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert c["image"] == "img:1" and c["command"] == ["mlops", "train"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["MLOPS_OUTPUT_URI"] == "s3://models/ns/iris/iris-v1"
+    assert json.loads(env["MLOPS_PARAMS"]) == {"n_estimators": 50, "max_depth": 4}
+    assert env["MLOPS_ESTIMATOR"] == "sklearn.linear_model.LogisticRegression" and env["EXTRA"] == "1"
+    assert env["MLOPS_DATASET_URI"] == "s3://datasets/iris/train.csv" and env["MLOPS_SEED"] == "42"
+    assert c["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": "d"}} in pod["volumes"]
+    assert {"name": "cfg", "secret": {"secretName": "s"}} in pod["volumes"]
+    assert {"name": "cfg", "mountPath": "/cfg", "readOnly": True} in c["volumeMounts"]
+    assert job["spec"]["backoffLimit"] == 2 and job["spec"]["activeDeadlineSeconds"] == 1800
+
+
+def test_pipeline_job_mounts_the_configmap_key() -> None:
+    body = run_body(pipeline={"configMapKeyRef": {"name": "pipes", "key": "iris.yaml"}, "arguments": {"n": 3}})
+    del body["spec"]["trainer"]
+    job = training_job(body, spec_of(body), runtime_image="img:1", artifact_root="s3://m")
+    pod = job["spec"]["template"]["spec"]
+    assert {"name": "pipeline", "configMap": {"name": "pipes", "items": [{"key": "iris.yaml", "path": "pipeline.yaml"}]}} \
+        in pod["volumes"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert pod["containers"][0]["command"] == ["mlops", "train-pipeline"]
+    assert env["MLOPS_PIPELINE_FILE"] == "/etc/mlops/pipeline/pipeline.yaml" and env["MLOPS_PIPELINE_ARGUMENTS"] == \
+        '{"n": 3}'
+
+
+# -- decisions
+
+def job(complete: bool = False, failed: str | None = None, active: int = 0, succeeded: int = 0,
+        failures: int = 0) -> dict[str, Any]:
+    conditions = []
+    if complete:
+        conditions.append({"type": "Complete", "status": "True"})
+    if failed:
+        conditions.append({"type": "Failed", "status": "True", "reason": failed, "message": "Job failed"})
+    return {"metadata": {"name": "iris-v1-abcdef12", "uid": "job-uid"},
+            "status": {"conditions": conditions, "active": active, "succeeded": succeeded, "failed": failures,
+                       **({"completionTime": "2026-11-22T11:59:00Z"} if complete else {})}}
+
+
+def pod(phase: str, message: str, created: str = "2026-11-22T11:00:00Z", code: int = 0) -> dict[str, Any]:
+    return {"metadata": {"creationTimestamp": created}, "status": {"phase": phase, "containerStatuses": [{
+        "image": "runtime:1", "imageID": "docker-pullable://runtime@sha256:1234",
+        "state": {"terminated": {"exitCode": code, "message": message}}}]}}
+
+
+def result(accuracy: float) -> str:
+    return json.dumps({"metrics": {"accuracy": accuracy},
+                       "model": {"uri": "s3://m/iris-v1", "digest": DIGEST, "format": "sklearn"}})
+
+
+def conds(decision: Any) -> dict[str, tuple[str, str]]:
+    return {c.type: (c.status, c.reason) for c in decision.conditions}
+
+
+def with_status(body: dict[str, Any], decision: Any) -> dict[str, Any]:
+    status = dict(body.get("status") or {})
+    status.update(decision.status)
+    status["conditions"] = merge(status.get("conditions"), decision.conditions, body["metadata"]["generation"])
+    return {**body, "status": status}
+
+
+def test_no_job_creates_one_and_records_the_start() -> None:
+    body = run_body()
+    d = decide(body, spec_of(body), None, None, NOW)
+    assert d.apply_job and conds(d)["Succeeded"] == ("Unknown", "Pending")
+    assert d.status == {"startTime": "2026-11-22T12:00:00Z", "startedGeneration": 1}
+
+
+def test_running_job() -> None:
+    body = run_body()
+    body = with_status(body, decide(body, spec_of(body), None, None, NOW))
+    d = decide(body, spec_of(body), job(active=1), None, NOW)
+    assert not d.apply_job and conds(d)["Succeeded"] == ("Unknown", "Running")
+    assert d.status["jobName"] == "iris-v1-abcdef12"
+
+
+def test_completed_job_records_result_and_gate_verdict() -> None:
+    body = run_body()
+    spec = spec_of(body)
+    body = with_status(body, decide(body, spec, None, None, NOW))
+    assert decide(body, spec, job(complete=True, succeeded=1), None, NOW).needs_pods
+    d = decide(body, spec, job(complete=True, succeeded=1), [pod("Succeeded", result(0.95))], NOW)
+    assert conds(d) == {"Succeeded": ("True", "Completed"), "GatesPassed": ("True", "Passed"),
+                        "Ready": ("True", "Succeeded"), "SpecApplied": ("True", "Started")}
+    assert d.status["metrics"] == {"accuracy": 0.95} and d.status["model"]["digest"] == DIGEST
+    assert d.status["reproducibility"] == {"params": {"n_estimators": 50, "max_depth": 4}, "seed": 42,
+                                           "datasetUri": "s3://datasets/iris/train.csv",
+                                           "datasetVersion": "2026-11-01", "image": "runtime:1",
+                                           "imageDigest": "docker-pullable://runtime@sha256:1234"}
+    done = with_status(body, d)
+    # finished: nothing more happens, whatever the Job does later
+    again = decide(done, spec, None, None, NOW)
+    assert not again.apply_job and not again.delete_job and again.status == {}
+
+
+def test_failed_gates_are_succeeded_but_not_ready() -> None:
+    body = run_body()
+    spec = spec_of(body)
+    body = with_status(body, decide(body, spec, None, None, NOW))
+    d = decide(body, spec, job(complete=True, succeeded=1), [pod("Succeeded", result(0.5))], NOW)
+    assert conds(d)["Succeeded"] == ("True", "Completed")
+    assert conds(d)["GatesPassed"] == ("False", "GatesFailed") and conds(d)["Ready"] == ("False", "GatesFailed")
+    assert d.status["failedGates"] == ["accuracy >= 0.9: got 0.5"]
+
+
+def test_no_gates_is_said() -> None:
+    body = run_body(gates=None)
+    spec = spec_of(body)
+    body = with_status(body, decide(body, spec, None, None, NOW))
+    d = decide(body, spec, job(complete=True, succeeded=1), [pod("Succeeded", result(0.1))], NOW)
+    assert conds(d)["GatesPassed"] == ("True", "NoGates") and conds(d)["Ready"] == ("True", "Succeeded")
+
+
+@pytest.mark.parametrize("message,expected", [("not json at all", "not JSON"), ("{" + " " * 5000 + "}", "4096"),
+                                              ('{"metrics": {}}', "contract")])
+def test_unusable_result_is_invalid(message: str, expected: str) -> None:
+    body = run_body()
+    spec = spec_of(body)
+    body = with_status(body, decide(body, spec, None, None, NOW))
+    d = decide(body, spec, job(complete=True, succeeded=1), [pod("Succeeded", message)], NOW)
+    assert conds(d)["Succeeded"] == ("False", "InvalidResult")
+    assert expected in next(c.message for c in d.conditions if c.type == "Succeeded")
+
+
+def test_failed_job_reports_the_reason_from_the_last_pod() -> None:
+    body = run_body()
+    spec = spec_of(body)
+    body = with_status(body, decide(body, spec, None, None, NOW))
+    pods = [pod("Failed", "mlops train: first", "2026-11-22T11:00:00Z", 1),
+            pod("Failed", "mlops train: dataset s3://x: not found", "2026-11-22T11:01:00Z", 1)]
+    d = decide(body, spec, job(failed="BackoffLimitExceeded", failures=2), pods, NOW)
+    assert conds(d)["Succeeded"] == ("False", "BackoffLimitExceeded") and conds(d)["Ready"][1] == \
+        "BackoffLimitExceeded"
+    assert "dataset s3://x: not found" in next(c.message for c in d.conditions if c.type == "Succeeded")
+    d = decide(body, spec, job(failed="DeadlineExceeded"), [], NOW)
+    assert conds(d)["Succeeded"] == ("False", "DeadlineExceeded")
+
+
+def test_suspended_runs_no_job() -> None:
+    body = run_body(suspend=True)
+    d = decide(body, spec_of(body), None, None, NOW)
+    assert not d.apply_job and conds(d)["Ready"] == ("False", "Suspended")
+    assert decide(body, spec_of(body), job(active=1), None, NOW).delete_job
+
+
+def test_spec_change_after_start_is_reported_not_applied() -> None:
+    body = run_body()
+    body = with_status(body, decide(body, spec_of(body), None, None, NOW))
+    body["metadata"]["generation"] = 2
+    body["spec"]["seed"] = 7
+    d = decide(body, spec_of(body), job(active=1), None, NOW)
+    assert not d.apply_job and conds(d)["SpecApplied"] == ("False", "ChangedAfterStart")
+
+
+def test_ttl_after_finished_deletes_the_job_at_the_right_time() -> None:
+    body = run_body(ttlSecondsAfterFinished=120)
+    spec = spec_of(body)
+    body = with_status(body, decide(body, spec, None, None, NOW))
+    done = with_status(body, decide(body, spec, job(complete=True, succeeded=1),
+                                    [pod("Succeeded", result(0.95))], NOW))
+    assert done["status"]["completionTime"] == "2026-11-22T11:59:00Z"
+    early = decide(done, spec, job(complete=True), None, NOW)
+    assert not early.delete_job and early.requeue_after == pytest.approx(60)
+    late = decide(done, spec, job(complete=True), None, NOW + datetime.timedelta(minutes=2))
+    assert late.delete_job
+    assert not decide(done, spec, None, None, NOW + datetime.timedelta(minutes=2)).delete_job
