@@ -28,6 +28,7 @@ from mlops_operator.dev.tools import tool
 IN_PROCESS_PREFIX = "it-"  # namespaces the in-process operator watches
 SUBPROCESS_PREFIX = "sp-"  # namespaces left to operators started as subprocesses
 RESYNC_SECONDS = 2
+ARTIFACT_ROOT = "s3://models"  # on the tests' local S3
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 30, what: str = "condition",
@@ -166,6 +167,7 @@ def sp_namespace(cluster: Cluster) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def operator(control_plane: ControlPlane) -> Iterator[OperatorThread]:
     os.environ["MLOPS_RESYNC_SECONDS"] = str(RESYNC_SECONDS)
+    os.environ["MLOPS_ARTIFACT_ROOT"] = ARTIFACT_ROOT
     op = OperatorThread([f"{IN_PROCESS_PREFIX}*"])
     op.start()
     yield op
@@ -208,6 +210,6 @@ class OperatorProcess:
 @pytest.fixture
 def operator_process(control_plane: ControlPlane, sp_namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
     op = OperatorProcess(control_plane.kubeconfig, sp_namespace, tmp_path / "operator.log",
-                         env={"MLOPS_RESYNC_SECONDS": "5"})
+                         env={"MLOPS_RESYNC_SECONDS": "5", "MLOPS_ARTIFACT_ROOT": ARTIFACT_ROOT})
     yield op
     op.stop()

@@ -17,6 +17,7 @@ def test_operator_killed_and_restarted_catches_up(
     operator_process.start()
     run = example("TrainingRun")
     del run["spec"]["dataset"]
+    run["spec"]["suspend"] = True
     cluster.create(run, ns)
     cluster.wait_condition("TrainingRun", ns, "iris-v1", "False", "InvalidSpec", timeout=60)
     operator_process.kill()
@@ -24,7 +25,7 @@ def test_operator_killed_and_restarted_catches_up(
     cluster.patch("TrainingRun", ns, "iris-v1", {"spec": {"dataset": {"uri": "file:///data/iris.csv"}}})
     cluster.create(example("DriftPolicy"), ns)
     operator_process.start()
-    cluster.wait_condition("TrainingRun", ns, "iris-v1", "Unknown", "Pending", timeout=60)
+    cluster.wait_condition("TrainingRun", ns, "iris-v1", "False", "Suspended", timeout=60)
     assert cluster.condition("TrainingRun", ns, "iris-v1")["observedGeneration"] == 2
     cluster.wait_condition("DriftPolicy", ns, "iris-drift", "False", "TargetNotFound", timeout=30)
     cluster.create(example("ModelDeployment"), ns)

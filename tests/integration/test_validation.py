@@ -44,23 +44,13 @@ def test_drift_policy_waits_for_its_target_and_recovers(
     cluster.wait_condition("DriftPolicy", namespace, "iris-drift", "False", "TargetNotFound", timeout=10)
 
 
-def test_model_deployment_waits_for_a_passing_run_and_recovers(
+def test_model_deployment_waits_for_a_model_version(
     cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
     cluster.create(example("ModelDeployment"), namespace)
     cond = cluster.wait_condition("ModelDeployment", namespace, "iris", "False", "NoModelVersion")
     assert "model iris" in cond["message"]
-    cluster.create(example("TrainingRun"), namespace)
-    cluster.wait_condition("TrainingRun", namespace, "iris-v1", "Unknown", "Pending")
-    # what the TrainingRun controller records when a run passes its gates
-    cluster.patch_status("TrainingRun", namespace, "iris-v1", {
-        "conditions": [{"type": "GatesPassed", "status": "True", "reason": "Passed", "message": "accuracy 0.96 >= 0.9",
-                        "lastTransitionTime": "2026-11-22T00:00:00Z"}],
-        "model": {"uri": "s3://models/iris/iris-v1", "digest": "sha256:" + "ab" * 32, "format": "sklearn"},
-    })
-    cluster.wait_condition("ModelDeployment", namespace, "iris", "Unknown", "Pending", timeout=10)
-    # the operator kept the GatesPassed condition it does not own
-    assert cluster.condition("TrainingRun", namespace, "iris-v1", "GatesPassed")["status"] == "True"
+    # recovery when a run passes its gates: test_trainingrun.py, with a real training run
 
 
 def test_conditions_track_generation_and_only_real_transitions(
@@ -77,20 +67,22 @@ def test_conditions_track_generation_and_only_real_transitions(
                       c["observedGeneration"] == 2 and c, what="generation 2 observed")
     assert "MLOPS_RUN" in second["message"] and second["status"] == "False"
     assert second["lastTransitionTime"] == first["lastTransitionTime"]
-    # fixed: a real transition
-    cluster.patch("TrainingRun", namespace, "iris-v1", {"spec": {"trainer": {
+    # fixed (and suspended, so nothing runs): a real transition
+    cluster.patch("TrainingRun", namespace, "iris-v1", {"spec": {"suspend": True, "trainer": {
         "env": None, "estimator": "sklearn.linear_model.LogisticRegression"}}})
-    third = cluster.wait_condition("TrainingRun", namespace, "iris-v1", "Unknown", "Pending")
-    assert third["observedGeneration"] == 3
+    third = cluster.wait_condition("TrainingRun", namespace, "iris-v1", "False", "Suspended")
+    assert third["observedGeneration"] == 3 and third["lastTransitionTime"] >= first["lastTransitionTime"]
     assert cluster.get("TrainingRun", namespace, "iris-v1")["status"]["observedGeneration"] == 3
 
 
 def test_resync_writes_nothing_when_nothing_changed(
     cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
-    for kind in ("TrainingRun", "ModelDeployment", "DriftPolicy"):
-        cluster.create(example(kind), namespace)
-    cluster.wait_condition("TrainingRun", namespace, "iris-v1", "Unknown", "Pending")
+    run = example("TrainingRun")
+    run["spec"]["suspend"] = True  # a steady state: no Job whose progress would be written
+    for obj in (run, example("ModelDeployment"), example("DriftPolicy")):
+        cluster.create(obj, namespace)
+    cluster.wait_condition("TrainingRun", namespace, "iris-v1", "False", "Suspended")
     cluster.wait_condition("ModelDeployment", namespace, "iris", "False", "NoModelVersion")
     cluster.wait_condition("DriftPolicy", namespace, "iris-drift", "Unknown", "Pending")
     ctx = operator.ctx

@@ -108,8 +108,8 @@ def test_pipeline_job_mounts_the_configmap_key() -> None:
     del body["spec"]["trainer"]
     job = training_job(body, spec_of(body), runtime_image="img:1", artifact_root="s3://m")
     pod = job["spec"]["template"]["spec"]
-    assert {"name": "pipeline", "configMap": {"name": "pipes", "items": [{"key": "iris.yaml", "path": "pipeline.yaml"}]}} \
-        in pod["volumes"]
+    items = [{"key": "iris.yaml", "path": "pipeline.yaml"}]
+    assert {"name": "pipeline", "configMap": {"name": "pipes", "items": items}} in pod["volumes"]
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert pod["containers"][0]["command"] == ["mlops", "train-pipeline"]
     assert env["MLOPS_PIPELINE_FILE"] == "/etc/mlops/pipeline/pipeline.yaml" and env["MLOPS_PIPELINE_ARGUMENTS"] == \
@@ -156,7 +156,9 @@ def test_no_job_creates_one_and_records_the_start() -> None:
     body = run_body()
     d = decide(body, spec_of(body), None, None, NOW)
     assert d.apply_job and conds(d)["Succeeded"] == ("Unknown", "Pending")
-    assert d.status == {"startTime": "2026-11-22T12:00:00Z", "startedGeneration": 1}
+    assert d.status == {"startTime": "2026-11-22T12:00:00Z", "startedGeneration": 1, "reproducibility": {
+        "params": {"n_estimators": 50, "max_depth": 4}, "seed": 42, "datasetUri": "s3://datasets/iris/train.csv",
+        "datasetVersion": "2026-11-01"}}
 
 
 def test_running_job() -> None:

@@ -12,22 +12,34 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 
-def _mount(*args: str) -> None:
-    proc = subprocess.run(["mount", *args], capture_output=True, text=True)
+def _mount(*args: str, fds: tuple[int, ...] = ()) -> None:
+    proc = subprocess.run(["mount", *args], capture_output=True, text=True, pass_fds=fds)
     if proc.returncode != 0:
         raise SystemExit(f"podexec: mount {' '.join(args)} failed: {proc.stderr.strip()}")
 
 
-def _mount_point(src: Path, dst: Path) -> None:
+def _bind(fd: int, dst: str) -> None:
+    # through the descriptor (the source path may be hidden by an earlier mount by now); not
+    # canonicalized, or mount(8) would turn the descriptor back into that path
+    _mount("--no-canonicalize", "--bind", f"/proc/self/fd/{fd}", dst, fds=(fd,))
+
+
+def _under(path: str, mount: str) -> bool:
+    mount = mount.rstrip("/") or "/"
+    return path == mount or path.startswith(mount + "/")
+
+
+def _mount_point(is_dir: bool, dst: Path) -> None:
     if dst.exists():
         return
     # created on the host file system (empty); the bind mount itself stays in this namespace
-    if src.is_dir():
+    if is_dir:
         dst.mkdir(parents=True, exist_ok=True)
     else:
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -54,11 +66,23 @@ def can_exec(command: str, path_env: str, uid: int, gid: int) -> bool:
 
 def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
-    for src, dst, read_only in spec["mounts"]:
-        _mount_point(Path(src), Path(dst))
-        _mount("--bind", src, dst)
+    mounts = sorted(spec["mounts"], key=lambda m: len(Path(m[1]).parts))  # parents before children
+    # a volume mounted over the interpreter, the project or the Pod's own files (say an emptyDir at
+    # /tmp while they live under /tmp) would hide them: hold each by a descriptor before mounting
+    # anything, mount from the descriptors, and bind what must stay visible back on top
+    fds = {src: os.open(src, os.O_PATH) for src, _, _ in mounts}
+    hidden = [k for k in spec.get("keep", []) if any(_under(k, dst) for _, dst, _ in mounts)]
+    keep_fds = {k: os.open(k, os.O_PATH) for k in hidden}
+    for src, dst, read_only in mounts:
+        _mount_point(stat.S_ISDIR(os.fstat(fds[src]).st_mode), Path(dst))
+        _bind(fds[src], dst)
         if read_only:
             _mount("-o", "remount,bind,ro", dst)
+    for keep, fd in keep_fds.items():
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        _bind(fd, keep)
+    for fd in [*fds.values(), *keep_fds.values()]:
+        os.close(fd)
     cwd = spec.get("cwd")
     if cwd:
         Path(cwd).mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mlops_operator.localnode")
 
+# what the processes of every Pod need to see whatever is mounted where: this interpreter, its
+# environment and the project
+KEEP_VISIBLE = sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix,
+                                                      str(Path(__file__).resolve().parents[2]))})
 MAX_BACKOFF = 60.0
 TERMINATION_MESSAGE_LIMIT = 4096
 FALLBACK_LOG_LIMIT = 2048
@@ -418,7 +422,8 @@ class PodRunner(threading.Thread):
                     if path.is_dir():
                         for sub in path.rglob("*"):
                             os.chown(sub, uid, gid)
-        spec = {"mounts": mounts, "argv": argv, "env": env, "cwd": c.spec.get("workingDir"), **security}
+        spec = {"mounts": mounts, "argv": argv, "env": env, "cwd": c.spec.get("workingDir"), **security,
+                "keep": KEEP_VISIBLE}
         spec_path = self.dir / f"{c.name}.exec.json"
         spec_path.write_text(json.dumps(spec))
         log_path = self.dir / "logs" / f"{c.name}.log"

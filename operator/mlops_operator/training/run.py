@@ -54,12 +54,19 @@ def finished(status: Mapping[str, Any]) -> bool:
     return c is not None and c.get("status") in (TRUE, FALSE) and c.get("reason") in FINAL_REASONS
 
 
-def _reproducibility(spec: TrainingRunSpec, pod: Mapping[str, Any] | None) -> dict[str, Any]:
+def _inputs(spec: TrainingRunSpec) -> dict[str, Any]:
+    """What the Job is built from: recorded when it starts, so later spec edits do not rewrite it."""
     record: dict[str, Any] = {"params": spec.params or {}, "seed": spec.seed}
     if spec.dataset is not None:
         record["datasetUri"] = spec.dataset.uri
         if spec.dataset.version:
             record["datasetVersion"] = spec.dataset.version
+    return record
+
+
+def _reproducibility(status: Mapping[str, Any], spec: TrainingRunSpec,
+                     pod: Mapping[str, Any] | None) -> dict[str, Any]:
+    record = dict(status.get("reproducibility") or _inputs(spec))
     if pod is not None:
         term = _terminated(pod)
         if term.get("image"):
@@ -119,8 +126,9 @@ def decide(run: Mapping[str, Any], spec: TrainingRunSpec, job: Mapping[str, Any]
             Cond("Succeeded", UNKNOWN, "Pending", "the training Job is being created"),
             Cond("Ready", UNKNOWN, "Training", "training has not finished"),
             *(spec_conditions or [Cond("SpecApplied", TRUE, "Started", f"generation {generation}")]),
-        ], status={"startTime": status.get("startTime") or stamp, "startedGeneration": started_generation
-                   if started_generation is not None else generation}, apply_job=True)
+        ], status={"startTime": status.get("startTime") or stamp,
+                   "startedGeneration": started_generation if started_generation is not None else generation,
+                   "reproducibility": status.get("reproducibility") or _inputs(spec)}, apply_job=True)
 
     job_status = job.get("status") or {}
     attempts = int(job_status.get("failed") or 0) + int(job_status.get("succeeded") or 0) + \
@@ -151,7 +159,7 @@ def decide(run: Mapping[str, Any], spec: TrainingRunSpec, job: Mapping[str, Any]
                 Cond("GatesPassed", FALSE, "NoResult", "there is no result to check"),
                 Cond("Ready", FALSE, "InvalidResult", _truncate(reason)),
                 *spec_conditions,
-            ], status={**done, "reproducibility": _reproducibility(spec, winner)})
+            ], status={**done, "reproducibility": _reproducibility(status, spec, winner)})
         failed_gates = evaluate(spec.gates or [], result.metrics)
         model = result.model.model_dump(by_alias=True, exclude_none=True)
         if not spec.gates:
@@ -166,7 +174,7 @@ def decide(run: Mapping[str, Any], spec: TrainingRunSpec, job: Mapping[str, Any]
             Cond("Succeeded", TRUE, "Completed", f"trained in {attempts} attempt(s)"), gate, ready,
             *spec_conditions,
         ], status={**done, "metrics": result.metrics, "model": model, "failedGates": failed_gates or None,
-                   "reproducibility": _reproducibility(spec, winner)})
+                   "reproducibility": _reproducibility(status, spec, winner)})
     last = ordered[-1] if ordered else None
     reason = str(failed.get("reason") or "Failed") if failed else "Failed"
     if reason not in FINAL_REASONS:
@@ -178,4 +186,4 @@ def decide(run: Mapping[str, Any], spec: TrainingRunSpec, job: Mapping[str, Any]
         Cond("GatesPassed", FALSE, "NoResult", "training failed"),
         Cond("Ready", FALSE, reason, _truncate(detail or reason)),
         *spec_conditions,
-    ], status={**done, "reproducibility": _reproducibility(spec, last)})
+    ], status={**done, "reproducibility": _reproducibility(status, spec, last)})

@@ -1,0 +1,201 @@
+"""TrainingRuns for real: the operator's Job runs `mlops train` as a process on the local node,
+reading from and writing to a local S3 (moto), and the result reaches the TrainingRun status."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.client.rest import ApiException
+
+from mlops_operator.dev.runner import OperatorThread
+from mlops_operator.runtime import artifacts, storage
+from tests.cases import example
+from tests.conftest import S3
+from tests.pipelines import compile_pipeline
+
+from .conftest import Cluster, OperatorProcess, wait_for
+
+TR = "TrainingRun"
+
+
+@pytest.fixture(scope="module")
+def iris_data(s3: S3, tmp_path_factory: pytest.TempPathFactory) -> str:
+    from sklearn.datasets import load_iris
+
+    path = tmp_path_factory.mktemp("iris") / "iris.csv"
+    load_iris(as_frame=True).frame.to_csv(path, index=False)
+    client = s3.client()
+    for bucket in ("data", "models"):
+        with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+            client.create_bucket(Bucket=bucket)
+    client.upload_file(str(path), "data", "iris.csv")
+    return "s3://data/iris.csv"
+
+
+def credentials(cluster: Cluster, namespace: str, s3: S3) -> None:
+    cluster.core.create_namespaced_secret(namespace, {"metadata": {"name": "s3-credentials"}, "stringData": s3.env})
+
+
+def training_run(name: str = "iris-v1", **spec: Any) -> dict[str, Any]:
+    run = example(TR)
+    run["metadata"]["name"] = name
+    run["spec"].update({"dataset": {"uri": "s3://data/iris.csv", "targetColumn": "target"},
+                        "gates": [{"metric": "accuracy", "operator": ">=", "threshold": "0.8"}],
+                        "params": {"n_estimators": 20}, "activeDeadlineSeconds": 300, "backoffLimit": 0})
+    run["spec"].update(spec)
+    return run
+
+
+def jobs(cluster: Cluster, ns: str, run: str) -> list[Any]:
+    return cluster.batch.list_namespaced_job(ns, label_selector=f"mlops.dev/trainingrun={run}").items
+
+
+def test_builtin_trainer_trains_passes_gates_and_records_the_version(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str, tmp_path: Path
+) -> None:
+    credentials(cluster, namespace, s3)
+    cluster.create(example("ModelDeployment"), namespace)
+    cluster.wait_condition("ModelDeployment", namespace, "iris", "False", "NoModelVersion")
+    cluster.create(training_run(), namespace)
+    cluster.wait_condition(TR, namespace, "iris-v1", "True", "Completed", type_="Succeeded", timeout=180)
+    run = cluster.get(TR, namespace, "iris-v1")
+    status = run["status"]
+    conditions = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+    assert conditions["GatesPassed"] == ("True", "Passed") and conditions["Ready"] == ("True", "Succeeded")
+    assert status["metrics"]["accuracy"] >= 0.8 and set(status["metrics"]) == {"accuracy", "f1", "roc_auc"}
+    model = status["model"]
+    assert model["uri"] == f"s3://models/{namespace}/iris/iris-v1" and model["format"] == "sklearn"
+    assert model["profileUri"] == model["uri"] + "/profile.json"
+    (job,) = jobs(cluster, namespace, "iris-v1")
+    assert status["jobName"] == job.metadata.name and status["attempts"] == 1
+    assert status["startTime"] <= status["completionTime"]
+    record = status["reproducibility"]
+    assert record["datasetUri"] == "s3://data/iris.csv" and record["seed"] == 42
+    assert record["params"] == {"n_estimators": 20} and record["imageDigest"].startswith("local://")
+    # the digest in status is the directory's, per the artifact contract
+    os.environ.update(s3.env)
+    try:
+        storage.download_dir(model["uri"], tmp_path / "model")
+    finally:
+        for key in s3.env:
+            os.environ.pop(key, None)
+    assert artifacts.verify(tmp_path / "model", model["digest"])
+    # the ModelDeployment following this model now has a version
+    cluster.wait_condition("ModelDeployment", namespace, "iris", "Unknown", "Pending", timeout=15)
+
+
+def test_failed_gates_succeed_but_never_become_a_version(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str
+) -> None:
+    credentials(cluster, namespace, s3)
+    cluster.create(training_run(gates=[{"metric": "accuracy", "operator": ">", "threshold": "1"},
+                                       {"metric": "log_loss", "operator": "<", "threshold": "0.5"}]), namespace)
+    cluster.wait_condition(TR, namespace, "iris-v1", "True", "Completed", type_="Succeeded", timeout=180)
+    gates = cluster.wait_condition(TR, namespace, "iris-v1", "False", "GatesFailed", type_="GatesPassed")
+    assert "accuracy > 1: got" in gates["message"] and "did not report log_loss" in gates["message"]
+    assert cluster.condition(TR, namespace, "iris-v1")["reason"] == "GatesFailed"
+    assert len(cluster.get(TR, namespace, "iris-v1")["status"]["failedGates"]) == 2
+
+
+def test_failing_trainer_is_retried_per_backoff_limit_and_says_why(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str
+) -> None:
+    credentials(cluster, namespace, s3)
+    cluster.create(training_run(dataset={"uri": "s3://data/missing.csv"}, backoffLimit=1), namespace)
+    failed = cluster.wait_condition(TR, namespace, "iris-v1", "False", "BackoffLimitExceeded", type_="Succeeded",
+                                    timeout=180)
+    assert "s3://data/missing.csv: not found" in failed["message"]
+    (job,) = jobs(cluster, namespace, "iris-v1")
+    assert job.status.failed == 2
+    status = cluster.get(TR, namespace, "iris-v1")["status"]
+    assert status["attempts"] == 2 and "model" not in status
+    assert cluster.condition(TR, namespace, "iris-v1", "GatesPassed")["status"] == "False"
+
+
+def test_deadline_is_enforced(cluster: Cluster, operator: OperatorThread, namespace: str) -> None:
+    run = training_run(trainer={"image": "python:3.11", "command": ["python", "-c", "import time; time.sleep(600)"]},
+                       activeDeadlineSeconds=3, storage=None)
+    cluster.create(run, namespace)
+    cluster.wait_condition(TR, namespace, "iris-v1", "False", "DeadlineExceeded", type_="Succeeded", timeout=60)
+
+
+def test_ttl_removes_the_job_and_keeps_the_record(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str
+) -> None:
+    credentials(cluster, namespace, s3)
+    cluster.create(training_run(ttlSecondsAfterFinished=1), namespace)
+    cluster.wait_condition(TR, namespace, "iris-v1", "True", "Completed", type_="Succeeded", timeout=180)
+    wait_for(lambda: not jobs(cluster, namespace, "iris-v1"), 30, "the Job to be removed after its TTL")
+    status = cluster.get(TR, namespace, "iris-v1")["status"]
+    assert status["model"]["digest"].startswith("sha256:")
+    assert cluster.condition(TR, namespace, "iris-v1", "Succeeded")["status"] == "True"
+
+
+def test_suspended_run_has_no_job_until_resumed_and_later_edits_are_ignored(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str
+) -> None:
+    credentials(cluster, namespace, s3)
+    cluster.create(training_run(suspend=True), namespace)
+    cluster.wait_condition(TR, namespace, "iris-v1", "False", "Suspended")
+    assert jobs(cluster, namespace, "iris-v1") == []
+    cluster.patch(TR, namespace, "iris-v1", {"spec": {"suspend": False}})
+    wait_for(lambda: jobs(cluster, namespace, "iris-v1"), 30, "the Job after resuming")
+    # a change after the start is reported, not silently retrained
+    cluster.patch(TR, namespace, "iris-v1", {"spec": {"seed": 7}})
+    changed = cluster.wait_condition(TR, namespace, "iris-v1", "False", "ChangedAfterStart", type_="SpecApplied")
+    assert "generation 2" in changed["message"]
+    cluster.wait_condition(TR, namespace, "iris-v1", "True", "Completed", type_="Succeeded", timeout=180)
+    (job,) = jobs(cluster, namespace, "iris-v1")
+    seed = next(e.value for e in job.spec.template.spec.containers[0].env if e.name == "MLOPS_SEED")
+    assert seed == "42"
+    assert cluster.get(TR, namespace, "iris-v1")["status"]["reproducibility"]["seed"] == 42
+
+
+def test_pipeline_from_a_configmap_waits_for_it_then_runs(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str, tmp_path: Path
+) -> None:
+    credentials(cluster, namespace, s3)
+    run = training_run(pipeline={"configMapKeyRef": {"name": "pipelines", "key": "wine.yaml"},
+                                 "arguments": {"n_estimators": 5}}, trainer=None)
+    del run["spec"]["trainer"]
+    cluster.create(run, namespace)
+    missing = cluster.wait_condition(TR, namespace, "iris-v1", "False", "PipelineNotFound")
+    assert "ConfigMap pipelines does not exist" in missing["message"]
+    assert jobs(cluster, namespace, "iris-v1") == []
+    cluster.core.create_namespaced_config_map(namespace, {"metadata": {"name": "pipelines"},
+                                                          "data": {"wine.yaml": compile_pipeline(tmp_path / "w.yaml")}})
+    done = cluster.wait_condition(TR, namespace, "iris-v1", "True", "Completed", type_="Succeeded", timeout=240)
+    assert done
+    status = cluster.get(TR, namespace, "iris-v1")["status"]
+    assert 0.8 < status["metrics"]["accuracy"] <= 1 and status["model"]["uri"].endswith("/iris/iris-v1")
+
+
+def test_pipeline_that_would_install_another_kfp_is_invalid(
+    cluster: Cluster, operator: OperatorThread, namespace: str, tmp_path: Path
+) -> None:
+    text = compile_pipeline(tmp_path / "w.yaml").replace("kfp==2.17.0", "kfp==2.9.0")
+    run = training_run(pipeline={"inline": text})
+    del run["spec"]["trainer"]
+    cluster.create(run, namespace)
+    invalid = cluster.wait_condition(TR, namespace, "iris-v1", "False", "InvalidSpec")
+    assert "kfp==2.9.0" in invalid["message"] and jobs(cluster, namespace, "iris-v1") == []
+
+
+def test_operator_killed_mid_run_creates_no_second_job(
+    cluster: Cluster, operator_process: OperatorProcess, sp_namespace: str, s3: S3, iris_data: str
+) -> None:
+    ns = sp_namespace
+    credentials(cluster, ns, s3)
+    operator_process.start()
+    cluster.create(training_run(), ns)
+    wait_for(lambda: jobs(cluster, ns, "iris-v1"), 60, "the training Job")
+    operator_process.kill()
+    operator_process.start()
+    cluster.wait_condition(TR, ns, "iris-v1", "True", "Completed", type_="Succeeded", timeout=180)
+    assert len(jobs(cluster, ns, "iris-v1")) == 1
+    with pytest.raises(ApiException):
+        cluster.batch.read_namespaced_job("iris-v1", ns)  # the name is the run's plus a hash, found again
