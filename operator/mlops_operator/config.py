@@ -36,6 +36,7 @@ class Settings:
     namespaces: tuple[str, ...]
     log_level: str
     copy_labels: tuple[str, ...] = ()
+    normal_events: bool = True
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -47,5 +48,7 @@ class Settings:
             workers=_int("MLOPS_WORKERS", 16),
             namespaces=tuple(n.strip() for n in namespaces),
             log_level=os.environ.get("MLOPS_LOG_LEVEL", "INFO").upper(),
+            # Events on every condition transition; MLOPS_EVENTS=warnings keeps only the Warnings
+            normal_events=os.environ.get("MLOPS_EVENTS", "all") != "warnings",
             copy_labels=tuple(k.strip() for k in os.environ.get("MLOPS_COPY_LABELS", "").split(",") if k.strip()),
         )

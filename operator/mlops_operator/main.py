@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -81,7 +80,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     if info is None:
         raise kopf.PermanentError("no credentials: neither a service account nor a kubeconfig was found")
     ctx = Ctx(api=Api.from_connection_info(info), store=make_store(), settings=config,
-              post_normal_events=os.environ.get("MLOPS_EVENTS", "warnings") == "all")
+              post_normal_events=config.normal_events)
     ctx.queue = WorkQueue({kind: _bind(fn, ctx) for kind, fn in RECONCILERS.items()}, workers=config.workers)
     Runtime.ctx = ctx
     Runtime.resync = asyncio.create_task(_resync(ctx, config.resync_seconds))

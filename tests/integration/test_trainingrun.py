@@ -84,6 +84,9 @@ def test_builtin_trainer_trains_passes_gates_and_records_the_version(
         for key in s3.env:
             os.environ.pop(key, None)
     assert artifacts.verify(tmp_path / "model", model["digest"])
+    # Events tell the story: started, trained, gates passed
+    wait_for(lambda: {"Pending", "Completed", "Passed"} <= {e.reason for e in cluster.events(namespace, "iris-v1")},
+             what="Events for the start, the success and the gate verdict")
     # the ModelDeployment following this model now has a version
     cluster.wait_condition("ModelDeployment", namespace, "iris", "Unknown", "Pending", timeout=15)
 
@@ -99,6 +102,8 @@ def test_failed_gates_succeed_but_never_become_a_version(
     assert "accuracy > 1: got" in gates["message"] and "did not report log_loss" in gates["message"]
     assert cluster.condition(TR, namespace, "iris-v1")["reason"] == "GatesFailed"
     assert len(cluster.get(TR, namespace, "iris-v1")["status"]["failedGates"]) == 2
+    wait_for(lambda: any(e.reason == "GatesFailed" and e.type == "Warning" for e in cluster.events(namespace, "iris-v1")),
+             what="a Warning Event for the failed gates")
 
 
 def test_failing_trainer_is_retried_per_backoff_limit_and_says_why(

@@ -91,7 +91,7 @@ class Ctx:
 
     async def event(self, kind: Kind, body: Mapping[str, Any], reason: str, message: str,
                     warning: bool = False) -> None:
-        """Post a Kubernetes Event (Warnings always; Normal ones when MLOPS_EVENTS=all)."""
+        """Post a Kubernetes Event (Warnings always; Normal ones unless MLOPS_EVENTS=warnings)."""
         if not warning and not self.post_normal_events:
             return
         meta = body["metadata"]
