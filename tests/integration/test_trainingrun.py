@@ -102,8 +102,8 @@ def test_failed_gates_succeed_but_never_become_a_version(
     assert "accuracy > 1: got" in gates["message"] and "did not report log_loss" in gates["message"]
     assert cluster.condition(TR, namespace, "iris-v1")["reason"] == "GatesFailed"
     assert len(cluster.get(TR, namespace, "iris-v1")["status"]["failedGates"]) == 2
-    wait_for(lambda: any(e.reason == "GatesFailed" and e.type == "Warning" for e in cluster.events(namespace, "iris-v1")),
-             what="a Warning Event for the failed gates")
+    wait_for(lambda: any(e.reason == "GatesFailed" and e.type == "Warning"
+                         for e in cluster.events(namespace, "iris-v1")), what="a Warning Event for the failed gates")
 
 
 def test_failing_trainer_is_retried_per_backoff_limit_and_says_why(
