@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
 RUNTIME_COMMANDS = {
     "train": "mlops_operator.runtime.train",
     "train-pipeline": "mlops_operator.runtime.pipeline",
+    "serve": "mlops_operator.runtime.server",
+    "storage-init": "mlops_operator.runtime.storage_init",
 }
 
 
