@@ -9,6 +9,7 @@ Categorical feature: the most frequent training categories; an unseen value coun
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -64,33 +65,50 @@ def build(columns: dict[str, tuple[str, Sequence[Any]]], predictions: tuple[str,
 
 
 class Counts:
-    """Live counts in the bins of one reference distribution (what the server keeps per feature)."""
+    """Live counts in the bins of one reference distribution (what the server keeps per feature).
 
-    __slots__ = ("counts", "dist", "edges", "index", "missing", "other")
+    Counting is on the request path: small batches (the usual one row) go through bisect on plain
+    lists, large ones through numpy; both follow the same rule.
+    """
+
+    __slots__ = ("counts", "dist", "edges", "edges_array", "index", "missing", "numeric", "other")
+
+    SMALL = 32
 
     def __init__(self, dist: Distribution) -> None:
         self.dist = dist
-        self.edges = np.asarray(dist.edges or [], dtype=float)
+        self.numeric = dist.type == "numeric"
+        self.edges = [float(e) for e in dist.edges or []]
+        self.edges_array = np.asarray(self.edges, dtype=float)
         self.index = {c: i for i, c in enumerate(dist.categories or [])}
-        self.counts = np.zeros(len(dist.counts), dtype=np.int64)
+        self.counts = [0] * len(dist.counts)
         self.missing = 0
         self.other = 0
 
     def add(self, values: Sequence[Any] | np.ndarray) -> None:
-        if self.dist.type == "numeric":
+        if self.numeric:
+            if len(values) <= self.SMALL:
+                counts, edges = self.counts, self.edges
+                for v in values.tolist() if isinstance(values, np.ndarray) else values:
+                    if v is None or v != v:  # NaN
+                        self.missing += 1
+                    else:
+                        counts[bisect_right(edges, v)] += 1
+                return
             arr = np.asarray(values, dtype=float)
             nan = np.isnan(arr)
             self.missing += int(nan.sum())
-            self.counts += np.bincount(np.searchsorted(self.edges, arr[~nan], side="right"),
-                                       minlength=len(self.counts))
-        else:
-            for v in values:
-                if is_missing(v):
-                    self.missing += 1
-                elif (i := self.index.get(str(v))) is not None:
-                    self.counts[i] += 1
-                else:
-                    self.other += 1
+            binned = np.bincount(np.searchsorted(self.edges_array, arr[~nan], side="right"),
+                                 minlength=len(self.counts))
+            self.counts = [c + int(b) for c, b in zip(self.counts, binned, strict=True)]
+            return
+        for v in values:
+            if is_missing(v):
+                self.missing += 1
+            elif (i := self.index.get(str(v))) is not None:
+                self.counts[i] += 1
+            else:
+                self.other += 1
 
     def snapshot(self) -> dict[str, Any]:
-        return {"counts": [int(c) for c in self.counts], "missing": self.missing, "other": self.other}
+        return {"counts": list(self.counts), "missing": self.missing, "other": self.other}
