@@ -398,3 +398,46 @@ def test_storage_init_file_s3_http_and_digest(tmp_path: Path, iris: tuple[Path, 
     finally:
         www.terminate()
         www.wait()
+
+
+def model_dir_for(tmp: Path, fmt: str, write: Any, X: Any, predictions: Any, task: str,
+                  classes: list[Any] | None) -> tuple[Path, str]:
+    """A model directory in another format, with the profile and metadata of the contract."""
+    from mlops_operator.runtime import profile as profiles
+
+    d = tmp / fmt
+    d.mkdir()
+    write(d / artifacts.MODEL_FILES[fmt])
+    prof = profiles.build({c: ("numeric", X[c].tolist()) for c in X.columns},
+                          ("categorical", [str(p) for p in predictions]))
+    artifacts.write_json(d / artifacts.PROFILE_FILE, prof)
+    meta = artifacts.ModelMetadata(format=fmt, model_file=artifacts.MODEL_FILES[fmt], task=task, classes=classes,
+                                   features=[artifacts.Feature(name=c, type="numeric") for c in X.columns])
+    return d, artifacts.finalize(d, meta)
+
+
+def test_onnx_and_xgboost_models_serve_the_same_predictions(tmp_path: Path) -> None:
+    import xgboost
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    rows = X.sample(30, random_state=2)
+    logistic = LogisticRegression(max_iter=500).fit(X, y)
+    onnx_model = to_onnx(logistic, X.to_numpy()[:1].astype(np.float32), options={"zipmap": False})
+    booster = xgboost.XGBClassifier(n_estimators=10, max_depth=3).fit(X, y)
+    cases = [
+        ("onnx", lambda p: p.write_bytes(onnx_model.SerializeToString()), logistic.predict(rows)),
+        ("xgboost", lambda p: booster.save_model(str(p)), booster.predict(rows)),
+    ]
+    for fmt, write, expected in cases:
+        d, digest = model_dir_for(tmp_path, fmt, write, X, y, "classification", [0, 1, 2])
+        s = Served(d, "iris", "--digest", digest)
+        try:
+            status, body = s.infer({"inputs": [tensor(rows.to_numpy().tolist())]})
+            assert status == 200, body
+            assert body["outputs"][0]["data"] == expected.tolist(), fmt
+            assert monitoring(s)["rows"] == 30
+        finally:
+            s.stop()

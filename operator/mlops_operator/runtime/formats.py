@@ -44,7 +44,41 @@ def save(model: Any, directory: Path, fmt: str = "sklearn") -> Path:
     return path
 
 
-def load(directory: Path, fmt: str, allow_unsafe: bool = False) -> Any:
+class OnnxModel:
+    """An ONNX model behind the same `predict(X)` as scikit-learn's: the first output, float32 input."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.input = session.get_inputs()[0].name
+        self.output = session.get_outputs()[0].name
+
+    def predict(self, X: Any) -> Any:
+        import numpy as np
+
+        result = self.session.run([self.output], {self.input: np.asarray(X, dtype=np.float32)})[0]
+        return result.ravel() if result.ndim == 2 and result.shape[1] == 1 else result
+
+
+class XGBoostModel:
+    """An XGBoost JSON model behind `predict(X)`: classes for classifiers, values for regressors."""
+
+    def __init__(self, booster: Any, task: str, classes: list[Any] | None) -> None:
+        self.booster, self.task, self.classes = booster, task, classes
+
+    def predict(self, X: Any) -> Any:
+        import numpy as np
+        import xgboost
+
+        raw = self.booster.predict(xgboost.DMatrix(np.asarray(X, dtype=float),
+                                                   feature_names=self.booster.feature_names))
+        if self.task != "classification":
+            return raw
+        index = raw.argmax(axis=1) if raw.ndim == 2 else (raw > 0.5).astype(int)
+        return np.asarray(self.classes)[index] if self.classes else index
+
+
+def load(directory: Path, fmt: str, allow_unsafe: bool = False, task: str = "regression",
+         classes: list[Any] | None = None) -> Any:
     """Load the model of a (digest-verified) model directory."""
     path = Path(directory) / MODEL_FILES[fmt]
     if fmt in UNSAFE_FORMATS and not allow_unsafe:
@@ -67,11 +101,11 @@ def load(directory: Path, fmt: str, allow_unsafe: bool = False) -> Any:
     if fmt == "onnx":
         import onnxruntime
 
-        return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return OnnxModel(onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
     if fmt == "xgboost":
         import xgboost
 
         booster = xgboost.Booster()
         booster.load_model(str(path))
-        return booster
+        return XGBoostModel(booster, task, classes)
     raise ArtifactError(f"unknown model format {fmt}")

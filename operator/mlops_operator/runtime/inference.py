@@ -59,7 +59,7 @@ class LoadedModel:
         if meta.format in artifacts.UNSAFE_FORMATS and not allow_unsafe:
             raise artifacts.ArtifactError(f"the model is in the unsafe format {meta.format}; start the server "
                                           "with --allow-unsafe-formats to load it")
-        model = formats.load(directory, meta.format, allow_unsafe)
+        model = formats.load(directory, meta.format, allow_unsafe, task=meta.task, classes=meta.classes)
         profile = profile_digest = None
         if (directory / artifacts.PROFILE_FILE).is_file():
             profile = artifacts.read_profile(directory)
