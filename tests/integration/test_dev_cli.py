@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -62,6 +63,15 @@ def test_dev_up_kubectl_idempotent_down(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr
     assert json.loads((state / "state.json").read_text())["pids"] == first["pids"]
 
+    # the node deregisters when it stops (first thing `down` does)
+    os.kill(first["pids"]["local-node"], signal.SIGTERM)
+
+    def node_gone() -> bool:
+        got = subprocess.run([*kubectl, "get", "node", "mlops-local"], env=env, capture_output=True, text=True)
+        return got.returncode != 0 and "NotFound" in got.stderr
+
+    wait_for(node_gone, 60, "the Node to be deleted when the local node stops")
+    wait_for(lambda: not _pid_alive(sleeper), 30, "the Pod's process to stop with the node")
     down = mlops("dev", "down", "--state-dir", str(state))
     assert down.returncode == 0, down.stderr
     wait_for(lambda: not any(_pid_alive(p) for p in [*first["pids"].values(), sleeper]), 30,

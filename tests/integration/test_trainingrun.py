@@ -190,6 +190,20 @@ def test_pipeline_that_would_install_another_kfp_is_invalid(
     assert "kfp==2.9.0" in invalid["message"] and jobs(cluster, namespace, "iris-v1") == []
 
 
+def test_deleting_a_run_removes_its_job_and_pods(
+    cluster: Cluster, operator: OperatorThread, namespace: str
+) -> None:
+    run = training_run(trainer={"image": "python:3.11", "command": ["python", "-c", "import time; time.sleep(600)"]},
+                       storage=None)
+    cluster.create(run, namespace)
+    wait_for(lambda: cluster.core.list_namespaced_pod(namespace, label_selector="mlops.dev/trainingrun=iris-v1").items,
+             60, "the training Pod")
+    cluster.custom.delete_namespaced_custom_object("mlops.dev", "v1alpha1", namespace, "trainingruns", "iris-v1")
+    # owned children go with garbage collection: no finalizer, nothing left behind
+    wait_for(lambda: not jobs(cluster, namespace, "iris-v1") and not cluster.core.list_namespaced_pod(
+        namespace, label_selector="mlops.dev/trainingrun=iris-v1").items, 90, "the Job and its Pods to be gone")
+
+
 def test_operator_killed_mid_run_creates_no_second_job(
     cluster: Cluster, operator_process: OperatorProcess, sp_namespace: str, s3: S3, iris_data: str
 ) -> None:
