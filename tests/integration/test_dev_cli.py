@@ -87,3 +87,24 @@ def test_dev_up_says_what_is_missing_and_how_to_get_it(tmp_path: Path) -> None:
     assert "kube-apiserver" in proc.stderr and "KUBEBUILDER_ASSETS" in proc.stderr
     assert str(tmp_path / "c") in proc.stderr
     assert not (tmp_path / "dev" / "state.json").exists()
+
+
+def test_demo_trains_for_real_and_the_deployment_finds_the_version(tmp_path: Path) -> None:
+    """The README's first command, as a user runs it (here with its own control plane)."""
+    proc = mlops("dev", "demo", "--state-dir", str(tmp_path / "demo"), "--down")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    out = proc.stdout
+    assert "TrainingRun/iris-v1 Succeeded=True (Completed)" in out
+    assert "TrainingRun/iris-v1 GatesPassed=True (Passed)" in out
+    assert "ModelDeployment/iris Ready=False (NoModelVersion)" in out
+    assert "model version: s3://models/mlops-demo/iris/iris-v1 sha256:" in out
+    assert "control plane stopped" in out
+    # nothing it started is left: no process mentions its state directory
+    left = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(tmp_path / "demo").encode() in cmdline.read_bytes():
+                left.append(cmdline.parent.name)
+        except OSError:
+            continue
+    assert left == []

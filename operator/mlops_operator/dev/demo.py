@@ -1,14 +1,21 @@
-"""`mlops dev demo`: the product on a Docker-free local control plane.
+"""`mlops dev demo`: the product on a Docker-free local cluster.
 
-Today it brings the control plane up, installs the CRDs, applies examples/ (a TrainingRun, a
-ModelDeployment following its model, a DriftPolicy watching that deployment) into the
-`mlops-demo` namespace, runs the operator, and prints each resource's conditions as the operator
-sets them. Training, serving and drift evaluation join as their controllers land.
+It brings up the control plane and the local node, starts a local S3 (a moto server on loopback)
+holding the iris data set, installs the CRDs, runs the operator, applies examples/ (a TrainingRun,
+a ModelDeployment following its model, a DriftPolicy watching that deployment) into the
+`mlops-demo` namespace, and prints a timeline of what the operator does: the model trained for
+real on the local node, its metrics, the gate verdict and the recorded version; the deployment
+finding that version; the drift policy finding its target. Serving, rollouts and drift-triggered
+retraining join the timeline as their controllers land. Exits 0 when the run passed its gates
+and the deployment found the version, non-zero with the reason otherwise.
 """
 
 from __future__ import annotations
 
-import sys
+import io
+import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,11 +31,40 @@ from .runner import OperatorThread
 
 NAMESPACE = "mlops-demo"
 EXAMPLES = ("trainingrun.yaml", "modeldeployment.yaml", "driftpolicy.yaml")
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def _examples_dir() -> Path:
-    top = Path(__file__).resolve().parents[3]
-    return top / "examples"
+    return Path(__file__).resolve().parents[3] / "examples"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _local_s3(out: Callable[[str], None]) -> tuple[Any, str]:
+    """A moto S3 server with the iris data set where examples/trainingrun.yaml reads it."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+    from sklearn.datasets import load_iris
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per S3 request otherwise
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
+    for bucket in ("datasets", "models"):
+        s3.create_bucket(Bucket=bucket)
+    frame = load_iris(as_frame=True).frame.rename(columns={"target": "species"})
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False)
+    s3.put_object(Bucket="datasets", Key="iris/train.csv", Body=buffer.getvalue().encode())
+    out(f"local S3 at {endpoint}: s3://datasets/iris/train.csv ({len(frame)} rows), models go to s3://models")
+    return server, endpoint
 
 
 def _apply(custom: Any, obj: dict[str, Any]) -> None:
@@ -44,22 +80,47 @@ def _apply(custom: Any, obj: dict[str, Any]) -> None:
         custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural, obj)
 
 
-def _ready(obj: dict[str, Any]) -> dict[str, Any] | None:
-    status = obj.get("status") or {}
-    if status.get("observedGeneration") != obj["metadata"]["generation"]:
+class Timeline:
+    """Prints each condition change of the demo's resources once, as it happens."""
+
+    def __init__(self, custom: Any, out: Callable[[str], None]) -> None:
+        self.custom, self.out = custom, out
+        self.seen: set[tuple[str, str, str, str, str]] = set()
+        self.started = time.monotonic()
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        obj: dict[str, Any] = self.custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE,
+                                                                       BY_KIND[kind].plural, name)
+        return obj
+
+    def poll(self, objects: list[tuple[str, str]]) -> None:
+        for kind, name in objects:
+            for c in (self.get(kind, name).get("status") or {}).get("conditions") or ():
+                key = (kind, name, c["type"], c["status"], c.get("reason", ""))
+                if key not in self.seen:
+                    self.seen.add(key)
+                    message = f": {c['message']}" if c.get("message") else ""
+                    self.out(f"[{time.monotonic() - self.started:6.1f}s] {kind}/{name} {c['type']}={c['status']} "
+                             f"({c.get('reason', '')}){message}")
+
+    def condition(self, kind: str, name: str, type_: str) -> dict[str, Any] | None:
+        for c in (self.get(kind, name).get("status") or {}).get("conditions") or ():
+            if c["type"] == type_:
+                return dict(c)
         return None
-    return next((c for c in status.get("conditions") or () if c["type"] == "Ready"), None)
 
 
-def run(state_dir: Path, down: bool = False, out: Callable[[str], None] = print, timeout: float = 60) -> int:
+def run(state_dir: Path, down: bool = False, out: Callable[[str], None] = print, timeout: float = 240) -> int:
     examples = _examples_dir()
     if not examples.is_dir():
         out(f"mlops dev demo needs the repository's examples/ folder (looked in {examples})")
         return 1
     cp = controlplane.up(state_dir)
-    out(f"control plane up at {cp.server}")
+    out(f"control plane and local node up at {cp.server}")
     install.apply_crds(str(cp.kubeconfig))
     out("CRDs installed: trainingruns, modeldeployments, driftpolicies (.mlops.dev)")
+    s3_server, endpoint = _local_s3(out)
+    os.environ["MLOPS_ARTIFACT_ROOT"] = "s3://models"
     operator = OperatorThread([NAMESPACE], kubeconfig=str(cp.kubeconfig))
     try:
         with install.api_client(str(cp.kubeconfig)) as api:
@@ -69,36 +130,60 @@ def run(state_dir: Path, down: bool = False, out: Callable[[str], None] = print,
             except ApiException as exc:
                 if exc.status != 409:
                     raise
+            secret = {"metadata": {"name": "s3-credentials"},
+                      "stringData": {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}}
+            try:
+                core.create_namespaced_secret(NAMESPACE, secret)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                core.replace_namespaced_secret("s3-credentials", NAMESPACE, secret)
             operator.start()
             out(f"operator running, watching namespace {NAMESPACE}")
             objects = [yaml.safe_load((examples / name).read_text()) for name in EXAMPLES]
             for obj in objects:
                 _apply(custom, obj)
                 out(f"applied {obj['kind']}/{obj['metadata']['name']}")
-            pending = {(o["kind"], o["metadata"]["name"]) for o in objects}
+            names = [(o["kind"], o["metadata"]["name"]) for o in objects]
+            run_name = next(n for k, n in names if k == "TrainingRun")
+            deployment = next(n for k, n in names if k == "ModelDeployment")
+            timeline = Timeline(custom, out)
             deadline = time.monotonic() + timeout
-            while pending and time.monotonic() < deadline:
-                for kind, name in sorted(pending):
-                    obj = custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, BY_KIND[kind].plural, name)
-                    cond = _ready(obj)
-                    if cond is not None:
-                        pending.discard((kind, name))
-                        out(f"  {kind}/{name}: Ready={cond['status']} reason={cond['reason']}"
-                            f"{': ' + cond['message'] if cond.get('message') else ''}")
-                time.sleep(0.2)
-            if pending:
-                out(f"timed out waiting for the operator to report on {sorted(pending)}")
-                return 1
+            result = None
+            while time.monotonic() < deadline:
+                timeline.poll(names)
+                finished = timeline.condition("TrainingRun", run_name, "Succeeded")
+                found = timeline.condition("ModelDeployment", deployment, "Ready")
+                if finished and finished["status"] == "False":
+                    result = f"training failed: {finished.get('message', '')}"
+                    break
+                gates = timeline.condition("TrainingRun", run_name, "GatesPassed")
+                if gates and gates["status"] == "False" and finished and finished["status"] == "True":
+                    result = f"the model did not pass its gates: {gates.get('message', '')}"
+                    break
+                if gates and gates["status"] == "True" and found and found["reason"] != "NoModelVersion":
+                    break
+                time.sleep(0.5)
+            else:
+                result = f"timed out after {timeout:.0f}s"
+            timeline.poll(names)
+            status = timeline.get("TrainingRun", run_name).get("status") or {}
+            if status.get("metrics"):
+                metrics = ", ".join(f"{k} {v:.3f}" for k, v in sorted(status["metrics"].items()))
+                out(f"trained: {metrics}")
+            if status.get("model"):
+                out(f"model version: {status['model']['uri']} {status['model']['digest']}")
     finally:
         operator.stop()
+        s3_server.stop()
         if down:
             cp.stop()
             out("control plane stopped")
+    if result is not None:
+        out(f"demo failed: {result}")
+        return 1
+    out("the loop so far: trained on the local node → gates passed → version recorded → the deployment found it")
     if not down:
         out(f"the cluster stays up: export KUBECONFIG={cp.kubeconfig}; kubectl get mlops -n {NAMESPACE}")
         out(f"stop it with: mlops dev down --state-dir {state_dir}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run(Path(".state/dev")))
