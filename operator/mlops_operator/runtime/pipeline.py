@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -81,9 +80,5 @@ def main(argv: list[str] | None = None) -> int:
                 path.write_text(inline)
             result = run(path, arguments, args.output, work)
     except (PipelineError, StorageError, artifacts.ArtifactError, json.JSONDecodeError) as exc:
-        message = f"mlops train-pipeline: {exc}"
-        print(message, file=sys.stderr)
-        sdk.report_error(message)
-        return 1
-    print(json.dumps(result.model_dump(by_alias=True, exclude_none=True)))
-    return 0
+        return sdk.fail("mlops train-pipeline", exc)
+    return sdk.done(result)

@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import datetime
 import importlib.metadata
+import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +106,19 @@ def report(metrics: dict[str, float], *, uri: str, digest: str, fmt: str = "skle
     )
     Path(path or os.environ.get("MLOPS_TERMINATION_LOG", TERMINATION_LOG)).write_text(result.to_message())
     return result
+
+
+def fail(command: str, exc: Exception) -> int:
+    """End a runtime command with its reason on stderr and in the termination message; exit code 1."""
+    message = f"{command}: {exc}"
+    print(message, file=sys.stderr)
+    report_error(message)
+    return 1
+
+
+def done(result: TrainingResult) -> int:
+    print(json.dumps(result.model_dump(by_alias=True, exclude_none=True)))
+    return 0
 
 
 def report_error(message: str, path: str | None = None) -> None:

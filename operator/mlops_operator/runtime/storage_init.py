@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import io
 import shutil
-import sys
 import tarfile
 from pathlib import Path
 
@@ -47,9 +46,6 @@ def main(argv: list[str] | None = None) -> int:
     except (StorageError, artifacts.ArtifactError) as exc:
         for child in dest.iterdir():  # leave nothing a server could mistake for the model
             shutil.rmtree(child) if child.is_dir() else child.unlink()
-        message = f"mlops storage-init: {exc}"
-        print(message, file=sys.stderr)
-        sdk.report_error(message)
-        return 1
+        return sdk.fail("mlops storage-init", exc)
     print(f"model {args.uri} → {dest}" + (f" (digest {args.digest} verified)" if args.digest else ""))
     return 0

@@ -15,7 +15,6 @@ import importlib
 import io
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -155,9 +154,5 @@ def main(argv: list[str] | None = None) -> int:
         result = train(args.estimator, args.dataset, args.output, target=args.target, fmt=args.format,
                        params=params, seed=args.seed, test_size=args.test_size)
     except (TrainError, StorageError) as exc:
-        message = f"mlops train: {exc}"
-        print(message, file=sys.stderr)
-        sdk.report_error(message)
-        return 1
-    print(json.dumps(result.model_dump(by_alias=True, exclude_none=True)))
-    return 0
+        return sdk.fail("mlops train", exc)
+    return sdk.done(result)
