@@ -20,20 +20,41 @@ def _repo_crds_dir() -> Path:
 def cmd_crds(args: argparse.Namespace) -> int:
     from . import crdgen
 
-    directory = Path(args.dir) if args.dir else _repo_crds_dir()
+    crds = Path(args.dir) if args.dir else _repo_crds_dir()
+    targets = [(crds, False)]
+    chart = crds.parent / "charts" / "mlops-operator" / "templates" / "crds"
+    if not args.dir and chart.parent.is_dir():
+        targets.append((chart, True))
+    status = 0
+    for directory, is_chart in targets:
+        if args.check:
+            stale = crdgen.stale(directory, is_chart)
+            if stale:
+                print(f"CRDs in {directory} are stale: {', '.join(stale)}. Run `mlops crds` to regenerate.",
+                      file=sys.stderr)
+                status = 1
+            else:
+                print(f"CRDs in {directory} are up to date.")
+            continue
+        written = crdgen.write(directory, is_chart)
+        for path in written:
+            print(f"wrote {path}")
+        if not written:
+            print(f"CRDs in {directory} are up to date.")
+    return status
+
+
+def cmd_manifests(args: argparse.Namespace) -> int:
+    from .dev import manifests
+
+    top = _repo_crds_dir().parent
     if args.check:
-        stale = crdgen.stale(directory)
-        if stale:
-            print(f"CRDs in {directory} are stale: {', '.join(stale)}. Run `mlops crds` to regenerate.",
-                  file=sys.stderr)
+        if manifests.stale(top):
+            print(f"{manifests.target(top)} is stale: run `mlops manifests`", file=sys.stderr)
             return 1
-        print(f"CRDs in {directory} are up to date.")
+        print(f"{manifests.target(top)} is up to date.")
         return 0
-    written = crdgen.write(directory)
-    for path in written:
-        print(f"wrote {path}")
-    if not written:
-        print(f"CRDs in {directory} are up to date.")
+    print(f"wrote {manifests.target(top)}" if manifests.write(top) else f"{manifests.target(top)} is up to date.")
     return 0
 
 
@@ -123,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="exit 1 when the files are stale, write nothing")
     p.add_argument("--dir", help="output directory (default: the repository's crds/)")
     p.set_defaults(func=cmd_crds)
+
+    p = sub.add_parser("manifests", help="render manifests/install.yaml from the Helm chart")
+    p.add_argument("--check", action="store_true", help="exit 1 when the file is stale, write nothing")
+    p.set_defaults(func=cmd_manifests)
 
     p = sub.add_parser("run", help="run the operator")
     p.add_argument("-n", "--namespace", action="append", help="watch only this namespace (repeatable)")

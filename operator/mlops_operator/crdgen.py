@@ -132,7 +132,11 @@ def _status_schema(kind: Kind) -> dict[str, Any]:
     return schema
 
 
-def crd(kind: Kind) -> dict[str, Any]:
+# Helm never upgrades a chart's crds/ folder: the chart carries them as templates it keeps on uninstall
+CHART_ANNOTATIONS = {"helm.sh/resource-policy": "keep"}
+
+
+def crd(kind: Kind, annotations: dict[str, str] | None = None) -> dict[str, Any]:
     columns = [
         {"name": name, "type": typ, "jsonPath": path} for name, typ, path in kind.columns
     ] + [{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]
@@ -158,6 +162,7 @@ def crd(kind: Kind) -> dict[str, Any]:
         "metadata": {
             "name": f"{kind.plural}.{GROUP}",
             "labels": {"app.kubernetes.io/part-of": "mlops-operator"},
+            **({"annotations": annotations} if annotations else {}),
         },
         "spec": {
             "group": GROUP,
@@ -191,15 +196,16 @@ def dump(obj: Any) -> str:
     return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, width=100)
 
 
-def render_all() -> dict[str, str]:
-    """File name → YAML text for every kind."""
-    return {f"{GROUP}_{k.plural}.yaml": HEADER + dump(crd(k)) for k in KINDS}
+def render_all(chart: bool = False) -> dict[str, str]:
+    """File name → YAML text for every kind (with the chart's annotations for the chart's copy)."""
+    annotations = CHART_ANNOTATIONS if chart else None
+    return {f"{GROUP}_{k.plural}.yaml": HEADER + dump(crd(k, annotations)) for k in KINDS}
 
 
-def write(directory: Path) -> list[Path]:
+def write(directory: Path, chart: bool = False) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in render_all().items():
+    for name, text in render_all(chart).items():
         path = directory / name
         if not path.exists() or path.read_text() != text:
             path.write_text(text)
@@ -207,9 +213,9 @@ def write(directory: Path) -> list[Path]:
     return written
 
 
-def stale(directory: Path) -> list[str]:
+def stale(directory: Path, chart: bool = False) -> list[str]:
     """Names of the generated files that are missing or differ (plus unexpected extra ones)."""
-    expected = render_all()
+    expected = render_all(chart)
     found = {p.name for p in directory.glob(f"{GROUP}_*.yaml")} if directory.exists() else set()
     out = [n for n, t in expected.items() if not (directory / n).exists() or (directory / n).read_text() != t]
     return out + sorted(found - set(expected))

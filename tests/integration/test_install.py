@@ -1,0 +1,131 @@
+"""Install paths with the real helm and kubectl against the real control plane: the chart lints and
+renders, installs and uninstalls (keeping the CRDs), the plain manifests are fresh and the
+apiserver accepts them, and the operator's ServiceAccount gets exactly what its rules say."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlops_operator.cli import RUNTIME_COMMANDS, build_parser
+from mlops_operator.dev import manifests
+from mlops_operator.dev.tools import tool
+
+from .conftest import Cluster, wait_for
+
+TOP = Path(__file__).resolve().parents[2]
+CHART = TOP / "charts" / "mlops-operator"
+
+
+def helm(*args: str, kubeconfig: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    cmd = [tool("helm"), *args] + ([f"--kubeconfig={kubeconfig}"] if kubeconfig else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)}: {proc.stderr}")
+    return proc
+
+
+def rendered(*sets: str) -> list[dict]:
+    args = ["template", "mlops-operator", str(CHART), "--namespace", "mlops-system"]
+    for s in sets:
+        args += ["--set", s]
+    return [d for d in yaml.safe_load_all(helm(*args).stdout) if d]
+
+
+def test_chart_lints_and_renders_least_privilege_rbac() -> None:
+    assert "0 chart(s) failed" in helm("lint", str(CHART)).stdout
+    docs = rendered()
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds.count("CustomResourceDefinition") == 3 and "Deployment" in kinds and "ServiceAccount" in kinds
+    for d in docs:
+        if d["kind"] == "CustomResourceDefinition":
+            assert d["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        for rule in d.get("rules", []):
+            assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+            assert "secrets" not in rule["resources"], rule
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    aggregated = {d["metadata"]["name"]: d["metadata"]["labels"] for d in docs if d["kind"] == "ClusterRole"}
+    assert aggregated["mlops-operator-edit"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert aggregated["mlops-operator-view"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+
+
+def test_namespaced_mode_uses_roles_in_the_watched_namespaces() -> None:
+    docs = rendered("watchNamespaces={team-a,team-b}")
+    roles = sorted((d["kind"], d["metadata"].get("namespace")) for d in docs if d["kind"] in ("Role", "RoleBinding"))
+    assert roles == [("Role", "team-a"), ("Role", "team-b"), ("RoleBinding", "team-a"), ("RoleBinding", "team-b")]
+    assert "mlops-operator" not in [d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole"]
+    args = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[-4:] == ["-n", "team-a", "-n", "team-b"]
+
+
+def test_images_call_entry_points_that_exist() -> None:
+    text = (TOP / "images" / "Dockerfile").read_text()
+    assert re.findall(r'ENTRYPOINT \["(\w+)"\]', text) == ["mlops", "mlops"]
+    assert 'mlops = "mlops_operator.cli:main"' in (TOP / "pyproject.toml").read_text()
+    commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    assert {"run", "serve"} <= commands and set(RUNTIME_COMMANDS) <= commands
+    for cmd in re.findall(r'CMD \["([\w-]+)"', text):
+        assert cmd in commands
+    # what the operator's Jobs and Deployments run exists in the runtime image's CLI
+    for name in ("train", "train-pipeline", "serve", "storage-init"):
+        proc = subprocess.run([sys.executable, "-m", "mlops_operator.cli", name, "--help"], capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_plain_manifests_are_fresh_and_accepted_by_the_apiserver(cluster: Cluster) -> None:
+    assert not manifests.stale(TOP), "manifests/install.yaml is stale: run `mlops manifests`"
+    # a server-side dry run creates nothing, not even the file's own Namespace its objects need
+    cluster.kubectl("create", "namespace", manifests.NAMESPACE, check=False)
+    proc = cluster.kubectl("apply", "--dry-run=server", "-f", str(manifests.target(TOP)), check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "deployment.apps/mlops-operator created (server dry run)" in proc.stdout
+
+
+def test_helm_install_and_uninstall_keeps_the_crds(cluster: Cluster, sp_namespace: str) -> None:
+    # the session's CRDs were applied without Helm: let the release adopt them, as an upgrade from
+    # plain manifests would
+    for crd in ("trainingruns", "modeldeployments", "driftpolicies"):
+        cluster.kubectl("label", "--overwrite", f"crd/{crd}.mlops.dev", "app.kubernetes.io/managed-by=Helm")
+        cluster.kubectl("annotate", "--overwrite", f"crd/{crd}.mlops.dev", "meta.helm.sh/release-name=mlops-it",
+                        f"meta.helm.sh/release-namespace={sp_namespace}")
+    helm("install", "mlops-it", str(CHART), "--namespace", sp_namespace, "--set", "aggregateToUserRoles=false",
+         kubeconfig=cluster.kubeconfig)
+    deployment = cluster.apps.read_namespaced_deployment("mlops-it", sp_namespace)
+    assert deployment.spec.template.spec.service_account_name == "mlops-it"
+    # its Pod waits: the local node cannot run the operator image, and says so
+    wait_for(lambda: any((s.state.waiting and s.state.waiting.reason == "ImageNotRunnableLocally")
+                         for p in cluster.core.list_namespaced_pod(sp_namespace).items
+                         for s in p.status.container_statuses or []), 60, "the operator Pod's waiting reason")
+    can = cluster.kubectl("auth", "can-i", "create", "jobs.batch", "-n", "default",
+                          f"--as=system:serviceaccount:{sp_namespace}:mlops-it", check=False)
+    assert can.stdout.strip() == "yes"
+    for verb, resource in (("get", "secrets"), ("delete", "nodes"), ("create", "pods"), ("update", "trainingruns")):
+        denied = cluster.kubectl("auth", "can-i", verb, resource, "-n", "default",
+                                 f"--as=system:serviceaccount:{sp_namespace}:mlops-it", check=False)
+        assert denied.stdout.strip() == "no", (verb, resource)
+    helm("uninstall", "mlops-it", "--namespace", sp_namespace, kubeconfig=cluster.kubeconfig)
+    wait_for(lambda: not cluster.apps.list_namespaced_deployment(sp_namespace).items, 60, "the release to go")
+    names = cluster.kubectl("get", "crd", "-o", "name").stdout
+    assert "trainingruns.mlops.dev" in names  # kept: uninstalling the operator never deletes users' models
+
+
+@pytest.mark.parametrize("values", ["networkPolicy.enabled=true", "events=warnings"])
+def test_optional_values_render(values: str) -> None:
+    docs = rendered(values)
+    if values.startswith("networkPolicy"):
+        assert any(d["kind"] == "NetworkPolicy" for d in docs)
+    else:
+        env = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+        assert {"name": "MLOPS_EVENTS", "value": "warnings"} in env
