@@ -218,3 +218,41 @@ def test_operator_killed_mid_run_creates_no_second_job(
     assert len(jobs(cluster, ns, "iris-v1")) == 1
     with pytest.raises(ApiException):
         cluster.batch.read_namespaced_job("iris-v1", ns)  # the name is the run's plus a hash, found again
+
+
+def test_a_trained_version_serves_from_the_revision_deployment(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str
+) -> None:
+    """The children the ModelDeployment controller will write, applied by hand: storage-init pulls the
+    version the run recorded from S3 and verifies its digest, `mlops serve` answers V2 on the Pod's IP."""
+    import json
+    import urllib.request
+
+    from mlops_operator.api.modeldeployment import ModelDeploymentSpec
+    from mlops_operator.builders.modeldeployment import deployment, revision
+
+    credentials(cluster, namespace, s3)
+    cluster.create(training_run(), namespace)
+    cluster.wait_condition(TR, namespace, "iris-v1", "True", "Completed", type_="Succeeded", timeout=180)
+    model = cluster.get(TR, namespace, "iris-v1")["status"]["model"]
+    md = cluster.create(example("ModelDeployment"), namespace)
+    spec = ModelDeploymentSpec.model_validate(md["spec"])
+    rev = revision(spec, model["digest"])
+    cluster.apps.create_namespaced_deployment(namespace, deployment(
+        md, spec, rev, model_uri=model["uri"], digest=model["digest"], replicas=1,
+        runtime_image="ghcr.io/mlops-dev/mlops-runtime:0.1.0"))
+
+    def ready_pod() -> Any:
+        pods = cluster.core.list_namespaced_pod(namespace, label_selector=f"mlops.dev/revision={rev}").items
+        return next((p for p in pods if any(c.type == "Ready" and c.status == "True"
+                                            for c in p.status.conditions or [])), None)
+
+    pod = wait_for(ready_pod, 120, "the revision's server Pod to be ready",
+                   show=lambda: [p.status.to_dict() for p in cluster.core.list_namespaced_pod(namespace).items])
+    body = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64",
+                                   "data": [[5.1, 3.5, 1.4, 0.2]]}]}).encode()
+    request = urllib.request.Request(f"http://{pod.status.pod_ip}:8080/v2/models/iris/infer", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        answer = json.loads(resp.read())
+    assert answer["model_version"] == model["digest"] and answer["outputs"][0]["data"] == [0]
