@@ -49,12 +49,14 @@ def cmd_manifests(args: argparse.Namespace) -> int:
 
     top = _repo_crds_dir().parent
     if args.check:
-        if manifests.stale(top):
-            print(f"{manifests.target(top)} is stale: run `mlops manifests`", file=sys.stderr)
+        stale = manifests.stale(top)
+        if stale:
+            print(f"stale: {', '.join(map(str, stale))}: run `mlops manifests`", file=sys.stderr)
             return 1
-        print(f"{manifests.target(top)} is up to date.")
+        print("generated install files are up to date.")
         return 0
-    print(f"wrote {manifests.target(top)}" if manifests.write(top) else f"{manifests.target(top)} is up to date.")
+    for path in manifests.write(top):
+        print(f"wrote {path}")
     return 0
 
 

@@ -85,7 +85,7 @@ def test_images_call_entry_points_that_exist() -> None:
 
 
 def test_plain_manifests_are_fresh_and_accepted_by_the_apiserver(cluster: Cluster) -> None:
-    assert not manifests.stale(TOP), "manifests/install.yaml is stale: run `mlops manifests`"
+    assert manifests.stale(TOP) == [], "generated install files are stale: run `mlops manifests`"
     # a server-side dry run creates nothing, not even the file's own Namespace its objects need
     cluster.kubectl("create", "namespace", manifests.NAMESPACE, check=False)
     proc = cluster.kubectl("apply", "--dry-run=server", "-f", str(manifests.target(TOP)), check=False)
@@ -129,3 +129,18 @@ def test_optional_values_render(values: str) -> None:
     else:
         env = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
         assert {"name": "MLOPS_EVENTS", "value": "warnings"} in env
+
+
+def test_gitops_example_renders_and_is_accepted(cluster: Cluster) -> None:
+    gitops = TOP / "examples" / "gitops"
+    docs = [d for d in yaml.safe_load_all(cluster.kubectl("kustomize", str(gitops)).stdout) if d]
+    assert sorted(d["kind"] for d in docs) == ["DriftPolicy", "ModelDeployment"]
+    assert all(d["metadata"]["namespace"] == "ml-iris" for d in docs)
+    cluster.kubectl("create", "namespace", "ml-iris", check=False)
+    proc = cluster.kubectl("apply", "--dry-run=server", "-k", str(gitops), check=False)
+    assert proc.returncode == 0, proc.stderr
+    application = yaml.safe_load((gitops / "application.yaml").read_text())
+    assert application["spec"]["source"]["path"] == "examples/gitops"
+    health = yaml.safe_load((gitops / "argocd-cm.yaml").read_text())["data"]
+    assert set(health) == {f"resource.customizations.health.mlops.dev_{k}"
+                           for k in ("TrainingRun", "ModelDeployment", "DriftPolicy")}

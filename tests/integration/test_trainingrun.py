@@ -15,6 +15,7 @@ from mlops_operator.dev.runner import OperatorThread
 from mlops_operator.runtime import artifacts, storage
 from tests.cases import example
 from tests.conftest import S3
+from tests.health import argocd_health
 from tests.pipelines import compile_pipeline
 
 from .conftest import Cluster, OperatorProcess, wait_for
@@ -72,6 +73,7 @@ def test_builtin_trainer_trains_passes_gates_and_records_the_version(
     assert model["profileUri"] == model["uri"] + "/profile.json"
     (job,) = jobs(cluster, namespace, "iris-v1")
     assert status["jobName"] == job.metadata.name and status["attempts"] == 1
+    assert argocd_health(run)[0] == "Healthy"
     assert status["startTime"] <= status["completionTime"]
     record = status["reproducibility"]
     assert record["datasetUri"] == "s3://data/iris.csv" and record["seed"] == 42
@@ -102,6 +104,7 @@ def test_failed_gates_succeed_but_never_become_a_version(
     assert "accuracy > 1: got" in gates["message"] and "did not report log_loss" in gates["message"]
     assert cluster.condition(TR, namespace, "iris-v1")["reason"] == "GatesFailed"
     assert len(cluster.get(TR, namespace, "iris-v1")["status"]["failedGates"]) == 2
+    assert argocd_health(cluster.get(TR, namespace, "iris-v1")) == ("Degraded", "Gates failed: " + gates["message"])
     wait_for(lambda: any(e.reason == "GatesFailed" and e.type == "Warning"
                          for e in cluster.events(namespace, "iris-v1")), what="a Warning Event for the failed gates")
 
@@ -118,6 +121,7 @@ def test_failing_trainer_is_retried_per_backoff_limit_and_says_why(
     assert job.status.failed == 2
     status = cluster.get(TR, namespace, "iris-v1")["status"]
     assert status["attempts"] == 2 and "model" not in status
+    assert argocd_health(cluster.get(TR, namespace, "iris-v1"))[0] == "Degraded"
     assert cluster.condition(TR, namespace, "iris-v1", "GatesPassed")["status"] == "False"
 
 
@@ -147,6 +151,7 @@ def test_suspended_run_has_no_job_until_resumed_and_later_edits_are_ignored(
     cluster.create(training_run(suspend=True), namespace)
     cluster.wait_condition(TR, namespace, "iris-v1", "False", "Suspended")
     assert jobs(cluster, namespace, "iris-v1") == []
+    assert argocd_health(cluster.get(TR, namespace, "iris-v1"))[0] == "Suspended"
     cluster.patch(TR, namespace, "iris-v1", {"spec": {"suspend": False}})
     wait_for(lambda: jobs(cluster, namespace, "iris-v1"), 30, "the Job after resuming")
     # a change after the start is reported, not silently retrained

@@ -7,6 +7,7 @@ import pytest
 
 from mlops_operator.dev.runner import OperatorThread
 from tests.cases import STATUS_CASES, TARGET_CASES, example
+from tests.health import argocd_health
 
 from .conftest import Cluster, wait_for
 
@@ -37,6 +38,7 @@ def test_drift_policy_waits_for_its_target_and_recovers(
     cluster.create(example("DriftPolicy"), namespace)
     cond = cluster.wait_condition("DriftPolicy", namespace, "iris-drift", "False", "TargetNotFound")
     assert "spec.targetRef.name" in cond["message"] and "iris" in cond["message"]
+    assert argocd_health(cluster.get("DriftPolicy", namespace, "iris-drift"))[0] == "Degraded"
     # the target appearing is an event of a referenced object: no resync or timer needed to notice
     cluster.create(example("ModelDeployment"), namespace)
     cluster.wait_condition("DriftPolicy", namespace, "iris-drift", "Unknown", "Pending", timeout=10)
@@ -50,6 +52,7 @@ def test_model_deployment_waits_for_a_model_version(
     cluster.create(example("ModelDeployment"), namespace)
     cond = cluster.wait_condition("ModelDeployment", namespace, "iris", "False", "NoModelVersion")
     assert "model iris" in cond["message"]
+    assert argocd_health(cluster.get("ModelDeployment", namespace, "iris"))[0] == "Progressing"
     # recovery when a run passes its gates: test_trainingrun.py, with a real training run
 
 
