@@ -2,15 +2,7 @@
 -- A rolled-back candidate while the stable revision serves is Healthy (Available=True, not Degraded):
 -- Argo CD does not get stuck in Degraded as it does with aborted Argo Rollouts. A pinned version
 -- that was rejected is Degraded (Git asks for a version that is not serving).
-local hs = {status = "Progressing", message = "Waiting for the operator"}
-if obj.status == nil or obj.status.conditions == nil then return hs end
-if obj.status.observedGeneration ~= nil and obj.metadata.generation ~= nil
-    and obj.status.observedGeneration < obj.metadata.generation then
-  return hs
-end
-local c = {}
-for _, cond in ipairs(obj.status.conditions) do c[cond.type] = cond end
-local function msg(cond) return (cond.reason or "") .. ((cond.message and (": " .. cond.message)) or "") end
+-- (after _prelude.lua: `c` holds the conditions by type, `msg` formats one)
 if c.Ready ~= nil and c.Ready.reason == "InvalidSpec" then
   return {status = "Degraded", message = msg(c.Ready)}
 end

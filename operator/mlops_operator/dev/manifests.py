@@ -25,9 +25,14 @@ def render(top: Path) -> str:
     return HEADER + namespace + out
 
 
+def health_script(health: Path, kind: str) -> str:
+    """A kind's Argo CD health check as Argo CD runs it: the shared prelude, then the kind's own part."""
+    return (health / "_prelude.lua").read_text() + (health / f"{kind.lower()}.lua").read_text()
+
+
 def render_argocd(top: Path) -> str:
     health = top / "charts" / "mlops-operator" / "health"
-    data = {f"resource.customizations.health.mlops.dev_{kind}": (health / f"{kind.lower()}.lua").read_text()
+    data = {f"resource.customizations.health.mlops.dev_{kind}": health_script(health, kind)
             for kind in ("TrainingRun", "ModelDeployment", "DriftPolicy")}
     doc = {"apiVersion": "v1", "kind": "ConfigMap",
            "metadata": {"name": "argocd-cm", "namespace": "argocd",
