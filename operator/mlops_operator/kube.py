@@ -49,6 +49,16 @@ class Resource:
         return base
 
 
+def _verb_and_resource(method: str, path: str) -> tuple[str, str]:
+    """("GET"/"LIST"/"PATCH"/…, plural) of a request path (…/namespaces/NS/PLURAL[/NAME[/SUB]])."""
+    parts = path.split("?")[0].rstrip("/").split("/")
+    if "namespaces" in parts and parts.index("namespaces") + 2 < len(parts):
+        i = parts.index("namespaces")
+        collection = len(parts) == i + 3
+        return ("LIST" if method == "GET" and collection else method), parts[i + 2]
+    return method, parts[-1]
+
+
 class Api:
     """An async Kubernetes API client for exactly what the operator does."""
 
@@ -115,11 +125,7 @@ class Api:
                 timeout=aiohttp.ClientTimeout(total=60),
                 connector=aiohttp.TCPConnector(ssl=self._ssl, limit=32),
             )
-        resource = path.split("?")[0].rstrip("/").split("/")
-        # count per verb and resource plural (…/namespaces/NS/PLURAL[/NAME[/SUB]])
-        plural = next((resource[i + 2] for i, p in enumerate(resource) if p == "namespaces" and i + 2 < len(resource)),
-                      resource[-1])
-        self.requests[(method, plural)] += 1
+        self.requests[_verb_and_resource(method, path)] += 1
         data = None if body is None else json.dumps(body)
         async with self._session.request(
             method, self.server + path, data=data, params=params,

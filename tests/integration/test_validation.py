@@ -92,7 +92,7 @@ def test_resync_writes_nothing_when_nothing_changed(
     wait_for(lambda: ctx.queue.idle(), what="the work queue to drain")
     versions = {k: cluster.get(k, namespace, n)["metadata"]["resourceVersion"]
                 for k, n in (("TrainingRun", "iris-v1"), ("ModelDeployment", "iris"), ("DriftPolicy", "iris-drift"))}
-    writes, reconciles = ctx.status_writes, ctx.queue.reconciles
+    writes, reconciles, requests = ctx.status_writes, ctx.queue.reconciles, dict(ctx.api.requests)
     # two resync rounds (every object reconciled again at least twice)
     wait_for(lambda: ctx.queue.reconciles >= reconciles + 2 * len(ctx.store.keys("TrainingRun")) + 4,
              timeout=30, what="two resync rounds")
@@ -100,3 +100,6 @@ def test_resync_writes_nothing_when_nothing_changed(
              (("TrainingRun", "iris-v1"), ("ModelDeployment", "iris"), ("DriftPolicy", "iris-drift"))}
     assert after == versions
     assert ctx.status_writes == writes
+    # steady state: no list call and no write of any kind (requests counted by the operator's API layer)
+    made = {key: n - requests.get(key, 0) for key, n in ctx.api.requests.items() if n != requests.get(key, 0)}
+    assert not {key: n for key, n in made.items() if key[0] in ("LIST", "PATCH", "POST", "PUT", "DELETE")}, made

@@ -137,3 +137,14 @@ def test_delayed_requeue_keeps_the_earliest_due_time() -> None:
         await q.close()
 
     asyncio.run(scenario())
+
+
+def test_requests_are_counted_by_verb_and_resource() -> None:
+    from mlops_operator.kube import _verb_and_resource
+
+    assert _verb_and_resource("GET", "/api/v1/namespaces/ns/pods") == ("LIST", "pods")
+    assert _verb_and_resource("GET", "/api/v1/namespaces/ns/configmaps/cm") == ("GET", "configmaps")
+    assert _verb_and_resource("PATCH", "/apis/mlops.dev/v1alpha1/namespaces/ns/trainingruns/a/status") == \
+        ("PATCH", "trainingruns")
+    assert _verb_and_resource("POST", "/api/v1/namespaces/ns/events") == ("POST", "events")
+    assert _verb_and_resource("GET", "/apis/gateway.networking.k8s.io/v1") == ("GET", "v1")
