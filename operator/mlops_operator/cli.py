@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -124,8 +123,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     import kopf
 
     from . import main as _handlers  # noqa: F401  (registers the handlers)
+    from .config import Settings
 
-    namespaces = args.namespace or [n for n in os.environ.get("MLOPS_NAMESPACES", "").split(",") if n]
+    namespaces = args.namespace or list(Settings.from_env().namespaces)
     kopf.configure(verbose=args.verbose)
     kopf.run(
         clusterwide=not namespaces,

@@ -85,15 +85,3 @@ def merge(
             index[d.type] = len(result)
             result.append(new)
     return result
-
-
-def summary_ready(decided: Sequence[Cond], ready_when: Sequence[str]) -> Cond:
-    """A `Ready` summary: False with the first failing condition's reason, else True."""
-    by_type = {c.type: c for c in decided}
-    for t in ready_when:
-        c = by_type.get(t)
-        if c is None or c.status != TRUE:
-            if c is None:
-                return Cond("Ready", UNKNOWN, "Reconciling", f"{t} is not known yet")
-            return Cond("Ready", FALSE if c.status == FALSE else UNKNOWN, c.reason, c.message)
-    return Cond("Ready", TRUE, "Ready", "")

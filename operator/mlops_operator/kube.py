@@ -1,7 +1,7 @@
 """The one thin API layer of the operator.
 
 An aiohttp client on the same credentials kopf logs in with (see `main.login`): status patches,
-server-side apply of children under the operator's field manager, deletes, and API discovery.
+server-side apply of children under the operator's field manager, deletes.
 404 on a status patch means the object is gone (nothing to do); 409 is retried by the caller's
 reconcile loop. Every request is counted per (verb, resource) so tests and benchmarks can assert
 how many requests a reconcile costs.
@@ -86,7 +86,6 @@ class Api:
             self._ssl = ctx
         self._session: aiohttp.ClientSession | None = None
         self.requests: collections.Counter[tuple[str, str]] = collections.Counter()
-        self._discovery: dict[str, set[str] | None] = {}
 
     @classmethod
     def from_connection_info(cls, info: Any) -> Api:
@@ -166,16 +165,3 @@ class Api:
             "DELETE", res.path(namespace, name), {"propagationPolicy": "Background"}, missing_ok=True,
         )
         return result is not None
-
-    async def has_kind(self, group: str, version: str, plural: str) -> bool:
-        """Whether the cluster serves group/version/plural (API discovery, cached per run)."""
-        key = f"{group}/{version}"
-        if key not in self._discovery:
-            path = f"/apis/{group}/{version}" if group else f"/api/{version}"
-            found = await self.request("GET", path, missing_ok=True)
-            self._discovery[key] = None if found is None else {r["name"] for r in found.get("resources", [])}
-        names = self._discovery[key]
-        return names is not None and plural in names
-
-    def forget_discovery(self) -> None:
-        self._discovery.clear()

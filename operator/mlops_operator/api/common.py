@@ -7,7 +7,6 @@ strings (Kubernetes avoids floats in spec) parsed by `Decimal`.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
@@ -32,11 +31,6 @@ Decimal_ = Annotated[str, Field(pattern=DECIMAL, max_length=32)]
 Fraction = Annotated[str, Field(pattern=FRACTION, max_length=32)]
 Quantity = int | Annotated[str, Field(pattern=QUANTITY)]
 Digest = Annotated[str, Field(pattern=DIGEST)]
-
-
-def parse_decimal(value: str) -> Decimal:
-    """Parse a decimal string that the schema already checked."""
-    return Decimal(value)
 
 
 class ApiModel(BaseModel):

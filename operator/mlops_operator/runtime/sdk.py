@@ -96,6 +96,11 @@ def save_model(
     return artifacts.finalize(out, meta)
 
 
+def _termination_log(path: str | None) -> Path:
+    """Where Kubernetes reads the termination message (MLOPS_TERMINATION_LOG outside a Pod)."""
+    return Path(path or os.environ.get("MLOPS_TERMINATION_LOG", TERMINATION_LOG))
+
+
 def report(metrics: dict[str, float], *, uri: str, digest: str, fmt: str = "sklearn",
            profile_uri: str | None = None, path: str | None = None) -> TrainingResult:
     """Write the termination message (JSON, under 4 KiB) the operator reads from the Pod status."""
@@ -104,7 +109,7 @@ def report(metrics: dict[str, float], *, uri: str, digest: str, fmt: str = "skle
         model=ModelResult(uri=uri, digest=digest, format=fmt,
                           profile_uri=profile_uri or f"{uri.rstrip('/')}/{artifacts.PROFILE_FILE}"),
     )
-    Path(path or os.environ.get("MLOPS_TERMINATION_LOG", TERMINATION_LOG)).write_text(result.to_message())
+    _termination_log(path).write_text(result.to_message())
     return result
 
 
@@ -125,4 +130,4 @@ def report_error(message: str, path: str | None = None) -> None:
     """A failed run's reason, as the termination message (what `kubectl describe` and the status show)."""
     text = message.encode()[: artifacts.TERMINATION_MESSAGE_LIMIT].decode(errors="ignore")
     with contextlib.suppress(OSError):  # not in a Pod: the log has the reason too
-        Path(path or os.environ.get("MLOPS_TERMINATION_LOG", TERMINATION_LOG)).write_text(text)
+        _termination_log(path).write_text(text)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -233,19 +234,13 @@ class Server:
         self.stopping = True
         server.close()
         if any(c.busy for c in self.connections):
-            with _suppress_timeout():
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.idle.wait(), timeout=30)
         for c in list(self.connections):
             if c.transport is not None:
                 c.transport.close()
         await server.wait_closed()
         log.info("stopped")
-
-
-def _suppress_timeout() -> Any:
-    import contextlib
-
-    return contextlib.suppress(TimeoutError)
 
 
 def load_app(args: argparse.Namespace) -> App:
