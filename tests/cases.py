@@ -158,6 +158,8 @@ STATUS_CASES = [
     Case("md-interval-longer-than-duration", MD, (("spec.analysis.intervalSeconds", 120),),
          "spec.analysis.intervalSeconds"),
     Case("md-failure-limit-never-fails", MD, (("spec.analysis.failureLimit", 6),), "spec.analysis.failureLimit"),
+    Case("md-unknown-compare-metric", MD, (("spec.analysis.compareToStable.metric", "auc"),),
+         "spec.analysis.compareToStable.metric"),
     # DriftPolicy
     Case("dp-pvalue-threshold-above-1", DP, (("spec.features.1.threshold", "1.5"),), "spec.features[1].threshold"),
     Case("dp-psi-threshold-zero", DP, (("spec.features.0.threshold", "0"),), "spec.features[0].threshold"),

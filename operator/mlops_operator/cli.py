@@ -188,6 +188,7 @@ RUNTIME_COMMANDS = {
     "train-pipeline": "mlops_operator.runtime.pipeline",
     "serve": "mlops_operator.runtime.server",
     "storage-init": "mlops_operator.runtime.storage_init",
+    "analyze": "mlops_operator.runtime.analyze",
 }
 
 

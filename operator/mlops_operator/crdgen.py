@@ -179,7 +179,9 @@ def crd(kind: Kind, annotations: dict[str, str] | None = None) -> dict[str, Any]
                 "name": VERSION,
                 "served": True,
                 "storage": True,
-                "subresources": {"status": {}},
+                "subresources": {"status": {}, **({"scale": {
+                    "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+                    "labelSelectorPath": ".status.selector"}} if kind.scale else {})},
                 "additionalPrinterColumns": columns,
                 "schema": {"openAPIV3Schema": schema},
             }],

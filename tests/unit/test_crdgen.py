@@ -102,7 +102,7 @@ def test_name_cap_keeps_every_child_name_a_dns_label(kind: Kind) -> None:
     longest = "a" * kind.max_name_length
     children = {
         "TrainingRun": [f"{longest}-0123abcd"],
-        "ModelDeployment": [f"{longest}-0123abcd", f"{longest}-preview", f"{longest}-0123abcd-a999"],
+        "ModelDeployment": [f"{longest}-0123abcd", f"{longest}-preview", f"{longest}-0123abcd-an"],
         # retrain runs "<policy>-99999" and their Jobs
         "DriftPolicy": [f"{longest}-99999", f"{longest}-99999-0123abcd"],
     }[kind.kind]
@@ -118,7 +118,9 @@ def test_short_names_category_columns_and_status_subresource() -> None:
     for d in docs.values():
         version = d["spec"]["versions"][0]
         assert d["spec"]["names"]["categories"] == ["mlops"]
-        assert version["subresources"] == {"status": {}}
+        assert version["subresources"]["status"] == {}
+        # an HPA scales a ModelDeployment (its spec.replicas) through the scale subresource
+        assert ("scale" in version["subresources"]) == (d["spec"]["names"]["kind"] == "ModelDeployment")
         columns = [c["name"] for c in version["additionalPrinterColumns"]]
         assert columns[-3:] == ["Ready", "Reason", "Age"]
     md_columns = [c["name"] for c in docs["ModelDeployment"]["spec"]["versions"][0]["additionalPrinterColumns"]]

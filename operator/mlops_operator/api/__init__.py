@@ -26,6 +26,8 @@ class Kind:
     # name is capped so that every derived name stays a 63-character DNS label
     child_suffix: int
     columns: tuple[tuple[str, str, str], ...]  # (name, type, jsonPath)
+    # a scale subresource (spec.replicas, status.replicas, status.selector): what an HPA targets
+    scale: bool = False
 
     @property
     def singular(self) -> str:
@@ -50,9 +52,10 @@ TRAINING_RUN = Kind(
 )
 MODEL_DEPLOYMENT = Kind(
     "ModelDeployment", "modeldeployments", ("md",), ModelDeploymentSpec, ModelDeploymentStatus,
-    # Deployment "<name>-<8 hex revision>", analysis Job "<name>-<revision>-a<nnn>",
+    # Deployment "<name>-<8 hex revision>", analysis Job "<name>-<revision>-an",
     # Service "<name>-preview"
     child_suffix=14,
+    scale=True,
     columns=(
         ("Model", "string", ".status.stable.modelUri"),
         ("Stable", "string", ".status.stable.revision"),

@@ -74,8 +74,10 @@ class Strategy(ApiModel):
 
 class CompareToStable(ApiModel):
     metric: Annotated[str, Field(pattern=ANALYSIS_METRIC, max_length=128)]
-    """Model metric replayed on the validation sample (accuracy, f1, rmse, …)."""
-    higher_is_better: bool = True
+    """Model metric replayed on the validation sample: accuracy or f1 (classification); rmse, mae or
+    r2 (regression)."""
+    higher_is_better: bool | None = None
+    """Default: known per metric (rmse and mae are lower-is-better)."""
     max_degradation: Fraction = "0"
     """How much worse than the stable revision the candidate may be."""
 
@@ -127,8 +129,25 @@ class RevisionRef(ApiModel):
     revision: str
     model_uri: str | None = None
     digest: str | None = None
+    format: str | None = None
     training_run: str | None = None
+    run_created: str | None = None
+    """creationTimestamp of the source TrainingRun: the deployment only moves to newer ones."""
     since: str | None = None
+    rollback: bool | None = None
+    """A return to a revision that served before (`mlops rollback`): promoted without analysis."""
+
+
+class HistoryEntry(RevisionRef):
+    outcome: Literal["Promoted", "RolledBack", "Aborted", "Superseded", "RolledBackTo"] | None = None
+    message: str | None = None
+
+
+class PodCounters(ApiModel):
+    start_time: str | None = None
+    requests: int = 0
+    errors: int = 0
+    latency: list[int] | None = None
 
 
 class TrafficSplit(ApiModel):
@@ -148,10 +167,21 @@ class AnalysisResult(ApiModel):
 class ModelDeploymentStatus(StatusBase):
     stable: RevisionRef | None = None
     candidate: RevisionRef | None = None
+    previous: RevisionRef | None = None
+    """The revision replaced by the last promotion (kept up until scaleDownDelaySeconds)."""
     traffic: TrafficSplit | None = None
     traffic_summary: str | None = None
     current_step: int | None = None
+    step_since: str | None = None
+    analysis_failures: int | None = None
+    baseline: dict[str, PodCounters] | None = None
+    """Each candidate pod's cumulative counters when the current live-analysis window began."""
     last_analysis: AnalysisResult | None = None
+    history: list[HistoryEntry] | None = None
     rejected: list[str] | None = None
     handled_commands: list[str] | None = None
     url: str | None = None
+    replicas: int | None = None
+    """Pods of the stable revision (the scale subresource's status, for an HPA)."""
+    selector: str | None = None
+    """Label selector of the stable revision's pods (the scale subresource's, for an HPA)."""

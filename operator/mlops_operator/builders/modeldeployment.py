@@ -35,76 +35,130 @@ def revision_labels(md: Mapping[str, Any], rev: str) -> dict[str, str]:
     return {"mlops.dev/modeldeployment": md["metadata"]["name"], "mlops.dev/revision": rev}
 
 
-def deployment(md: Mapping[str, Any], spec: ModelDeploymentSpec, rev: str, *, model_uri: str, digest: str,
-               replicas: int, runtime_image: str, copy_labels: tuple[str, ...] = ()) -> dict[str, Any]:
-    meta = md["metadata"]
-    runtime = spec.runtime
-    image = (runtime.image if runtime and runtime.image else None) or runtime_image
-    own = revision_labels(md, rev)
+def analysis_job_name(md: Mapping[str, Any], rev: str) -> str:
+    return f"{md['metadata']['name']}-{rev}-an"
+
+
+TEMPLATE_HASH = "mlops.dev/template-hash"
+
+
+def template_hash(pod_template: Mapping[str, Any]) -> str:
+    """What the operator last wrote into a Deployment's pod template: applied again only on change."""
+    return short_hash(json.dumps(pod_template, sort_keys=True))
+
+
+def _model_pod(spec: ModelDeploymentSpec, model_uri: str, digest: str | None, image: str,
+               main: dict[str, Any]) -> dict[str, Any]:
+    """A Pod spec whose `main` container finds the verified model directory at MODEL_DIR."""
     storage = spec.storage
-    env_from = [{"secretRef": {"name": storage.secret_ref.name}}] if storage and storage.secret_ref else []
-    args = ["serve", "--model-dir", MODEL_DIR, "--name", meta["name"], "--digest", digest,
-            "--host", "$(POD_IP)", "--port", str(PORT)]
-    if runtime is not None and runtime.allow_unsafe_formats:
-        args.append("--allow-unsafe-formats")
-    args += list(runtime.args or []) if runtime is not None else []
     mounts = [{"name": MODEL_VOLUME, "mountPath": MODEL_DIR}, {"name": TMP_VOLUME, "mountPath": "/tmp"}]
-    server: dict[str, Any] = {
-        "name": SERVER, "image": image, "command": ["mlops"], "args": args,
-        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                *env_list(runtime.env if runtime else None)],
-        "ports": [{"name": "http", "containerPort": PORT}],
-        "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 2,
-                           "failureThreshold": 3},
-        "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"}, "periodSeconds": 10,
-                          "initialDelaySeconds": 10, "failureThreshold": 3},
-        "volumeMounts": [{**mounts[0], "readOnly": True}, mounts[1]],
-        "securityContext": container_security(),
-    }
-    if runtime is not None and runtime.resources is not None:
-        server["resources"] = runtime.resources.wire()
     init = {
         "name": "storage-init", "image": image, "command": ["mlops"],
-        "args": ["storage-init", "--uri", model_uri, "--dest", MODEL_DIR, "--digest", digest],
+        "args": ["storage-init", "--uri", model_uri, "--dest", MODEL_DIR, *(["--digest", digest] if digest else [])],
         "volumeMounts": mounts, "securityContext": container_security(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    if env_from:
-        init["envFrom"] = env_from
+    if storage and storage.secret_ref:
+        init["envFrom"] = [{"secretRef": {"name": storage.secret_ref.name}}]
+    main = {**main, "volumeMounts": [{**mounts[0], "readOnly": True}, mounts[1]],
+            "securityContext": container_security()}
     pod_spec: dict[str, Any] = {
         "enableServiceLinks": False,
         "automountServiceAccountToken": bool(storage and storage.service_account_name),
         "securityContext": pod_security(),
         "initContainers": [init],
-        "containers": [server],
+        "containers": [main],
         "volumes": [{"name": MODEL_VOLUME, "emptyDir": {}}, {"name": TMP_VOLUME, "emptyDir": {}}],
-        "terminationGracePeriodSeconds": 30,
     }
     if storage is not None and storage.service_account_name:
         pod_spec["serviceAccountName"] = storage.service_account_name
-    return {
+    return pod_spec
+
+
+def _image(spec: ModelDeploymentSpec, runtime_image: str) -> str:
+    return (spec.runtime.image if spec.runtime and spec.runtime.image else None) or runtime_image
+
+
+def deployment(md: Mapping[str, Any], spec: ModelDeploymentSpec, rev: str, *, model_uri: str,
+               digest: str | None, replicas: int | None, runtime_image: str,
+               copy_labels: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The revision's Deployment; `replicas` None leaves the field to whoever owns it (an autoscaler)."""
+    meta = md["metadata"]
+    runtime = spec.runtime
+    own = revision_labels(md, rev)
+    args = ["serve", "--model-dir", MODEL_DIR, "--name", meta["name"], *(["--digest", digest] if digest else []),
+            "--host", "$(POD_IP)", "--port", str(PORT)]
+    if runtime is not None and runtime.allow_unsafe_formats:
+        args.append("--allow-unsafe-formats")
+    args += list(runtime.args or []) if runtime is not None else []
+    image = _image(spec, runtime_image)
+    server: dict[str, Any] = {
+        "name": SERVER, "image": image, "command": ["mlops"], "args": args,
+        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                *env_list(runtime.env if runtime else None)],
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 2,
+                           "failureThreshold": 3},
+        "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"}, "periodSeconds": 10,
+                          "initialDelaySeconds": 10, "failureThreshold": 3},
+    }
+    if runtime is not None and runtime.resources is not None:
+        server["resources"] = runtime.resources.wire()
+    pod_spec = {**_model_pod(spec, model_uri, digest, image, server), "terminationGracePeriodSeconds": 30}
+    template = {"metadata": {"labels": labels(md, own, copy_labels)}, "spec": pod_spec}
+    body: dict[str, Any] = {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": deployment_name(md, rev), "namespace": meta["namespace"],
+                     "labels": labels(md, own, copy_labels), "ownerReferences": [owner_reference(md)],
+                     "annotations": {TEMPLATE_HASH: template_hash(template)}},
+        "spec": {"selector": {"matchLabels": own}, "template": template},
+    }
+    if replicas is not None:
+        body["spec"]["replicas"] = replicas
+    return body
+
+
+def analysis_job(md: Mapping[str, Any], spec: ModelDeploymentSpec, rev: str, *, model_uri: str, digest: str | None,
+                 candidate: list[str], stable: list[str], runtime_image: str,
+                 copy_labels: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`mlops analyze` replaying the candidate's validation sample against both revisions' pods.
+
+    It reaches them by the pod URLs given as arguments and reads no API: it mounts no token (unless
+    spec.storage names a ServiceAccount, for the storage initializer's credentials)."""
+    meta = md["metadata"]
+    analysis = spec.analysis
+    duration = analysis.duration_seconds if analysis else 0
+    windows = max(1, duration // analysis.interval_seconds) if analysis and duration else 1
+    image = _image(spec, runtime_image)
+    args = ["analyze", "--model-dir", MODEL_DIR, "--name", meta["name"], "--candidate", ",".join(candidate),
+            "--duration-seconds", str(duration), "--windows", str(windows)]
+    if stable:
+        args += ["--stable", ",".join(stable)]
+    main = {"name": "analyze", "image": image, "command": ["mlops"], "args": args,
+            "terminationMessagePolicy": "FallbackToLogsOnError"}
+    # not the revision's labels: the analysis Pod must never be selected by a Service or taken for a server
+    own = {"mlops.dev/analysis-of": meta["name"], "mlops.dev/analysis": rev}
+    pod_spec = {**_model_pod(spec, model_uri, digest, image, main), "restartPolicy": "Never"}
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": analysis_job_name(md, rev), "namespace": meta["namespace"],
                      "labels": labels(md, own, copy_labels), "ownerReferences": [owner_reference(md)]},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": own},
-            "template": {"metadata": {"labels": labels(md, own, copy_labels)}, "spec": pod_spec},
-        },
+        "spec": {"backoffLimit": 0, "activeDeadlineSeconds": duration + 300,
+                 "template": {"metadata": {"labels": labels(md, own, copy_labels)}, "spec": pod_spec}},
     }
 
 
 def service(md: Mapping[str, Any], rev: str | None, preview: bool = False,
             copy_labels: tuple[str, ...] = ()) -> dict[str, Any]:
-    """`<name>` selects the stable revision; `<name>-preview` the candidate."""
+    """`<name>` selects the stable revision; `<name>-preview` the candidate. `rev` "*" selects every
+    revision (a canary by replica ratio); None selects nothing."""
     meta = md["metadata"]
     name = f"{meta['name']}-preview" if preview else meta["name"]
-    selector = revision_labels(md, rev) if rev else {"mlops.dev/modeldeployment": meta["name"],
-                                                     "mlops.dev/revision": "none"}
+    selector = {"mlops.dev/modeldeployment": meta["name"]} if rev == "*" else revision_labels(md, rev or "none")
     return {
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": name, "namespace": meta["namespace"],
                      "labels": labels(md, {"mlops.dev/modeldeployment": meta["name"]}, copy_labels),
                      "ownerReferences": [owner_reference(md)]},
-        "spec": {"selector": selector, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+        "spec": {"selector": selector, "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]},
     }

@@ -1,15 +1,36 @@
-"""ModelDeployment reconcile: validate, resolve the model version, (later issues) roll it out."""
+"""ModelDeployment reconcile: validate, resolve the model version, roll it out. Thin: the decisions
+are rollout/machine.py's, the manifests builders/modeldeployment.py's; this module reads what the
+decision asks for (the analysis report, ready pods, live counters) and applies what it decided."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime
+import logging
+from typing import Any
+
+import aiohttp
+import kopf
+
 from ..api import MODEL_DEPLOYMENT
-from ..conditions import FALSE, UNKNOWN, Cond
+from ..api.modeldeployment import ModelDeploymentSpec, PodCounters
+from ..builders import modeldeployment as build
+from ..conditions import FALSE, Cond
+from ..kube import Resource
+from ..rollout import analysis as rollout_analysis
+from ..rollout import machine
 from ..rollout import spec as rollout_spec
+from ..runtime.analyze import AnalysisReport, parse_report
+from ..runtime.artifacts import ArtifactError
 from .context import Ctx
 from .core import Body, Key, RefKey
 
-# how long to wait before looking again for something that may appear without an event
-NO_VERSION_RECHECK = 300
+logger = logging.getLogger("mlops_operator")
+DEPLOYMENTS = Resource("apps", "v1", "deployments")
+SERVICES = Resource("", "v1", "services")
+JOBS = Resource("batch", "v1", "jobs")
+PODS = Resource("", "v1", "pods")
+SCRAPE_TIMEOUT = 5.0
 
 
 def refers_to(body: Body) -> set[RefKey]:
@@ -21,22 +42,150 @@ def known_as(body: Body) -> set[RefKey]:
     return {("ModelDeployment", body["metadata"]["namespace"], body["metadata"]["name"])}
 
 
+def _by_label(children: dict[str, Body], label: str) -> dict[str, Body]:
+    return {c["metadata"].get("labels", {}).get(label): c for c in children.values()
+            if c["metadata"].get("labels", {}).get(label)}
+
+
+async def _pods(ctx: Ctx, namespace: str, selector: str) -> list[dict[str, Any]]:
+    found = await ctx.api.request("GET", PODS.path(namespace), params={"labelSelector": selector})
+    return list((found or {}).get("items") or [])
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    st = pod.get("status") or {}
+    return bool(st.get("podIP")) and not pod["metadata"].get("deletionTimestamp") and any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or ())
+
+
+async def _ready_urls(ctx: Ctx, md: Body) -> dict[str, list[str]]:
+    """Ready pods' base URLs by revision (read when an analysis starts, never in steady state)."""
+    meta = md["metadata"]
+    urls: dict[str, list[str]] = {}
+    for pod in await _pods(ctx, meta["namespace"], f"mlops.dev/modeldeployment={meta['name']}"):
+        rev = pod["metadata"].get("labels", {}).get("mlops.dev/revision")
+        if rev and _ready(pod):
+            urls.setdefault(rev, []).append(f"http://{pod['status']['podIP']}:{build.PORT}")
+    return {rev: sorted(u) for rev, u in urls.items()}
+
+
+async def _report(ctx: Ctx, namespace: str, job: Body) -> AnalysisReport | ArtifactError:
+    """The analysis Job's report, from its Pod's termination message (as a TrainingRun's result)."""
+    uid = job["metadata"].get("uid", "")
+    for pod in await _pods(ctx, namespace, f"controller-uid={uid}"):
+        for s in (pod.get("status") or {}).get("containerStatuses") or ():
+            term = (s.get("state") or {}).get("terminated")
+            if s.get("name") == "analyze" and term:
+                message = term.get("message") or ""
+                if term.get("exitCode") != 0:
+                    return ArtifactError(" ".join(message.split())[:500] or f"exit code {term.get('exitCode')}")
+                try:
+                    return parse_report(message)
+                except ArtifactError as exc:
+                    return exc
+    return ArtifactError("the analysis Job finished without a report (its Pod is gone or never ran)")
+
+
+async def _live(ctx: Ctx, md: Body, rev: str) -> dict[str, PodCounters]:
+    """The candidate pods' cumulative counters, scraped from their monitoring endpoints."""
+    meta = md["metadata"]
+    pods = [p for p in await _pods(ctx, meta["namespace"], f"mlops.dev/revision={rev},"
+                                   f"mlops.dev/modeldeployment={meta['name']}") if _ready(p)]
+    out: dict[str, PodCounters] = {}
+    timeout = aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        async def scrape(pod: dict[str, Any]) -> None:
+            url = f"http://{pod['status']['podIP']}:{build.PORT}/v2/models/{meta['name']}/monitoring"
+            try:
+                async with session.get(url) as resp:
+                    if resp.status == 200:
+                        out[pod["metadata"]["name"]] = rollout_analysis.counters(await resp.json())
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                logger.warning("could not scrape %s: %s", url, exc)
+
+        await asyncio.gather(*(scrape(p) for p in pods))
+    return out
+
+
+async def _apply(ctx: Ctx, key: Key, md: Body, spec: ModelDeploymentSpec, plan: machine.Plan,
+                 deployments: dict[str, Body], services: dict[str, Body], jobs: dict[str, Body]) -> None:
+    s = ctx.settings
+    for rev, (version, replicas) in plan.replicas.items():
+        observed = deployments.get(rev)
+        if version.model_uri is None or (observed is not None and replicas == 0):
+            if observed is not None and (observed.get("spec") or {}).get("replicas") != replicas:
+                patched = await ctx.api.request("PATCH", DEPLOYMENTS.path(key[1], observed["metadata"]["name"]),
+                                                {"spec": {"replicas": replicas}},
+                                                content_type="application/merge-patch+json", missing_ok=True)
+                if patched:
+                    ctx.store.upsert_child(key, "Deployment", patched)
+            continue
+        desired = build.deployment(md, spec, rev, model_uri=version.model_uri, digest=version.digest,
+                                   replicas=replicas, runtime_image=s.runtime_image, copy_labels=s.copy_labels)
+        if observed is not None and (observed.get("spec") or {}).get("replicas") == replicas and \
+                observed["metadata"].get("annotations", {}).get(build.TEMPLATE_HASH) == \
+                desired["metadata"]["annotations"][build.TEMPLATE_HASH]:
+            continue
+        ctx.store.upsert_child(key, "Deployment", await ctx.api.apply(DEPLOYMENTS, desired))
+    for rev in plan.delete:
+        name = deployments[rev]["metadata"]["name"]
+        await ctx.api.delete(DEPLOYMENTS, key[1], name)
+        ctx.store.delete_child(key, "Deployment", name)
+    for preview, selected in ((False, plan.active), (True, plan.preview)):
+        desired = build.service(md, selected, preview, copy_labels=s.copy_labels)
+        observed = services.get(desired["metadata"]["name"])
+        if observed is None or (observed.get("spec") or {}).get("selector") != desired["spec"]["selector"]:
+            ctx.store.upsert_child(key, "Service", await ctx.api.apply(SERVICES, desired))
+    if plan.analysis_job is not None:
+        cand, urls, stable_urls = plan.analysis_job
+        assert cand.model_uri is not None
+        job = build.analysis_job(md, spec, cand.revision, model_uri=cand.model_uri, digest=cand.digest,
+                                 candidate=urls, stable=stable_urls, runtime_image=s.runtime_image,
+                                 copy_labels=s.copy_labels)
+        ctx.store.upsert_child(key, "Job", await ctx.api.apply(JOBS, job))
+    for rev in plan.delete_jobs:
+        name = jobs[rev]["metadata"]["name"]
+        await ctx.api.delete(JOBS, key[1], name)
+        ctx.store.delete_child(key, "Job", name)
+
+
 async def reconcile(ctx: Ctx, key: Key) -> None:
     found = await ctx.validated(MODEL_DEPLOYMENT, key, rollout_spec.check, invalid_also=("Available",))
     if found is None:
         return
-    body, spec = found
+    md, spec = found
     stream = spec.model.from_training_runs
-    if stream is not None:
-        runs = ctx.store.by_alias(("model", key[1], stream.model))
-        if rollout_spec.newest_passing_run(runs) is None:
-            message = (f"no TrainingRun of model {stream.model} in namespace {key[1]} has passed its "
-                       "gates yet")
-            await ctx.write_status(MODEL_DEPLOYMENT, body, [
-                Cond("Ready", FALSE, "NoModelVersion", message),
-                Cond("Available", FALSE, "NoModelVersion", message),
-            ])
-            return
-    await ctx.write_status(MODEL_DEPLOYMENT, body, [
-        Cond("Ready", UNKNOWN, "Pending", "the spec is valid and a model version is known; not rolled out yet"),
-    ])
+    runs = ctx.store.by_alias(("model", key[1], stream.model)) if stream is not None else []
+    if stream is not None and not (md.get("status") or {}).get("stable") and \
+            rollout_spec.newest_passing_run(runs) is None:
+        message = f"no TrainingRun of model {stream.model} in namespace {key[1]} has passed its gates yet"
+        await ctx.write_status(MODEL_DEPLOYMENT, md, [
+            Cond("Ready", FALSE, "NoModelVersion", message),
+            Cond("Available", FALSE, "NoModelVersion", message),
+        ])
+        return
+    children = ctx.store.children.get(key, {})
+    deployments = _by_label(children.get("Deployment", {}), "mlops.dev/revision")
+    jobs = _by_label(children.get("Job", {}), "mlops.dev/analysis")
+    services = dict(children.get("Service", {}))
+    obs = machine.Observed(deployments=deployments, jobs=jobs, runs=runs, now=datetime.datetime.now(datetime.UTC))
+    plan = machine.decide(md, spec, obs)
+    for _ in range(3):  # fetch what the decision asks for, then decide again
+        if plan.needs is None:
+            break
+        what, rev = plan.needs
+        if what == "urls":
+            obs.urls = await _ready_urls(ctx, md)
+        elif what == "report":
+            obs.report = await _report(ctx, key[1], jobs[rev])
+        else:
+            obs.live = await _live(ctx, md, rev)
+        plan = machine.decide(md, spec, obs)
+    if plan.needs is not None:  # the world moved while we looked: look again shortly
+        raise kopf.TemporaryError(f"still waiting for {plan.needs[0]} of revision {plan.needs[1]}", delay=2)
+    await _apply(ctx, key, md, spec, plan, deployments, services, jobs)
+    await ctx.write_status(MODEL_DEPLOYMENT, md, plan.conditions, plan.status)
+    for reason, message, warning in plan.events:
+        await ctx.event(MODEL_DEPLOYMENT, md, reason, message, warning)
+    if plan.requeue_after is not None and ctx.queue is not None:
+        ctx.queue.enqueue_after(key, plan.requeue_after)

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..api.modeldeployment import BlueGreen, ModelDeploymentSpec, Strategy
 from ..conditions import is_true
+from ..runtime.analyze import MAX_WINDOWS, METRICS
 from ..runtime.artifacts import UNSAFE_FORMATS
 from ..training.spec import check_env
 
@@ -42,6 +43,11 @@ def check(spec: ModelDeploymentSpec) -> list[str]:
                               f"({steps[i - 1].weight} then {steps[i].weight})")
 
     analysis = spec.analysis
+    compare = analysis.compare_to_stable if analysis is not None else None
+    known = sorted({m for ms in METRICS.values() for m in ms})
+    if compare is not None and compare.metric not in known:
+        errors.append(f"spec.analysis.compareToStable.metric: {compare.metric!r} is not measured by the "
+                      f"analysis; one of {', '.join(known)}")
     if analysis is not None:
         blue_green = strategy.blue_green or BlueGreen()
         if strategy.type == "BlueGreen" and analysis.duration_seconds >= blue_green.scale_down_delay_seconds \
@@ -55,7 +61,7 @@ def check(spec: ModelDeploymentSpec) -> list[str]:
         if analysis.duration_seconds > 0 and analysis.interval_seconds > analysis.duration_seconds:
             errors.append(f"spec.analysis.intervalSeconds: {analysis.interval_seconds}s is longer than "
                           f"durationSeconds ({analysis.duration_seconds}s): no measurement would be taken")
-        measurements = max(1, analysis.duration_seconds // analysis.interval_seconds)
+        measurements = min(MAX_WINDOWS, max(1, analysis.duration_seconds // analysis.interval_seconds))
         if analysis.failure_limit >= measurements:
             errors.append(f"spec.analysis.failureLimit: {analysis.failure_limit} failures tolerated out of "
                           f"{measurements} measurements: the analysis could never fail")

@@ -109,8 +109,12 @@ def report(metrics: dict[str, float], *, uri: str, digest: str, fmt: str = "skle
         model=ModelResult(uri=uri, digest=digest, format=fmt,
                           profile_uri=profile_uri or f"{uri.rstrip('/')}/{artifacts.PROFILE_FILE}"),
     )
-    _termination_log(path).write_text(result.to_message())
+    write_termination_message(result.to_message(), path)
     return result
+
+
+def write_termination_message(text: str, path: str | None = None) -> None:
+    _termination_log(path).write_text(text)
 
 
 def fail(command: str, exc: Exception) -> int:

@@ -38,12 +38,29 @@ JSON = b"application/json"
 TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 
 
+class Faults:
+    """Injected faults, to rehearse a rollback: a fraction of inference requests answered 500, and a
+    delay added to every inference answer (without blocking the other connections). Off by default."""
+
+    def __init__(self, error_rate: float = 0.0, delay_ms: float = 0.0) -> None:
+        if not 0.0 <= error_rate <= 1.0 or delay_ms < 0:
+            raise ValueError("--inject-error-rate must be within [0, 1] and --inject-delay-ms not negative")
+        self.error_rate, self.delay = error_rate, delay_ms / 1000.0
+        self.seen = 0
+
+    def error(self) -> bool:
+        """Deterministic: exactly floor(n * rate) of the first n requests fail."""
+        self.seen += 1
+        return int(self.seen * self.error_rate) > int((self.seen - 1) * self.error_rate)
+
+
 class App:
     """Routing and state: the model (or why there is none), the monitor, the limits."""
 
     def __init__(self, name: str, model: LoadedModel | None, problem: str | None, max_body: int,
-                 monitoring: bool = True) -> None:
+                 monitoring: bool = True, faults: Faults | None = None) -> None:
         self.name = name
+        self.faults = faults or Faults()
         self.model = model
         self.problem = problem
         self.max_body = max_body
@@ -179,9 +196,13 @@ class HttpProtocol(asyncio.Protocol):
         method = self.parser.get_method().decode()
         self.keep_alive = self.parser.should_keep_alive() and not self.server.stopping
         path = self.url.split(b"?", 1)[0].decode(errors="replace")
+        infer = path.endswith("/infer")
+        faults = self.app.faults
         if self.too_large:
             status, body, ctype = _error(413, f"the body is {self.size} bytes; at most {self.app.max_body} "
                                               "(--max-body-bytes)")
+        elif infer and faults.error_rate and faults.error():
+            status, body, ctype = _error(500, "injected fault (--inject-error-rate)")
         else:
             try:
                 status, body, ctype = self.app.handle(method, path, b"".join(self.body))
@@ -190,8 +211,14 @@ class HttpProtocol(asyncio.Protocol):
             except Exception:  # a bug must not take the server down: log it, answer 500, keep serving
                 log.exception("error answering %s %s", method, path)
                 status, body, ctype = _error(500, "internal error (see the server log)")
+        if infer and faults.delay:
+            asyncio.get_running_loop().call_later(faults.delay, self._finish, status, body, ctype, infer, started)
+        else:
+            self._finish(status, body, ctype, infer, started)
+
+    def _finish(self, status: int, body: bytes, ctype: bytes, infer: bool, started: float) -> None:
         self._respond(status, body, ctype)
-        if path.endswith("/infer"):
+        if infer:
             self.app.monitor.observe(time.perf_counter() - started, status)
         self.busy = False
         self.server.request_done()
@@ -254,7 +281,8 @@ def load_app(args: argparse.Namespace) -> App:
         problem = f"the model cannot be loaded: {exc}"
     if problem:
         log.error("model %s is not ready: %s", args.name, problem)
-    return App(args.name, model, problem, args.max_body_bytes, monitoring=not args.no_monitoring)
+    return App(args.name, model, problem, args.max_body_bytes, monitoring=not args.no_monitoring,
+               faults=Faults(args.inject_error_rate, args.inject_delay_ms))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,7 +297,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="load joblib/pickle models (they run code from the file)")
     parser.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
     parser.add_argument("--no-monitoring", action="store_true", help="do not count inputs into drift sketches")
+    parser.add_argument("--inject-error-rate", type=float, default=0.0, metavar="FRACTION",
+                        help="answer this fraction of inference requests with 500 (to rehearse a rollback)")
+    parser.add_argument("--inject-delay-ms", type=float, default=0.0, metavar="MS",
+                        help="delay every inference answer by this much (to rehearse a rollback)")
     args = parser.parse_args(argv)
+    if not 0.0 <= args.inject_error_rate <= 1.0 or args.inject_delay_ms < 0:
+        parser.error("--inject-error-rate must be within [0, 1] and --inject-delay-ms not negative")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = load_app(args)
     try:

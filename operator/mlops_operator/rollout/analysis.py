@@ -1,0 +1,159 @@
+"""Verdicts of the analysis: the champion-vs-challenger report of `mlops analyze`, and live counters
+scraped from the candidate's pods (diffed against the counters when the window began). Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from ..api.modeldeployment import Analysis, PodCounters
+from ..runtime.analyze import LOWER_IS_BETTER, AnalysisReport
+from ..runtime.inference import LATENCY_BUCKETS
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    message: str
+    measurements: dict[str, float] = field(default_factory=dict)
+
+
+def _num(value: Decimal | float) -> str:
+    return f"{float(value):.4g}"
+
+
+def higher_is_better(analysis: Analysis) -> bool:
+    compare = analysis.compare_to_stable
+    assert compare is not None
+    if compare.higher_is_better is not None:
+        return compare.higher_is_better
+    return compare.metric not in LOWER_IS_BETTER
+
+
+def _rate_and_latency(analysis: Analysis, requests: int, errors: int, p99_ms: float | None,
+                      where: str) -> list[str]:
+    failed = []
+    if analysis.success_rate is not None and requests:
+        rate = Decimal(requests - errors) / Decimal(requests)
+        if rate < Decimal(analysis.success_rate):
+            failed.append(f"{where}success rate {_num(rate)} < {analysis.success_rate} "
+                          f"({errors} errors in {requests} requests)")
+    if analysis.max_p99_latency_ms is not None and p99_ms is not None and p99_ms > analysis.max_p99_latency_ms:
+        failed.append(f"{where}p99 latency {_num(p99_ms)} ms > {analysis.max_p99_latency_ms} ms")
+    return failed
+
+
+def _judge(analysis: Analysis, failed_windows: list[str], windows: int, hard: list[str],
+           measurements: dict[str, float], summary: str) -> Verdict:
+    failures = [*hard]
+    if len(failed_windows) > analysis.failure_limit:
+        failures.append(f"{len(failed_windows)} of {windows} measurements failed (failureLimit "
+                        f"{analysis.failure_limit}): {failed_windows[0]}")
+    if failures:
+        return Verdict(False, "; ".join(failures) + f" [{summary}]", measurements)
+    return Verdict(True, summary, measurements)
+
+
+def judge_report(report: AnalysisReport, analysis: Analysis) -> Verdict:
+    """The champion-vs-challenger verdict (absolute checks only when there is no champion)."""
+    cand, stable = report.candidate, report.stable
+    m: dict[str, float] = {"candidateRequests": cand.requests, "candidateErrors": cand.errors}
+    if cand.p99_ms is not None:
+        m["candidateP99Ms"] = cand.p99_ms
+    for k, v in cand.metrics.items():
+        m[f"candidate.{k}"] = v
+    if stable is not None:
+        m.update({"stableRequests": stable.requests, "stableErrors": stable.errors})
+        if stable.p99_ms is not None:
+            m["stableP99Ms"] = stable.p99_ms
+        for k, v in stable.metrics.items():
+            m[f"stable.{k}"] = v
+    hard = []
+    if cand.requests < analysis.min_requests:
+        hard.append(f"{cand.requests} requests < minRequests {analysis.min_requests}")
+    if cand.requests and cand.errors == cand.requests:
+        hard.append(f"every one of {cand.requests} requests failed: {cand.error or 'no answer'}")
+    windows = cand.windows or []
+    failed_windows = [f"window {i + 1}: " + "; ".join(f) for i, w in enumerate(windows)
+                      if (f := _rate_and_latency(analysis, w.requests, w.errors, w.p99_ms, ""))]
+    if not windows:  # the detail was dropped to fit the message: judge the totals as one window
+        failed_windows = _rate_and_latency(analysis, cand.requests, cand.errors, cand.p99_ms, "")
+    summary = f"candidate: {cand.requests} requests, {cand.errors} errors, p99 {_num(cand.p99_ms or 0)} ms"
+    compare = analysis.compare_to_stable
+    if compare is not None:
+        metric = compare.metric
+        value = cand.metrics.get(metric)
+        if value is None:
+            hard.append(f"the candidate's {metric} could not be measured ({report.task} models report "
+                        f"{', '.join(sorted(cand.metrics)) or 'nothing when every request fails'})")
+        else:
+            summary += f", {metric} {_num(value)}"
+            champion = stable.metrics.get(metric) if stable is not None else None
+            if champion is not None:
+                worse = Decimal(repr(champion)) - Decimal(repr(value)) if higher_is_better(analysis) \
+                    else Decimal(repr(value)) - Decimal(repr(champion))
+                m["degradation"] = float(worse)
+                summary += f" vs stable {_num(champion)}"
+                if worse > Decimal(compare.max_degradation):
+                    hard.append(f"{metric} {_num(value)} is worse than the stable revision's {_num(champion)} by "
+                                f"{_num(worse)} (maxDegradation {compare.max_degradation})")
+            elif stable is None:
+                summary += " (first version: no champion to compare with)"
+    return _judge(analysis, failed_windows, max(1, len(windows)), hard, m, summary)
+
+
+# -- live traffic: the monitoring endpoint's cumulative counters, per pod
+
+def counters(snapshot: Mapping[str, Any]) -> PodCounters:
+    latency = snapshot.get("latency") or {}
+    return PodCounters(start_time=snapshot.get("startTime"), requests=int(snapshot.get("requests") or 0),
+                       errors=int(snapshot.get("errors") or 0), latency=list(latency.get("counts") or []))
+
+
+def window_totals(baseline: Mapping[str, PodCounters], now: Mapping[str, PodCounters]) -> tuple[int, int, list[int]]:
+    """Requests, errors and latency bucket counts since the baseline, summed over pods. A pod that
+    restarted (another start time) or appeared counts from zero; a pod that went away adds nothing."""
+    requests = errors = 0
+    buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+    for pod, c in now.items():
+        base = baseline.get(pod)
+        if base is None or base.start_time != c.start_time or base.requests > c.requests:
+            base = PodCounters(start_time=c.start_time)
+        requests += c.requests - base.requests
+        errors += c.errors - base.errors
+        before = base.latency or [0] * len(buckets)
+        for i, n in enumerate((c.latency or [])[: len(buckets)]):
+            buckets[i] += n - (before[i] if i < len(before) else 0)
+    return requests, errors, buckets
+
+
+def p99_from_buckets(buckets: list[int]) -> float | None:
+    """The upper bound (ms) of the bucket holding the 99th percentile (None without requests;
+    the last bucket is open: its lower bound is reported)."""
+    total = sum(buckets)
+    if not total:
+        return None
+    seen = 0
+    for i, n in enumerate(buckets):
+        seen += n
+        if seen >= 0.99 * total:
+            bound = LATENCY_BUCKETS[min(i, len(LATENCY_BUCKETS) - 1)]
+            return bound * 1000
+    return LATENCY_BUCKETS[-1] * 1000
+
+
+def judge_live(analysis: Analysis, baseline: Mapping[str, PodCounters], now: Mapping[str, PodCounters]) -> Verdict:
+    requests, errors, buckets = window_totals(baseline, now)
+    p99 = p99_from_buckets(buckets)
+    m: dict[str, float] = {"requests": requests, "errors": errors}
+    if p99 is not None:
+        m["p99Ms"] = p99
+    failed = _rate_and_latency(analysis, requests, errors, p99, "")
+    if requests < analysis.min_requests:
+        failed.append(f"{requests} requests < minRequests {analysis.min_requests}")
+    summary = f"live: {requests} requests, {errors} errors" + (f", p99 ≤ {_num(p99)} ms" if p99 is not None else "")
+    if failed:
+        return Verdict(False, "; ".join(failed) + f" [{summary}]", m)
+    return Verdict(True, summary, m)

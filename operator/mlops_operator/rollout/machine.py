@@ -1,0 +1,530 @@
+"""How a ModelDeployment rolls a model version out. Pure.
+
+The decision depends only on (the ModelDeployment as stored: spec, annotations, status; the
+observed Deployments and analysis Jobs; the stream's TrainingRuns; what the handler fetched when
+asked: the analysis report, the ready pods' URLs, the candidate pods' counters; the time). A
+restarted operator decides the same from the same inputs, and a reconcile that finds nothing new
+changes nothing.
+
+The states are not a phase string but what status records:
+
+    no candidate                      steady: the stable revision serves
+    candidate, Deployment not ready   Deploying
+    candidate ready, analysis Job     Analyzing (champion vs challenger on the validation sample)
+    blue-green, analysis passed       promoted (autoPromotion) or AwaitingPromotion (`mlops promote`)
+    canary, currentStep = i           traffic at steps[i].weight; live analysis at the end of the pause
+    analysis failed / aborted         RolledBack: traffic stays on stable, the candidate scaled to 0,
+                                      its revision in `rejected` until a newer version or `mlops retry`
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..api.modeldeployment import (
+    AnalysisResult,
+    BlueGreen,
+    HistoryEntry,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    PodCounters,
+    RevisionRef,
+    Strategy,
+    TrafficSplit,
+)
+from ..conditions import FALSE, TRUE, Cond
+from ..runtime.analyze import AnalysisReport
+from ..runtime.artifacts import ArtifactError
+from . import analysis as judge
+from .spec import newest_passing_run
+
+COMMANDS = ("retry", "rollback", "abort", "promote")
+ANNOTATION = "mlops.dev/"
+HISTORY_LIMIT = 10
+REJECTED_LIMIT = 20
+HANDLED_LIMIT = 10
+
+
+def revision_of(spec: ModelDeploymentSpec, version: RevisionRef) -> str:
+    from ..builders.modeldeployment import revision
+
+    return revision(spec, version.digest or version.model_uri or "")
+
+
+def stamp(now: datetime.datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _time(value: str | None) -> datetime.datetime | None:
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+@dataclass
+class Observed:
+    deployments: Mapping[str, Mapping[str, Any]]
+    """This ModelDeployment's Deployments, by revision."""
+    jobs: Mapping[str, Mapping[str, Any]]
+    """Its analysis Jobs, by revision."""
+    runs: Sequence[Mapping[str, Any]]
+    now: datetime.datetime
+    report: AnalysisReport | ArtifactError | None = None
+    urls: Mapping[str, list[str]] | None = None
+    """Ready pods' base URLs, by revision (fetched when the plan needs "urls")."""
+    live: Mapping[str, PodCounters] | None = None
+    """The candidate pods' cumulative counters, by pod (fetched when the plan needs "live")."""
+
+
+@dataclass
+class Plan:
+    conditions: list[Cond]
+    status: dict[str, Any]
+    replicas: dict[str, tuple[RevisionRef, int]] = field(default_factory=dict)
+    """Deployments to keep, by revision: the version it serves and its replicas."""
+    delete: list[str] = field(default_factory=list)
+    """Revisions whose Deployment goes."""
+    active: str | None = None
+    """What the active Service selects: a revision, or "*" (every revision: canary by replica ratio)."""
+    preview: str | None = None
+    analysis_job: tuple[RevisionRef, list[str], list[str]] | None = None
+    """(candidate, its pods' URLs, the stable pods' URLs) for the analysis Job to create."""
+    delete_jobs: list[str] = field(default_factory=list)
+    events: list[tuple[str, str, bool]] = field(default_factory=list)
+    requeue_after: float | None = None
+    needs: tuple[str, str] | None = None
+    """What the handler must fetch before deciding again, and for which revision: ("report", the
+    candidate: its analysis Job's report), ("urls", the candidate: every revision's ready pods),
+    ("live", the candidate: its pods' counters)."""
+
+
+def available(dep: Mapping[str, Any] | None, wanted: int) -> bool:
+    if dep is None:
+        return False
+    st = dep.get("status") or {}
+    if (st.get("observedGeneration") or 0) < (dep["metadata"].get("generation") or 0):
+        return False
+    return int(st.get("availableReplicas") or 0) >= max(1, min(wanted, 1)) and \
+        int(st.get("updatedReplicas") or 0) >= 1
+
+
+def progress_failed(dep: Mapping[str, Any] | None) -> str | None:
+    """The Deployment controller's verdict that the rollout stalled (progressDeadlineSeconds)."""
+    for c in ((dep or {}).get("status") or {}).get("conditions") or ():
+        if c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded":
+            return str(c.get("message") or c.get("reason"))
+    return None
+
+
+def job_finished(job: Mapping[str, Any]) -> bool:
+    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+               for c in (job.get("status") or {}).get("conditions") or ())
+
+
+class _Rollout:
+    """The decision under construction: status fields as typed values, plus what to do."""
+
+    def __init__(self, md: Mapping[str, Any], spec: ModelDeploymentSpec, obs: Observed) -> None:
+        self.md, self.spec, self.obs = md, spec, obs
+        raw = dict(md.get("status") or {})
+        raw.pop("conditions", None)
+        raw.pop("observedGeneration", None)
+        self.st = ModelDeploymentStatus.model_validate(raw)
+        self.strategy = spec.strategy or Strategy()
+        self.blue_green = self.strategy.blue_green or BlueGreen()
+        self.now = stamp(obs.now)
+        self.plan = Plan(conditions=[], status={})
+        self.progress: Cond | None = None
+
+    # -- helpers
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        self.plan.events.append((reason, message, warning))
+
+    def requeue(self, seconds: float) -> None:
+        seconds = max(1.0, seconds)
+        r = self.plan.requeue_after
+        self.plan.requeue_after = seconds if r is None else min(r, seconds)
+
+    def history(self, ref: RevisionRef, outcome: str, message: str | None = None) -> None:
+        entry = HistoryEntry(**ref.model_dump(exclude={"since"}), since=self.now, outcome=outcome,
+                             message=message[:300] if message else None)
+        self.st.history = [*(self.st.history or []), entry][-HISTORY_LIMIT:]
+
+    def reject(self, reason: str, message: str, outcome: str = "RolledBack") -> None:
+        cand = self.st.candidate
+        assert cand is not None
+        kept = [r for r in self.st.rejected or [] if r != cand.revision][-(REJECTED_LIMIT - 1):]
+        self.st.rejected = [*kept, cand.revision]
+        self.history(cand, outcome, message)
+        self.clear_candidate()
+        target = f"revision {self.st.stable.revision}" if self.st.stable else "no revision (none passed yet)"
+        self.progress = Cond("Progressing", FALSE, "RolledBack",
+                             f"candidate {cand.revision} rejected ({reason}): {message}; traffic stays on {target}")
+        self.event("RolledBack", f"candidate {cand.revision} rejected ({reason}): {message}", True)
+
+    def promote(self, why: str) -> None:
+        cand = self.st.candidate
+        assert cand is not None
+        if self.st.stable is not None and self.st.stable.revision != cand.revision:
+            self.st.previous = self.st.stable.model_copy(update={"since": self.now})
+        self.st.stable = cand.model_copy(update={"since": self.now, "rollback": None})
+        self.history(cand, "Promoted", why)
+        self.clear_candidate()
+        self.progress = Cond("Progressing", FALSE, "Promoted", f"revision {cand.revision} promoted: {why}")
+        self.event("Promoted", f"revision {cand.revision} ({cand.model_uri}) promoted: {why}")
+
+    def clear_candidate(self) -> None:
+        self.st.candidate = None
+        self.st.current_step = self.st.step_since = self.st.analysis_failures = None
+        self.st.baseline = None
+
+    # -- 1. commands, through annotations naming the revision they apply to
+    def commands(self) -> None:
+        annotations = self.md["metadata"].get("annotations") or {}
+        handled = list(self.st.handled_commands or [])
+        for verb in COMMANDS:
+            value = annotations.get(ANNOTATION + verb)
+            if not value or f"{verb}={value}" in handled:
+                continue
+            handled = [*handled, f"{verb}={value}"][-HANDLED_LIMIT:]
+            rev = value.split("@", 1)[0]
+            getattr(self, f"cmd_{verb}")(rev)
+        self.st.handled_commands = handled or None
+
+    def cmd_retry(self, rev: str) -> None:
+        if rev in (self.st.rejected or []):
+            self.st.rejected = [r for r in self.st.rejected or [] if r != rev] or None
+            self.event("Retry", f"revision {rev} may be rolled out again (mlops retry)")
+        else:
+            self.event("CommandIgnored", f"mlops retry {rev}: the revision was not rejected", True)
+
+    def cmd_rollback(self, rev: str) -> None:
+        known = [h for h in reversed(self.st.history or []) if h.revision == rev and h.outcome == "Promoted"]
+        stable = self.st.stable
+        if stable is not None and stable.revision == rev:
+            self.event("CommandIgnored", f"mlops rollback --to {rev}: it is the stable revision", True)
+            return
+        if not known or stable is None:
+            self.event("CommandIgnored", f"mlops rollback --to {rev}: not a revision that served before "
+                       "(see status.history)", True)
+            return
+        if self.st.candidate is not None:
+            self.history(self.st.candidate, "Aborted", f"rollback to {rev}")
+        self.st.rejected = [r for r in (self.st.rejected or []) if r not in (stable.revision, rev)] + \
+            [stable.revision]
+        self.clear_candidate()
+        self.st.candidate = RevisionRef(**known[0].model_dump(exclude={"since", "outcome", "message"}),
+                                        since=self.now, rollback=True)
+        self.event("RollingBack", f"rolling back from {stable.revision} to {rev} (mlops rollback)", True)
+
+    def cmd_abort(self, rev: str) -> None:
+        cand = self.st.candidate
+        if cand is None or cand.revision != rev:
+            self.event("CommandIgnored", f"mlops abort {rev}: it is not the candidate", True)
+            return
+        self.reject("Aborted", "aborted by mlops abort", outcome="Aborted")
+
+    def cmd_promote(self, rev: str) -> None:
+        cand = self.st.candidate
+        if cand is None or cand.revision != rev:
+            self.event("CommandIgnored", f"mlops promote {rev}: it is not the candidate", True)
+            return
+        self.promote_requested = True
+
+    # -- 2. which version should serve
+    def target(self) -> RevisionRef | None:
+        model = self.spec.model
+        if model.storage_uri is not None:
+            version = RevisionRef(revision="", model_uri=model.storage_uri, digest=model.digest, format=model.format)
+        else:
+            stable = self.st.stable
+            floor = (stable.run_created or "", stable.training_run or "") if stable else ("", "")
+            newer = [r for r in self.obs.runs
+                     if (r["metadata"].get("creationTimestamp", ""), r["metadata"]["name"]) > floor]
+            run = newest_passing_run(newer)
+            if run is None:
+                return stable.model_copy(update={"revision": revision_of(self.spec, stable)}) if stable else None
+            m = run["status"]["model"]
+            version = RevisionRef(revision="", model_uri=m.get("uri"), digest=m.get("digest"), format=m.get("format"),
+                                  training_run=run["metadata"]["name"],
+                                  run_created=run["metadata"].get("creationTimestamp"))
+        return version.model_copy(update={"revision": revision_of(self.spec, version)})
+
+    # -- 3. the decision
+    def decide(self) -> Plan:
+        self.promote_requested = False
+        self.commands()
+        target = self.target()
+        stable, cand = self.st.stable, self.st.candidate
+        rejected = set(self.st.rejected or [])
+        if cand is not None and not cand.rollback and (target is None or target.revision != cand.revision):
+            why = f"superseded by {target.revision}" if target else "its version is gone"
+            if target is None or target.revision in rejected or (stable and target.revision == stable.revision):
+                why = "the spec no longer asks for it"
+            self.history(cand, "Superseded", why)
+            self.event("Superseded", f"candidate {cand.revision}: {why}")
+            self.clear_candidate()
+            cand = None
+        if cand is None and target is not None and target.revision not in rejected and \
+                (stable is None or target.revision != stable.revision):
+            cand = self.st.candidate = target.model_copy(update={"since": self.now})
+            self.event("RolloutStarted", f"candidate {cand.revision}: {cand.model_uri}"
+                       + (f" (TrainingRun {cand.training_run})" if cand.training_run else ""))
+        if cand is not None:
+            self.advance(cand)
+            if self.plan.needs:
+                return self.plan
+        return self.finish(target)
+
+    def advance(self, cand: RevisionRef) -> None:
+        """Move the candidate on by one step, as far as the observed children allow."""
+        obs, spec = self.obs, self.spec
+        dep = obs.deployments.get(cand.revision)
+        first = self.st.stable is None
+        wanted = spec.replicas if first else self.preview_replicas()
+        failure = progress_failed(dep)
+        if failure:
+            self.reject("ProgressDeadlineExceeded", f"the candidate did not become available: {failure}")
+            return
+        if not available(dep, wanted):
+            self.progress = Cond("Progressing", TRUE, "Deploying",
+                                 f"candidate {cand.revision} ({cand.model_uri}) is starting")
+            return
+        if cand.rollback:
+            self.promote("rolled back by mlops rollback")
+            return
+        analysis = spec.analysis
+        if self.st.current_step is None and analysis is not None:
+            last = self.st.last_analysis
+            passed = last is not None and last.revision == cand.revision and last.verdict == "Passed"
+            if not passed and not self.analyze(cand):
+                return
+        if self.strategy.type == "Canary" and not first:
+            self.canary(cand)
+            return
+        if self.promote_requested:
+            self.promote("promoted by mlops promote")
+        elif self.blue_green.auto_promotion or first:
+            self.promote("analysis passed" if analysis else "available (no analysis configured)")
+        else:
+            self.progress = Cond("Progressing", TRUE, "AwaitingPromotion",
+                                 f"candidate {cand.revision} passed analysis; run `mlops promote "
+                                 f"{self.md['metadata']['name']}` to switch traffic")
+
+    def analyze(self, cand: RevisionRef) -> bool:
+        """The analysis Job's verdict: True when passed (and the rollout may go on)."""
+        job = self.obs.jobs.get(cand.revision)
+        if job is None:
+            if self.obs.urls is None:
+                self.plan.needs = ("urls", cand.revision)
+                return False
+            urls = self.obs.urls.get(cand.revision) or []
+            stable = self.st.stable
+            stable_urls = (self.obs.urls.get(stable.revision) or []) if stable else []
+            if not urls:
+                self.progress = Cond("Progressing", TRUE, "Deploying", f"candidate {cand.revision}: no ready pod yet")
+                self.requeue(2)
+                return False
+            self.plan.analysis_job = (cand, urls, stable_urls)
+            self.st.last_analysis = AnalysisResult(revision=cand.revision, verdict="Running", time=self.now,
+                                                   message="replaying the validation sample")
+            self.progress = Cond("Progressing", TRUE, "Analyzing",
+                                 f"candidate {cand.revision}: champion-vs-challenger analysis started")
+            return False
+        if not job_finished(job):
+            self.progress = Cond("Progressing", TRUE, "Analyzing",
+                                 f"candidate {cand.revision}: champion-vs-challenger analysis running")
+            return False
+        if self.obs.report is None:
+            self.plan.needs = ("report", cand.revision)
+            return False
+        assert self.spec.analysis is not None
+        if isinstance(self.obs.report, ArtifactError):
+            verdict = judge.Verdict(False, f"the analysis could not run: {self.obs.report}")
+        else:
+            verdict = judge.judge_report(self.obs.report, self.spec.analysis)
+        self.record(cand, verdict, "analysis")
+        if not verdict.passed:
+            self.reject("AnalysisFailed", verdict.message)
+            return False
+        return True
+
+    def record(self, cand: RevisionRef, verdict: judge.Verdict, what: str) -> None:
+        self.st.last_analysis = AnalysisResult(
+            revision=cand.revision, verdict="Passed" if verdict.passed else "Failed", time=self.now,
+            message=verdict.message[:1000], measurements=verdict.measurements or None)
+        self.event("AnalysisPassed" if verdict.passed else "AnalysisFailed",
+                   f"{what} of candidate {cand.revision}: {verdict.message}", not verdict.passed)
+
+    def canary(self, cand: RevisionRef) -> None:
+        assert self.strategy.canary is not None
+        steps = self.strategy.canary.steps
+        analysis = self.spec.analysis
+        if self.st.current_step is None:  # enter step 0
+            if analysis is not None and self.obs.live is None:
+                self.plan.needs = ("live", cand.revision)
+                return
+            self.enter_step(0)
+            return
+        i = self.st.current_step
+        step = steps[min(i, len(steps) - 1)]
+        since = _time(self.st.step_since) or self.obs.now
+        due = since + datetime.timedelta(seconds=step.pause_seconds)
+        if self.promote_requested:
+            self.promote("promoted by mlops promote (remaining steps skipped)")
+            return
+        if self.obs.now < due:
+            self.progress = Cond("Progressing", TRUE, "CanaryStep",
+                                 f"step {i + 1} of {len(steps)}: {step.weight}% to candidate {cand.revision}")
+            self.requeue((due - self.obs.now).total_seconds())
+            return
+        if analysis is not None:
+            if self.obs.live is None:
+                self.plan.needs = ("live", cand.revision)
+                return
+            verdict = judge.judge_live(analysis, self.st.baseline or {}, self.obs.live)
+            self.record(cand, verdict, f"step {i + 1}")
+            if not verdict.passed:
+                failures = (self.st.analysis_failures or 0) + 1
+                if failures > analysis.failure_limit:
+                    self.reject("AnalysisFailed", f"step {i + 1} ({step.weight}%): {verdict.message}")
+                    return
+                self.st.analysis_failures = failures
+                self.enter_step(i)  # measure the same step again
+                return
+        if i + 1 >= len(steps):
+            self.promote(f"all {len(steps)} canary steps passed")
+            return
+        self.enter_step(i + 1)
+
+    def enter_step(self, i: int) -> None:
+        assert self.strategy.canary is not None
+        steps = self.strategy.canary.steps
+        self.st.current_step, self.st.step_since = i, self.now
+        self.st.baseline = dict(self.obs.live) if self.obs.live is not None else None
+        self.progress = Cond("Progressing", TRUE, "CanaryStep",
+                             f"step {i + 1} of {len(steps)}: {steps[i].weight}% to the candidate")
+        self.requeue(steps[i].pause_seconds)
+
+    def preview_replicas(self) -> int:
+        return self.blue_green.preview_replicas if self.strategy.type == "BlueGreen" else 1
+
+    def canary_split(self) -> tuple[int, int, int]:
+        """(stable replicas, candidate replicas, the candidate's actual share in percent)."""
+        assert self.strategy.canary is not None and self.st.current_step is not None
+        weight = self.strategy.canary.steps[self.st.current_step].weight
+        total = max(1, self.spec.replicas)
+        cand = max(1, round(total * weight / 100)) if weight else 0
+        stable = max(1, total - cand) if weight < 100 else 0
+        share = round(100 * cand / (cand + stable)) if cand + stable else 0
+        return stable, cand, share
+
+    # -- 4. children and status from the decided state
+    def finish(self, target: RevisionRef | None) -> Plan:
+        st, spec, plan, obs = self.st, self.spec, self.plan, self.obs
+        stable, cand = st.stable, st.candidate
+        canary_live = cand is not None and st.current_step is not None
+        first = stable is None
+        keep: dict[str, tuple[RevisionRef, int]] = {}
+        if stable is not None:
+            keep[stable.revision] = (stable, spec.replicas)
+        split = TrafficSplit(stable=100, candidate=0, method="Service")
+        if cand is not None:
+            replicas = spec.replicas if first else self.preview_replicas()
+            if canary_live:
+                s, c, share = self.canary_split()
+                assert stable is not None
+                keep[stable.revision] = (stable, s)
+                replicas = c
+                split = TrafficSplit(stable=100 - share, candidate=share, method="ReplicaRatio")
+            keep[cand.revision] = (cand, replicas)
+        elif first:
+            split = TrafficSplit(stable=0, candidate=0, method="Service")
+        prev = st.previous
+        if prev is not None and stable is not None and prev.revision != stable.revision and \
+                prev.revision not in keep:
+            delay = self.blue_green.scale_down_delay_seconds if self.strategy.type == "BlueGreen" else 0
+            due = (_time(prev.since) or obs.now) + datetime.timedelta(seconds=delay)
+            if obs.now < due and not canary_live:
+                keep[prev.revision] = (prev, spec.replicas)
+                self.requeue((due - obs.now).total_seconds())
+            else:
+                st.previous = None
+        # revisions beyond those are scaled to 0, the newest revisionHistoryLimit kept, older deleted
+        others = sorted((r for r in obs.deployments if r not in keep),
+                        key=lambda r: obs.deployments[r]["metadata"].get("creationTimestamp", ""), reverse=True)
+        for i, rev in enumerate(others):
+            if i < spec.revision_history_limit:
+                keep[rev] = (RevisionRef(revision=rev), 0)
+            else:
+                plan.delete.append(rev)
+        plan.replicas = keep
+        plan.active = "*" if canary_live else (stable.revision if stable else None)
+        plan.preview = cand.revision if cand else None
+        plan.delete_jobs = [r for r in obs.jobs if cand is None or r != cand.revision]
+        st.traffic = split
+        st.traffic_summary = self.summary(split)
+        plan.conditions = self.conditions(target)
+        meta = self.md["metadata"]
+        st.url = f"http://{meta['name']}.{meta['namespace']}.svc.cluster.local"
+        plan.status = st.wire()
+        for k in ModelDeploymentStatus.model_fields:  # write removals as nulls (merge patch)
+            alias = ModelDeploymentStatus.model_fields[k].alias or k
+            if alias not in ("conditions", "observedGeneration") and alias not in plan.status:
+                plan.status[alias] = None
+        stable_dep = obs.deployments.get(stable.revision) if stable else None
+        plan.status["replicas"] = int(((stable_dep or {}).get("status") or {}).get("replicas") or 0)
+        plan.status["selector"] = (f"mlops.dev/modeldeployment={meta['name']},mlops.dev/revision={stable.revision}"
+                                   if stable else f"mlops.dev/modeldeployment={meta['name']}")
+        return plan
+
+    def summary(self, split: TrafficSplit) -> str:
+        st = self.st
+        if st.stable is None:
+            return "none (no version promoted yet)"
+        if st.candidate is None or not split.candidate:
+            return f"100% {st.stable.revision}"
+        return f"{split.stable}% {st.stable.revision}, {split.candidate}% {st.candidate.revision}"
+
+    def conditions(self, target: RevisionRef | None) -> list[Cond]:
+        st, obs = self.st, self.obs
+        stable = st.stable
+        rejected = set(st.rejected or [])
+        if stable is None:
+            avail = Cond("Available", FALSE, "NoStableVersion", "no version has been promoted yet")
+        elif self.spec.replicas == 0:
+            avail = Cond("Available", FALSE, "ScaledToZero", "spec.replicas is 0")
+        elif available(obs.deployments.get(stable.revision), 1):
+            avail = Cond("Available", TRUE, "Serving", f"revision {stable.revision} serves {stable.model_uri}")
+        else:
+            avail = Cond("Available", FALSE, "Unavailable", f"revision {stable.revision} has no available pod")
+        degraded = Cond("Degraded", FALSE, "AsExpected", "")
+        if target is not None and target.revision in rejected and \
+                (stable is None or stable.revision != target.revision):
+            if self.spec.model.storage_uri is not None:
+                degraded = Cond("Degraded", TRUE, "PinnedVersionRejected",
+                                f"spec.model.storageUri {target.model_uri} (revision {target.revision}) was rejected; "
+                                "it does not serve (`mlops retry` to try it again)")
+            elif stable is None:
+                degraded = Cond("Degraded", TRUE, "NoVersionServes",
+                                f"the only version, revision {target.revision}, was rejected")
+        progress = self.progress
+        if progress is None:
+            old = {c.get("type"): c for c in (self.md.get("status") or {}).get("conditions") or ()}.get("Progressing")
+            if old is not None and old.get("status") == FALSE:
+                progress = Cond("Progressing", FALSE, str(old.get("reason")), str(old.get("message") or ""))
+            else:
+                progress = Cond("Progressing", FALSE, "Promoted",
+                                f"revision {stable.revision} serves" if stable else "nothing to roll out")
+        if degraded.status == TRUE:
+            ready = Cond("Ready", FALSE, degraded.reason, degraded.message)
+        elif avail.status == TRUE:
+            ready = Cond("Ready", TRUE, "Serving", avail.message)
+        else:
+            ready = Cond("Ready", FALSE, avail.reason, avail.message)
+        return [ready, avail, progress, degraded]
+
+
+def decide(md: Mapping[str, Any], spec: ModelDeploymentSpec, obs: Observed) -> Plan:
+    return _Rollout(md, spec, obs).decide()
