@@ -160,5 +160,6 @@ def service(md: Mapping[str, Any], rev: str | None, preview: bool = False,
         "metadata": {"name": name, "namespace": meta["namespace"],
                      "labels": labels(md, {"mlops.dev/modeldeployment": meta["name"]}, copy_labels),
                      "ownerReferences": [owner_reference(md)]},
-        "spec": {"selector": selector, "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]},
+        "spec": {"selector": selector,
+                 "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]},
     }
