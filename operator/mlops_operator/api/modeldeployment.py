@@ -136,6 +136,8 @@ class RevisionRef(ApiModel):
     since: str | None = None
     rollback: bool | None = None
     """A return to a revision that served before (`mlops rollback`): promoted without analysis."""
+    promoting: str | None = None
+    """Why the candidate is being promoted, while it scales up to full size before traffic moves."""
 
 
 class HistoryEntry(RevisionRef):

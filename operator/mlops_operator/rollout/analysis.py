@@ -73,7 +73,9 @@ def judge_report(report: AnalysisReport, analysis: Analysis) -> Verdict:
     hard = []
     if cand.requests < analysis.min_requests:
         hard.append(f"{cand.requests} requests < minRequests {analysis.min_requests}")
-    if cand.requests and cand.errors == cand.requests:
+    if not cand.requests:
+        hard.append(f"no request was answered: {cand.error or 'the replay sent nothing'}")
+    elif cand.errors == cand.requests:
         hard.append(f"every one of {cand.requests} requests failed: {cand.error or 'no answer'}")
     windows = cand.windows or []
     failed_windows = [f"window {i + 1}: " + "; ".join(f) for i, w in enumerate(windows)

@@ -105,8 +105,7 @@ def available(dep: Mapping[str, Any] | None, wanted: int) -> bool:
     st = dep.get("status") or {}
     if (st.get("observedGeneration") or 0) < (dep["metadata"].get("generation") or 0):
         return False
-    return int(st.get("availableReplicas") or 0) >= max(1, min(wanted, 1)) and \
-        int(st.get("updatedReplicas") or 0) >= 1
+    return int(st.get("availableReplicas") or 0) >= max(1, wanted) and int(st.get("updatedReplicas") or 0) >= 1
 
 
 def progress_failed(dep: Mapping[str, Any] | None) -> str | None:
@@ -147,7 +146,7 @@ class _Rollout:
         self.plan.requeue_after = seconds if r is None else min(r, seconds)
 
     def history(self, ref: RevisionRef, outcome: str, message: str | None = None) -> None:
-        entry = HistoryEntry(**ref.model_dump(exclude={"since"}), since=self.now, outcome=outcome,
+        entry = HistoryEntry(**ref.model_dump(exclude={"since", "rollback", "promoting"}), since=self.now, outcome=outcome,
                              message=message[:300] if message else None)
         self.st.history = [*(self.st.history or []), entry][-HISTORY_LIMIT:]
 
@@ -168,11 +167,21 @@ class _Rollout:
         assert cand is not None
         if self.st.stable is not None and self.st.stable.revision != cand.revision:
             self.st.previous = self.st.stable.model_copy(update={"since": self.now})
-        self.st.stable = cand.model_copy(update={"since": self.now, "rollback": None})
+        self.st.stable = cand.model_copy(update={"since": self.now, "rollback": None, "promoting": None})
         self.history(cand, "Promoted", why)
         self.clear_candidate()
         self.progress = Cond("Progressing", FALSE, "Promoted", f"revision {cand.revision} promoted: {why}")
         self.event("Promoted", f"revision {cand.revision} ({cand.model_uri}) promoted: {why}")
+
+    def promote_at_full_size(self, cand: RevisionRef, why: str) -> None:
+        """Traffic moves only once the candidate runs as many pods as the stable revision should."""
+        if self.spec.replicas == 0 or available(self.obs.deployments.get(cand.revision), self.spec.replicas):
+            self.promote(why)
+            return
+        self.st.candidate = cand.model_copy(update={"promoting": why})
+        self.progress = Cond("Progressing", TRUE, "Promoting",
+                             f"candidate {cand.revision}: {why}; scaling up to {self.spec.replicas} replicas "
+                             "before traffic moves")
 
     def clear_candidate(self) -> None:
         self.st.candidate = None
@@ -214,7 +223,7 @@ class _Rollout:
         self.st.rejected = [r for r in (self.st.rejected or []) if r not in (stable.revision, rev)] + \
             [stable.revision]
         self.clear_candidate()
-        self.st.candidate = RevisionRef(**known[0].model_dump(exclude={"since", "outcome", "message"}),
+        self.st.candidate = RevisionRef(**known[0].model_dump(exclude={"since", "outcome", "message", "rollback", "promoting"}),
                                         since=self.now, rollback=True)
         self.event("RollingBack", f"rolling back from {stable.revision} to {rev} (mlops rollback)", True)
 
@@ -287,12 +296,12 @@ class _Rollout:
         if failure:
             self.reject("ProgressDeadlineExceeded", f"the candidate did not become available: {failure}")
             return
-        if not available(dep, wanted):
+        if not available(dep, min(wanted, 1)):
             self.progress = Cond("Progressing", TRUE, "Deploying",
                                  f"candidate {cand.revision} ({cand.model_uri}) is starting")
             return
-        if cand.rollback:
-            self.promote("rolled back by mlops rollback")
+        if cand.promoting or cand.rollback:
+            self.promote_at_full_size(cand, cand.promoting or "rolled back by mlops rollback")
             return
         analysis = spec.analysis
         if self.st.current_step is None and analysis is not None:
@@ -304,9 +313,9 @@ class _Rollout:
             self.canary(cand)
             return
         if self.promote_requested:
-            self.promote("promoted by mlops promote")
+            self.promote_at_full_size(cand, "promoted by mlops promote")
         elif self.blue_green.auto_promotion or first:
-            self.promote("analysis passed" if analysis else "available (no analysis configured)")
+            self.promote_at_full_size(cand, "analysis passed" if analysis else "available (no analysis configured)")
         else:
             self.progress = Cond("Progressing", TRUE, "AwaitingPromotion",
                                  f"candidate {cand.revision} passed analysis; run `mlops promote "
@@ -372,7 +381,7 @@ class _Rollout:
         since = _time(self.st.step_since) or self.obs.now
         due = since + datetime.timedelta(seconds=step.pause_seconds)
         if self.promote_requested:
-            self.promote("promoted by mlops promote (remaining steps skipped)")
+            self.promote_at_full_size(cand, "promoted by mlops promote (remaining steps skipped)")
             return
         if self.obs.now < due:
             self.progress = Cond("Progressing", TRUE, "CanaryStep",
@@ -394,7 +403,7 @@ class _Rollout:
                 self.enter_step(i)  # measure the same step again
                 return
         if i + 1 >= len(steps):
-            self.promote(f"all {len(steps)} canary steps passed")
+            self.promote_at_full_size(cand, f"all {len(steps)} canary steps passed")
             return
         self.enter_step(i + 1)
 
@@ -438,6 +447,8 @@ class _Rollout:
                 keep[stable.revision] = (stable, s)
                 replicas = c
                 split = TrafficSplit(stable=100 - share, candidate=share, method="ReplicaRatio")
+            if cand.promoting or cand.rollback:
+                replicas = spec.replicas
             keep[cand.revision] = (cand, replicas)
         elif first:
             split = TrafficSplit(stable=0, candidate=0, method="Service")
