@@ -43,6 +43,12 @@ def cmd_crds(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_rollout(args: argparse.Namespace) -> int:
+    from . import commands
+
+    return commands.run(args.verb, args.name, args.namespace, args.revision)
+
+
 def cmd_manifests(args: argparse.Namespace) -> int:
     from .dev import manifests
 
@@ -156,6 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_run)
+
+    from .commands import VERBS
+
+    for verb, text in VERBS.items():
+        p = sub.add_parser(verb, help=f"ModelDeployment: {text}")
+        p.add_argument("name", help="the ModelDeployment")
+        p.add_argument("-n", "--namespace")
+        if verb == "rollback":
+            p.add_argument("--to", dest="revision", required=True, help="a revision from status.history")
+        else:
+            p.add_argument("--revision", help="default: the candidate (retry: the last rejected revision)")
+        p.set_defaults(func=cmd_rollout, verb=verb)
 
     dev = sub.add_parser("dev", help="a local Kubernetes control plane for development and tests")
     dev_sub = dev.add_subparsers(dest="dev_command", required=True)

@@ -4,17 +4,22 @@ operator promotes or rolls back from what they report."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import subprocess
 import urllib.request
+from pathlib import Path
 from typing import Any
+
+from kubernetes.client.rest import ApiException
 
 from mlops_operator.dev.runner import OperatorThread
 from tests.cases import example
 from tests.conftest import S3
 from tests.health import argocd_health
 
-from .conftest import Cluster, wait_for
+from .conftest import Cluster, OperatorProcess, wait_for
 from .test_trainingrun import credentials, iris_data, training_run
 
 __all__ = ["iris_data"]  # a fixture used here
@@ -155,3 +160,206 @@ def test_a_worse_model_is_rolled_back_and_deleting_the_stable_run_changes_nothin
     assert after["status"]["stable"] == before["status"]["stable"]
     assert cond(after["status"], "Available")["status"] == "True"
     assert selector(cluster, ns, "iris")["mlops.dev/revision"] == rev1
+
+
+def promoted(cluster: Cluster, ns: str, run: str, name: str = "iris") -> dict[str, Any]:
+    return wait_status(cluster, ns, lambda s: s if (s.get("stable") or {}).get("trainingRun") == run and
+                       cond(s, "Available").get("status") == "True" else None, f"{run} to serve", name)
+
+
+def rolled_back(cluster: Cluster, ns: str, count: int) -> dict[str, Any]:
+    return wait_status(cluster, ns, lambda s: s if len(s.get("rejected") or []) == count and
+                       cond(s, "Progressing").get("reason") == "RolledBack" else None, f"rejection number {count}")
+
+
+def mlops(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    import os
+    import sys
+
+    from mlops_operator.dev.tools import tool
+
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig),
+           "PATH": f"{Path(tool('kubectl')).parent}:{os.environ.get('PATH', '')}"}
+    return subprocess.run([sys.executable, "-m", "mlops_operator.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=60)
+
+
+def test_a_server_returning_errors_or_slow_answers_is_rolled_back_and_commands_act_by_revision(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str
+) -> None:
+    ns = namespace
+    credentials(cluster, ns, s3)
+    train(cluster, ns, "iris-v1")
+    cluster.create(model_deployment(), ns)
+    rev1 = promoted(cluster, ns, "iris-v1")["stable"]["revision"]
+    # a runtime change is a new revision of the same model: errors on half the requests
+    cluster.patch(MD, ns, "iris", {"spec": {"runtime": {"args": ["--inject-error-rate", "0.5"]}}})
+    st = rolled_back(cluster, ns, 1)
+    message = cond(st, "Progressing")["message"]
+    assert "success rate 0.5 < 0.99" in message and "injected fault" not in message
+    assert st["lastAnalysis"]["measurements"]["candidateErrors"] * 2 == \
+        st["lastAnalysis"]["measurements"]["candidateRequests"]
+    assert st["stable"]["revision"] == rev1 and selector(cluster, ns, "iris")["mlops.dev/revision"] == rev1
+    # slow answers
+    cluster.patch(MD, ns, "iris", {"spec": {"runtime": {"args": ["--inject-delay-ms", "400"]}}})
+    st = rolled_back(cluster, ns, 2)
+    assert "p99 latency" in cond(st, "Progressing")["message"] and "> 250 ms" in cond(st, "Progressing")["message"]
+    assert st["lastAnalysis"]["measurements"]["candidateP99Ms"] >= 400
+    slow = st["rejected"][-1]
+    # `mlops retry` rolls the slow revision out again (and it fails again: the analysis is real)
+    proc = mlops(cluster, "retry", "iris", "-n", ns)
+    assert proc.returncode == 0, proc.stderr
+    assert f"retry {slow} requested" in proc.stdout
+    wait_status(cluster, ns, lambda s: any(h["revision"] == slow for h in s["history"][-1:]) and
+                len([h for h in s["history"] if h["revision"] == slow]) == 2, "the retried revision's second verdict")
+    # a command naming no candidate is refused by the CLI with the reason
+    proc = mlops(cluster, "promote", "iris", "-n", ns)
+    assert proc.returncode == 1 and "there is no candidate to promote" in proc.stderr
+    # the spec asking for the stable revision's runtime again: nothing to roll out, nothing rejected serves
+    cluster.patch(MD, ns, "iris", {"spec": {"runtime": None}})
+    resync_rounds(operator)
+    st = status(cluster, ns)
+    assert st["stable"]["revision"] == rev1 and "candidate" not in st
+    assert cond(st, "Available")["status"] == "True" and cond(st, "Degraded")["status"] == "False"
+
+
+def test_manual_promotion_and_rollback_through_the_cli(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str
+) -> None:
+    ns = namespace
+    credentials(cluster, ns, s3)
+    train(cluster, ns, "iris-v1")
+    md = model_deployment(strategy={"type": "BlueGreen", "blueGreen": {"autoPromotion": False,
+                                                                        "scaleDownDelaySeconds": 5}})
+    cluster.create(md, ns)
+    rev1 = promoted(cluster, ns, "iris-v1")["stable"]["revision"]  # the first version needs no approval
+    train(cluster, ns, "iris-v2", params={"n_estimators": 30})
+    st = wait_status(cluster, ns, lambda s: s if cond(s, "Progressing").get("reason") == "AwaitingPromotion" else None,
+                     "the analysed candidate to wait for approval")
+    rev2 = st["candidate"]["revision"]
+    assert selector(cluster, ns, "iris")["mlops.dev/revision"] == rev1
+    assert selector(cluster, ns, "iris-preview")["mlops.dev/revision"] == rev2
+    assert argocd_health(cluster.get(MD, ns, "iris"))[0] == "Progressing"
+    proc = mlops(cluster, "promote", "iris", "-n", ns)
+    assert proc.returncode == 0, proc.stderr
+    st = promoted(cluster, ns, "iris-v2")
+    assert selector(cluster, ns, "iris")["mlops.dev/revision"] == rev2
+    assert any(c.startswith(f"promote={rev2}@") for c in st["handledCommands"])
+    # back to the first revision, which scaled down meanwhile: it comes up, then takes the traffic
+    wait_for(lambda: deployments(cluster, ns)[rev1].spec.replicas == 0, 60, "the old revision to scale down")
+    proc = mlops(cluster, "rollback", "iris", "--to", rev1, "-n", ns)
+    assert proc.returncode == 0, proc.stderr
+    st = promoted(cluster, ns, "iris-v1")
+    assert selector(cluster, ns, "iris")["mlops.dev/revision"] == rev1 and rev2 in st["rejected"]
+    assert [h["outcome"] for h in st["history"]] == ["Promoted", "Promoted", "Promoted"]
+    resync_rounds(operator)
+    assert status(cluster, ns)["stable"]["revision"] == rev1  # the stream does not move forward to rev2 again
+
+
+def test_canary_moves_traffic_by_replica_ratio_with_live_analysis(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str
+) -> None:
+    ns = namespace
+    credentials(cluster, ns, s3)
+    train(cluster, ns, "iris-v1")
+    analysis = {**ANALYSIS, "minRequests": 5, "intervalSeconds": 1, "durationSeconds": 2}
+    cluster.create(model_deployment(replicas=2, analysis=analysis, strategy={
+        "type": "Canary", "canary": {"steps": [{"weight": 50, "pauseSeconds": 4}]}}), ns)
+    rev1 = promoted(cluster, ns, "iris-v1")["stable"]["revision"]
+    train(cluster, ns, "iris-v2", params={"n_estimators": 30})
+    st = wait_status(cluster, ns, lambda s: s if s.get("currentStep") == 0 else None, "the first canary step")
+    rev2 = st["candidate"]["revision"]
+    assert st["traffic"] == {"stable": 50, "candidate": 50, "method": "ReplicaRatio"}
+    assert selector(cluster, ns, "iris") == {"mlops.dev/modeldeployment": "iris"}  # both revisions serve
+    assert (deployments(cluster, ns)[rev1].spec.replicas, deployments(cluster, ns)[rev2].spec.replicas) == (1, 1)
+    # user traffic reaches the candidate's pods (no kube-proxy on the local node: straight to the pod)
+    pod = next(p for p in cluster.core.list_namespaced_pod(ns, label_selector=f"mlops.dev/revision={rev2}").items
+               if p.status.pod_ip)
+
+    def traffic_until_promoted() -> Any:
+        assert infer(f"http://{pod.status.pod_ip}:8080", [[5.1, 3.5, 1.4, 0.2]]) == 200
+        s = status(cluster, ns)
+        return s if (s.get("stable") or {}).get("revision") == rev2 else None
+
+    st = wait_for(traffic_until_promoted, 120, "the canary to pass its step and be promoted")
+    assert st["lastAnalysis"]["measurements"]["requests"] >= 5 and st["lastAnalysis"]["verdict"] == "Passed"
+    assert selector(cluster, ns, "iris")["mlops.dev/revision"] == rev2
+    assert deployments(cluster, ns)[rev2].spec.replicas == 2
+
+
+def test_operator_killed_at_each_step_of_a_rollout_continues_without_duplicates_or_flip_flop(
+    cluster: Cluster, operator_process: OperatorProcess, sp_namespace: str, s3: S3, iris_data: str
+) -> None:
+    ns = sp_namespace
+    credentials(cluster, ns, s3)
+    operator_process.start()
+    train(cluster, ns, "iris-v1")
+    cluster.create(model_deployment(), ns)
+    seen: set[str] = set()
+    selectors: list[str] = []
+    kills = 0
+
+    def run_and_kill(target: str) -> Any:
+        nonlocal kills
+        s = status(cluster, ns)
+        with contextlib.suppress(ApiException):
+            rev = selector(cluster, ns, "iris").get("mlops.dev/revision", "")
+            if not selectors or selectors[-1] != rev:
+                selectors.append(rev)
+        reason = cond(s, "Progressing").get("reason")
+        if reason and reason not in seen:  # a step not seen yet: kill the operator right there
+            seen.add(reason)
+            operator_process.kill()
+            operator_process.start()
+            kills += 1
+        return s if (s.get("stable") or {}).get("trainingRun") == target and not s.get("candidate") else None
+
+    wait_for(lambda: run_and_kill("iris-v1"), 240, "the first version through restarts")
+    seen.clear()
+    train(cluster, ns, "iris-v2", params={"n_estimators": 30})
+    st = wait_for(lambda: run_and_kill("iris-v2"), 240, "the second version through restarts",
+                  show=lambda: operator_process.output()[-3000:])
+    assert kills >= 4, seen
+    rev1, rev2 = st["history"][0]["revision"], st["stable"]["revision"]
+    assert [h["outcome"] for h in st["history"]] == ["Promoted", "Promoted"]
+    assert [s for s in selectors if s != "none"] == [rev1, rev2], selectors  # never back and forth
+    assert sorted(deployments(cluster, ns)) == sorted({rev1, rev2})
+    names = [j.metadata.name for j in cluster.batch.list_namespaced_job(ns).items]
+    assert not [n for n in names if n.startswith("iris-") and n.endswith("-an")]  # analysis Jobs cleaned up
+    assert "Traceback" not in operator_process.output()
+
+
+def test_an_hpa_owning_replicas_is_not_fought_and_applying_the_same_yaml_twice_changes_nothing(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str, tmp_path: Path
+) -> None:
+    ns = namespace
+    credentials(cluster, ns, s3)
+    train(cluster, ns, "iris-v1")
+    manifest = model_deployment()
+    del manifest["spec"]["replicas"]  # GitOps leaves replicas to the autoscaler
+    path = tmp_path / "md.yaml"
+    path.write_text(json.dumps(manifest))
+    assert "created" in cluster.kubectl("apply", "-n", ns, "-f", str(path)).stdout
+    rev = promoted(cluster, ns, "iris-v1")["stable"]["revision"]
+    before = cluster.get(MD, ns, "iris")
+    assert "unchanged" in cluster.kubectl("apply", "-n", ns, "-f", str(path)).stdout
+    after = cluster.get(MD, ns, "iris")
+    assert after["metadata"]["generation"] == before["metadata"]["generation"] and after["spec"] == before["spec"]
+    # the HPA controller scales the ModelDeployment through its scale subresource (below minReplicas:
+    # no metrics needed); the operator follows spec.replicas and never writes it back
+    cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps({
+        "apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "iris"},
+        "spec": {"scaleTargetRef": {"apiVersion": "mlops.dev/v1alpha1", "kind": "ModelDeployment", "name": "iris"},
+                 "minReplicas": 2, "maxReplicas": 3, "targetCPUUtilizationPercentage": 80}}))
+    wait_for(lambda: cluster.get(MD, ns, "iris")["spec"].get("replicas") == 2, 60, "the HPA to scale to 2",
+             show=lambda: cluster.kubectl("get", "hpa", "-n", ns, "-o", "yaml").stdout)
+    wait_for(lambda: deployments(cluster, ns)[rev].spec.replicas == 2, 30, "the revision to follow")
+    wait_status(cluster, ns, lambda s: s.get("replicas") == 2, "status.replicas for the scale subresource")
+    scale = json.loads(cluster.kubectl("get", "--raw",
+                                       f"/apis/mlops.dev/v1alpha1/namespaces/{ns}/modeldeployments/iris/scale").stdout)
+    assert scale["status"]["selector"] == f"mlops.dev/modeldeployment=iris,mlops.dev/revision={rev}"
+    resync_rounds(operator)
+    assert cluster.get(MD, ns, "iris")["spec"]["replicas"] == 2 and deployments(cluster, ns)[rev].spec.replicas == 2
+    managers = {m["manager"] for m in cluster.get(MD, ns, "iris")["metadata"]["managedFields"]
+                if m.get("subresource") != "status" and "f:spec" in json.dumps(m.get("fieldsV1", {}))}
+    assert "mlops-operator" not in managers

@@ -66,7 +66,7 @@ def test_champion_and_challenger_are_both_replayed_and_judged(model: tuple[Path,
 ])
 def test_a_faulty_challenger_fails_with_its_numbers(model: tuple[Path, Any, Any, str], tmp_path: Path,
                                                     fault: tuple[str, str], needle: str) -> None:
-    model_dir, _, _, digest = model
+    model_dir, _, _, _digest = model
     champion, challenger = Served(model_dir, "iris"), Served(model_dir, "iris", *fault)
     try:
         code, message = analyze(model_dir, tmp_path, challenger, champion)

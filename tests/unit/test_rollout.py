@@ -74,7 +74,7 @@ class World:
         obs = self.observed()
         plan = machine.decide(self.md(), spec, obs)
         while plan.needs is not None:
-            what, rev = plan.needs
+            what, _rev = plan.needs
             self.needs_seen.append(what)
             if what == "urls":
                 obs.urls = {r: [f"http://10.0.0.{i}:8080"] for i, r in enumerate(self.deployments)

@@ -46,6 +46,7 @@ ANNOTATION = "mlops.dev/"
 HISTORY_LIMIT = 10
 REJECTED_LIMIT = 20
 HANDLED_LIMIT = 10
+_TRANSIENT = {"since", "rollback", "promoting"}  # what a history entry does not keep of a revision
 
 
 def revision_of(spec: ModelDeploymentSpec, version: RevisionRef) -> str:
@@ -146,7 +147,7 @@ class _Rollout:
         self.plan.requeue_after = seconds if r is None else min(r, seconds)
 
     def history(self, ref: RevisionRef, outcome: str, message: str | None = None) -> None:
-        entry = HistoryEntry(**ref.model_dump(exclude={"since", "rollback", "promoting"}), since=self.now, outcome=outcome,
+        entry = HistoryEntry(**ref.model_dump(exclude=_TRANSIENT), since=self.now, outcome=outcome,
                              message=message[:300] if message else None)
         self.st.history = [*(self.st.history or []), entry][-HISTORY_LIMIT:]
 
@@ -223,7 +224,7 @@ class _Rollout:
         self.st.rejected = [r for r in (self.st.rejected or []) if r not in (stable.revision, rev)] + \
             [stable.revision]
         self.clear_candidate()
-        self.st.candidate = RevisionRef(**known[0].model_dump(exclude={"since", "outcome", "message", "rollback", "promoting"}),
+        self.st.candidate = RevisionRef(**known[0].model_dump(exclude={*_TRANSIENT, "outcome", "message"}),
                                         since=self.now, rollback=True)
         self.event("RollingBack", f"rolling back from {stable.revision} to {rev} (mlops rollback)", True)
 
