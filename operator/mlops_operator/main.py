@@ -123,6 +123,7 @@ def _on_own_event(kind: str) -> Callable[..., Coroutine[Any, Any, None]]:
         ctx = Runtime.ctx
         if ctx is None or ctx.queue is None:
             return
+        ctx.queue.open.set()  # kopf calls event handlers only once every index below is filled
         body = event["object"]
         meta = body.get("metadata", {})
         if event.get("type") == "DELETED":
@@ -140,6 +141,7 @@ def _on_child_event(child_kind: str) -> Callable[..., Coroutine[Any, Any, None]]
         ctx = Runtime.ctx
         if ctx is None or ctx.queue is None:
             return
+        ctx.queue.open.set()
         body = event["object"]
         owner = owner_of(body, RECONCILERS)
         if owner is None:
@@ -153,8 +155,27 @@ def _on_child_event(child_kind: str) -> Callable[..., Coroutine[Any, Any, None]]
     return handler
 
 
+def _warm(kind: str, child: bool) -> Callable[..., None]:
+    """A kopf index handler that fills the cache and indexes nothing. kopf lists every indexed resource
+    before it calls any event handler, so after a restart no reconcile runs on a half-filled cache
+    (a ModelDeployment that had not seen its TrainingRuns yet would drop its candidate)."""
+    def warm(body: kopf.Body, **_: Any) -> None:
+        ctx = Runtime.ctx
+        if ctx is None:
+            return
+        if not child:
+            ctx.store.upsert(kind, body)
+        elif (owner := owner_of(body, RECONCILERS)) is not None:
+            ctx.store.upsert_child(owner, kind, body)
+    warm.__name__ = f"warm_{kind.lower()}"
+    return warm
+
+
 for _kind in KINDS:
     kopf.on.event(GROUP, VERSION, _kind.plural, id=f"{_kind.singular}-events")(_on_own_event(_kind.kind))
+    kopf.index(GROUP, VERSION, _kind.plural, id=f"{_kind.singular}-cache")(_warm(_kind.kind, child=False))
 for _group, _version, _plural, _child in CHILD_KINDS:
     kopf.on.event(_group, _version, _plural, labels=MANAGED_BY, id=f"{_child.lower()}-events")(
         _on_child_event(_child))
+    kopf.index(_group, _version, _plural, labels=MANAGED_BY, id=f"{_child.lower()}-cache")(
+        _warm(_child, child=True))

@@ -508,3 +508,27 @@ def test_the_decision_is_a_function_of_its_inputs() -> None:
         assert (a.status, a.replicas, a.active, a.preview, a.conditions) == \
             (b.status, b.replicas, b.active, b.preview, b.conditions)
         w.step(10)
+
+
+def test_counters_from_a_monitoring_snapshot() -> None:
+    from mlops_operator.rollout.analysis import counters as from_snapshot
+
+    c = from_snapshot({"startTime": 1795366157.9154475, "requests": 3, "errors": 1,
+                       "latency": {"buckets": [0.001], "counts": [2, 1], "sum": 0.01}})
+    assert c == PodCounters(start_time="1795366157.9154475", requests=3, errors=1, latency=[2, 1])
+
+
+def test_a_candidate_whose_runs_are_not_seen_goes_on() -> None:
+    """After a restart the cache may not hold the TrainingRuns yet (or the run was deleted): the
+    candidate recorded in status goes on; it is not dropped and rebuilt."""
+    w = promoted_world()
+    w.runs.append(run(2))
+    w.ready = False
+    w.step()
+    cand = w.status["candidate"]["revision"]
+    w.runs = []
+    w.ready = True
+    w.report = report(side(), side())
+    w.settle()
+    assert w.status["stable"]["revision"] == cand
+    assert [h["outcome"] for h in w.status["history"]] == ["Promoted", "Promoted"]

@@ -117,7 +117,8 @@ class Traffic(ApiModel):
 class ModelDeploymentSpec(ApiModel):
     model: ModelSource
     runtime: Runtime | None = None
-    replicas: Annotated[int, Field(ge=0, le=1000)] = 1
+    replicas: Annotated[int, Field(ge=0, le=1000, json_schema_extra={"x-mlops-server-default": True})] = 1
+    """Pods of the serving revision (an HPA may own this field, through the scale subresource)."""
     strategy: Strategy | None = None
     analysis: Analysis | None = None
     traffic: Traffic | None = None

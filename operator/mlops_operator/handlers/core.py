@@ -160,6 +160,8 @@ class WorkQueue:
         self._timers: dict[Key, tuple[float, asyncio.TimerHandle]] = {}
         self._failures: dict[Key, int] = {}
         self._max_backoff = max_backoff
+        self.open = asyncio.Event()
+        """Set once the cache holds every object (no decision on a half-filled cache after a restart)."""
         self._workers = [asyncio.create_task(self._work(i)) for i in range(workers)]
         self.reconciles = 0
 
@@ -188,6 +190,7 @@ class WorkQueue:
         return not self._queued and not self._running
 
     async def _work(self, n: int) -> None:
+        await self.open.wait()
         while True:
             key = await self._queue.get()
             self._queued.discard(key)

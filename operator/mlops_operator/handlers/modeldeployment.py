@@ -156,8 +156,8 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
     md, spec = found
     stream = spec.model.from_training_runs
     runs = ctx.store.by_alias(("model", key[1], stream.model)) if stream is not None else []
-    if stream is not None and not (md.get("status") or {}).get("stable") and \
-            rollout_spec.newest_passing_run(runs) is None:
+    rolling = (md.get("status") or {}).get("stable") or (md.get("status") or {}).get("candidate")
+    if stream is not None and not rolling and rollout_spec.newest_passing_run(runs) is None:
         message = f"no TrainingRun of model {stream.model} in namespace {key[1]} has passed its gates yet"
         await ctx.write_status(MODEL_DEPLOYMENT, md, [
             Cond("Ready", FALSE, "NoModelVersion", message),

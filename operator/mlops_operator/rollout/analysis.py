@@ -110,8 +110,10 @@ def judge_report(report: AnalysisReport, analysis: Analysis) -> Verdict:
 
 def counters(snapshot: Mapping[str, Any]) -> PodCounters:
     latency = snapshot.get("latency") or {}
-    return PodCounters(start_time=snapshot.get("startTime"), requests=int(snapshot.get("requests") or 0),
-                       errors=int(snapshot.get("errors") or 0), latency=list(latency.get("counts") or []))
+    started = snapshot.get("startTime")
+    return PodCounters(start_time=None if started is None else str(started),
+                       requests=int(snapshot.get("requests") or 0), errors=int(snapshot.get("errors") or 0),
+                       latency=list(latency.get("counts") or []))
 
 
 def window_totals(baseline: Mapping[str, PodCounters], now: Mapping[str, PodCounters]) -> tuple[int, int, list[int]]:

@@ -253,8 +253,10 @@ class _Rollout:
             newer = [r for r in self.obs.runs
                      if (r["metadata"].get("creationTimestamp", ""), r["metadata"]["name"]) > floor]
             run = newest_passing_run(newer)
-            if run is None:
-                return stable.model_copy(update={"revision": revision_of(self.spec, stable)}) if stable else None
+            if run is None:  # nothing newer: what is rolling out (its run may be gone: it goes on), or the stable
+                cand = self.st.candidate
+                keep = cand if cand is not None and not cand.rollback else stable
+                return keep.model_copy(update={"revision": revision_of(self.spec, keep)}) if keep else None
             m = run["status"]["model"]
             version = RevisionRef(revision="", model_uri=m.get("uri"), digest=m.get("digest"), format=m.get("format"),
                                   training_run=run["metadata"]["name"],
