@@ -36,7 +36,8 @@ def schema(kind: Kind) -> dict[str, Any]:
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.kind)
 def test_schema_is_structural(kind: Kind) -> None:
     for path, node in walk(schema(kind)):
-        assert "$ref" not in node and "title" not in node and "default" not in node, path
+        assert "$ref" not in node and "title" not in node, path
+        assert "default" not in node or path == ".spec.replicas", path
         assert node.get("additionalProperties") is not False, path
         if node.get("x-kubernetes-int-or-string"):
             assert node["anyOf"] == [{"type": "integer"}, {"type": "string"}], path
@@ -63,9 +64,12 @@ def test_at_most_one_of_becomes_not_required() -> None:
     assert env["not"] == {"required": ["value", "valueFrom"]}
 
 
-def test_defaults_are_documented_not_applied() -> None:
-    replicas = schema(MODEL_DEPLOYMENT)["properties"]["spec"]["properties"]["replicas"]
-    assert "default" not in replicas and "Default: 1." in replicas["description"]
+def test_defaults_are_documented_and_applied_only_where_another_controller_reads_them() -> None:
+    spec = schema(MODEL_DEPLOYMENT)["properties"]["spec"]["properties"]
+    # an HPA reads spec.replicas through the scale subresource: the API server must fill it in
+    assert spec["replicas"]["default"] == 1 and "Default: 1." in spec["replicas"]["description"]
+    limit = spec["revisionHistoryLimit"]
+    assert "default" not in limit and "Default: 2." in limit["description"]
 
 
 def test_conversion_of_numeric_exclusive_bounds_and_const() -> None:

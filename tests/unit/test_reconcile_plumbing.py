@@ -85,6 +85,8 @@ def test_queue_deduplicates_and_serializes_per_key() -> None:
             running.discard(key)
 
         q = WorkQueue({"K": reconcile}, workers=4)
+
+        q.open.set()  # the operator opens it once its cache is warm
         key = ("K", "ns", "a")
         q.enqueue(key)
         await wait_until(lambda: calls == [key])
@@ -112,6 +114,8 @@ def test_queue_retries_errors_and_honours_kopf_errors() -> None:
                 raise RuntimeError("transient")
 
         q = WorkQueue({"K": reconcile}, workers=2, max_backoff=0.01)
+
+        q.open.set()  # the operator opens it once its cache is warm
         for name in calls:
             q.enqueue(("K", "ns", name))
         await wait_until(lambda: calls["temp"] == 2 and calls["boom"] == 3 and q.idle())
@@ -129,6 +133,8 @@ def test_delayed_requeue_keeps_the_earliest_due_time() -> None:
             calls.append(asyncio.get_running_loop().time())
 
         q = WorkQueue({"K": reconcile}, workers=1)
+
+        q.open.set()  # the operator opens it once its cache is warm
         start = asyncio.get_running_loop().time()
         q.enqueue_after(("K", "ns", "a"), 0.05)
         q.enqueue_after(("K", "ns", "a"), 10)  # later: ignored
