@@ -13,6 +13,7 @@ import collections
 import contextlib
 import json
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +87,7 @@ class Api:
             self._ssl = ctx
         self._session: aiohttp.ClientSession | None = None
         self.requests: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._discovered: dict[tuple[str, str], tuple[float, str | None]] = {}
 
     @classmethod
     def from_connection_info(cls, info: Any) -> Api:
@@ -159,6 +161,25 @@ class Api:
         )
         assert result is not None
         return result
+
+    async def preferred_version(self, group: str, plural: str, ttl: float = 60.0) -> str | None:
+        """The preferred served version of a kind in `group` ("group/version"), found through discovery
+        and cached for `ttl` seconds; None when the cluster does not serve it."""
+        now = time.monotonic()
+        cached = self._discovered.get((group, plural))
+        if cached is not None and now - cached[0] < ttl:
+            return cached[1]
+        found: str | None = None
+        info = await self.request("GET", f"/apis/{group}", missing_ok=True)
+        versions = [v["groupVersion"] for v in (info or {}).get("versions") or ()]
+        preferred = ((info or {}).get("preferredVersion") or {}).get("groupVersion")
+        for gv in sorted(versions, key=lambda v: v != preferred):
+            resources = await self.request("GET", f"/apis/{gv}", missing_ok=True)
+            if any(r.get("name") == plural for r in (resources or {}).get("resources") or ()):
+                found = gv
+                break
+        self._discovered[(group, plural)] = (now, found)
+        return found
 
     async def delete(self, res: Resource, namespace: str, name: str) -> bool:
         result = await self.request(

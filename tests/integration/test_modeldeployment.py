@@ -363,3 +363,50 @@ def test_an_hpa_owning_replicas_is_not_fought_and_applying_the_same_yaml_twice_c
     managers = {m["manager"] for m in cluster.get(MD, ns, "iris")["metadata"]["managedFields"]
                 if m.get("subresource") != "status" and "f:spec" in json.dumps(m.get("fieldsV1", {}))}
     assert "mlops-operator" not in managers
+
+
+# The Gateway API's HTTPRoute kind, as a cluster with a Gateway implementation serves it (the schema
+# is left open here: the test is about discovery and the weights the operator writes)
+HTTPROUTE_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "httproutes.gateway.networking.k8s.io",
+                 "annotations": {"api-approved.kubernetes.io": "https://github.com/kubernetes-sigs/gateway-api/pull/1538"}},
+    "spec": {"group": "gateway.networking.k8s.io", "scope": "Namespaced",
+             "names": {"kind": "HTTPRoute", "plural": "httproutes", "singular": "httproute",
+                       "listKind": "HTTPRouteList"},
+             "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                 "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]},
+}
+
+
+def test_canary_weights_through_a_gateway_api_httproute(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str
+) -> None:
+    ns = namespace
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(HTTPROUTE_CRD))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/httproutes.gateway.networking.k8s.io")
+    credentials(cluster, ns, s3)
+    train(cluster, ns, "iris-v1")
+    cluster.create(model_deployment(replicas=2, traffic={"gateway": {"parentRefs": [{"name": "gw"}]}}, strategy={
+        "type": "Canary", "canary": {"steps": [{"weight": 10, "pauseSeconds": 3}]}}), ns)
+
+    def route() -> dict[str, Any]:
+        return cluster.custom.get_namespaced_custom_object("gateway.networking.k8s.io", "v1", ns, "httproutes", "iris")
+
+    def weights() -> list[tuple[str, int]]:
+        with contextlib.suppress(ApiException):
+            return [(b["name"], b["weight"]) for b in route()["spec"]["rules"][0]["backendRefs"]]
+        return []
+
+    rev1 = promoted(cluster, ns, "iris-v1")["stable"]["revision"]
+    wait_for(lambda: weights() == [("iris", 100), ("iris-preview", 0)], 60, "the route to the first version")
+    assert route()["spec"]["parentRefs"] == [{"name": "gw"}]
+    train(cluster, ns, "iris-v2", params={"n_estimators": 30})
+    st = wait_status(cluster, ns, lambda s: s if s.get("currentStep") == 0 else None, "the canary step")
+    assert st["traffic"] == {"stable": 90, "candidate": 10, "method": "HTTPRoute"}
+    assert weights() == [("iris", 90), ("iris-preview", 10)]  # exact, whatever the replica counts
+    assert selector(cluster, ns, "iris")["mlops.dev/revision"] == rev1
+    assert selector(cluster, ns, "iris-preview")["mlops.dev/revision"] == st["candidate"]["revision"]
+    rev2 = promoted(cluster, ns, "iris-v2")["stable"]["revision"]
+    wait_for(lambda: weights() == [("iris", 100), ("iris-preview", 0)], 30, "the route back to the active Service")
+    assert selector(cluster, ns, "iris")["mlops.dev/revision"] == rev2

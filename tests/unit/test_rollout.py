@@ -59,6 +59,7 @@ class World:
     live: dict[str, PodCounters] = field(default_factory=dict)
     events: list[tuple[str, str, bool]] = field(default_factory=list)
     needs_seen: list[str] = field(default_factory=list)
+    gateway_api: bool = False
 
     def md(self) -> dict[str, Any]:
         return {"metadata": {"name": "iris", "namespace": "ns", "generation": 1, "annotations": dict(self.annotations)},
@@ -66,7 +67,7 @@ class World:
 
     def observed(self) -> machine.Observed:
         return machine.Observed(deployments=copy.deepcopy(self.deployments), jobs=copy.deepcopy(self.jobs),
-                                runs=copy.deepcopy(self.runs), now=self.now)
+                                runs=copy.deepcopy(self.runs), now=self.now, gateway_api=self.gateway_api)
 
     def decide(self) -> machine.Plan:
         spec = ModelDeploymentSpec.model_validate(self.spec)
@@ -532,3 +533,39 @@ def test_a_candidate_whose_runs_are_not_seen_goes_on() -> None:
     w.settle()
     assert w.status["stable"]["revision"] == cand
     assert [h["outcome"] for h in w.status["history"]] == ["Promoted", "Promoted"]
+
+
+# -- Gateway API ------------------------------------------------------------------------------------------
+
+
+
+@pytest.mark.parametrize("gateway_api", [True, False])
+def test_canary_weights_go_through_an_httproute_when_the_kind_exists(gateway_api: bool) -> None:
+    w = canary_world()
+    w.spec["traffic"] = {"gateway": {"parentRefs": [{"name": "gw"}]}}
+    w.gateway_api = gateway_api
+    w.settle(4)
+    stable, cand = w.status["stable"]["revision"], w.status["candidate"]["revision"]
+    plan = w.step()
+    if gateway_api:  # exact weights; the stable keeps its size; each Service selects one revision
+        assert w.status["traffic"] == {"stable": 75, "candidate": 25, "method": "HTTPRoute"}
+        assert plan.route == (75, 25) and plan.active == stable and plan.preview == cand
+        assert (plan.replicas[stable][1], plan.replicas[cand][1]) == (4, 1)
+    else:  # said in status and in the Available condition
+        assert w.status["traffic"]["method"] == "ReplicaRatio" and plan.route is None and plan.active == "*"
+        assert "no Gateway API HTTPRoute kind" in w.cond("Available")["message"]
+
+
+def test_http_route_builder() -> None:
+    from mlops_operator.builders.modeldeployment import http_route, route_weights
+
+    spec = ModelDeploymentSpec.model_validate({**stream(), "traffic": {"gateway": {"parentRefs": [
+        {"name": "gw", "namespace": "infra", "sectionName": "http"}]}}})
+    md = {"kind": "ModelDeployment", "metadata": {"name": "iris", "namespace": "ns", "uid": "u1",
+                                                  "labels": {"argocd.argoproj.io/instance": "x"}}}
+    route = http_route(md, spec, "gateway.networking.k8s.io/v1", (90, 10))
+    assert route["spec"]["parentRefs"] == [{"name": "gw", "namespace": "infra", "sectionName": "http"}]
+    assert route["spec"]["rules"][0]["backendRefs"] == [{"name": "iris", "port": 80, "weight": 90},
+                                                        {"name": "iris-preview", "port": 80, "weight": 10}]
+    assert "argocd.argoproj.io/instance" not in route["metadata"]["labels"]
+    assert route_weights(route) == (90, 10) and route_weights(None) is None

@@ -163,3 +163,32 @@ def service(md: Mapping[str, Any], rev: str | None, preview: bool = False,
         "spec": {"selector": selector,
                  "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]},
     }
+
+
+def http_route(md: Mapping[str, Any], spec: ModelDeploymentSpec, api_version: str, weights: tuple[int, int],
+               copy_labels: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Gateway API HTTPRoute `<name>`: the active Service and the preview Service, weighted."""
+    meta = md["metadata"]
+    assert spec.traffic is not None and spec.traffic.gateway is not None
+    parents = [p.wire() for p in spec.traffic.gateway.parent_refs]
+    backends = [{"name": meta["name"], "port": 80, "weight": weights[0]},
+                {"name": f"{meta['name']}-preview", "port": 80, "weight": weights[1]}]
+    return {
+        "apiVersion": api_version, "kind": "HTTPRoute",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"],
+                     "labels": labels(md, {"mlops.dev/modeldeployment": meta["name"]}, copy_labels),
+                     "ownerReferences": [owner_reference(md)]},
+        "spec": {"parentRefs": parents, "rules": [{"backendRefs": backends}]},
+    }
+
+
+def owned_by(child: Mapping[str, Any], md: Mapping[str, Any]) -> bool:
+    return any(r.get("uid") == md["metadata"].get("uid") for r in child["metadata"].get("ownerReferences") or ())
+
+
+def route_weights(route: Mapping[str, Any] | None) -> tuple[int, ...] | None:
+    """The weights an observed HTTPRoute sends to its backends (None when there is none)."""
+    if route is None:
+        return None
+    rules = (route.get("spec") or {}).get("rules") or [{}]
+    return tuple(int(b.get("weight", 1)) for b in rules[0].get("backendRefs") or ())

@@ -31,6 +31,7 @@ SERVICES = Resource("", "v1", "services")
 JOBS = Resource("batch", "v1", "jobs")
 PODS = Resource("", "v1", "pods")
 SCRAPE_TIMEOUT = 5.0
+GATEWAY_GROUP = "gateway.networking.k8s.io"
 
 
 def refers_to(body: Body) -> set[RefKey]:
@@ -108,7 +109,8 @@ async def _live(ctx: Ctx, md: Body, rev: str) -> dict[str, PodCounters]:
 
 
 async def _apply(ctx: Ctx, key: Key, md: Body, spec: ModelDeploymentSpec, plan: machine.Plan,
-                 deployments: dict[str, Body], services: dict[str, Body], jobs: dict[str, Body]) -> None:
+                 deployments: dict[str, Body], services: dict[str, Body], jobs: dict[str, Body],
+                 route_version: str | None) -> None:
     s = ctx.settings
     for rev, (version, replicas) in plan.replicas.items():
         observed = deployments.get(rev)
@@ -147,6 +149,15 @@ async def _apply(ctx: Ctx, key: Key, md: Body, spec: ModelDeploymentSpec, plan: 
         name = jobs[rev]["metadata"]["name"]
         await ctx.api.delete(JOBS, key[1], name)
         ctx.store.delete_child(key, "Job", name)
+    if route_version is not None:
+        routes = Resource(GATEWAY_GROUP, route_version.split("/", 1)[1], "httproutes")
+        observed = await ctx.api.get(routes, key[1], md["metadata"]["name"])  # a GET: routes are not watched
+        if plan.route is None:
+            if observed is not None and build.owned_by(observed, md):
+                await ctx.api.delete(routes, key[1], md["metadata"]["name"])
+        elif build.route_weights(observed) != plan.route:
+            await ctx.api.apply(routes, build.http_route(md, spec, route_version, plan.route,
+                                                         copy_labels=s.copy_labels))
 
 
 async def reconcile(ctx: Ctx, key: Key) -> None:
@@ -168,7 +179,12 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
     deployments = _by_label(children.get("Deployment", {}), "mlops.dev/revision")
     jobs = _by_label(children.get("Job", {}), "mlops.dev/analysis")
     services = dict(children.get("Service", {}))
-    obs = machine.Observed(deployments=deployments, jobs=jobs, runs=runs, now=datetime.datetime.now(datetime.UTC))
+    # the Gateway API is looked up only for a ModelDeployment that asks for it (cached discovery)
+    routed = ((md.get("status") or {}).get("traffic") or {}).get("method") == "HTTPRoute"
+    wants_route = spec.traffic is not None and spec.traffic.gateway is not None
+    route_version = await ctx.api.preferred_version(GATEWAY_GROUP, "httproutes") if wants_route or routed else None
+    obs = machine.Observed(deployments=deployments, jobs=jobs, runs=runs, now=datetime.datetime.now(datetime.UTC),
+                           gateway_api=wants_route and route_version is not None)
     plan = machine.decide(md, spec, obs)
     for _ in range(3):  # fetch what the decision asks for, then decide again
         if plan.needs is None:
@@ -183,7 +199,7 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
         plan = machine.decide(md, spec, obs)
     if plan.needs is not None:  # the world moved while we looked: look again shortly
         raise kopf.TemporaryError(f"still waiting for {plan.needs[0]} of revision {plan.needs[1]}", delay=2)
-    await _apply(ctx, key, md, spec, plan, deployments, services, jobs)
+    await _apply(ctx, key, md, spec, plan, deployments, services, jobs, route_version)
     await ctx.write_status(MODEL_DEPLOYMENT, md, plan.conditions, plan.status)
     for reason, message, warning in plan.events:
         await ctx.event(MODEL_DEPLOYMENT, md, reason, message, warning)

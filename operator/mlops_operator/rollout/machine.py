@@ -76,6 +76,8 @@ class Observed:
     """Ready pods' base URLs, by revision (fetched when the plan needs "urls")."""
     live: Mapping[str, PodCounters] | None = None
     """The candidate pods' cumulative counters, by pod (fetched when the plan needs "live")."""
+    gateway_api: bool = False
+    """Whether the Gateway API's HTTPRoute kind exists in the cluster (found through discovery)."""
 
 
 @dataclass
@@ -92,6 +94,8 @@ class Plan:
     analysis_job: tuple[RevisionRef, list[str], list[str]] | None = None
     """(candidate, its pods' URLs, the stable pods' URLs) for the analysis Job to create."""
     delete_jobs: list[str] = field(default_factory=list)
+    route: tuple[int, int] | None = None
+    """HTTPRoute backend weights (active Service, preview Service); None: no HTTPRoute."""
     events: list[tuple[str, str, bool]] = field(default_factory=list)
     requeue_after: float | None = None
     needs: tuple[str, str] | None = None
@@ -136,6 +140,7 @@ class _Rollout:
         self.now = stamp(obs.now)
         self.plan = Plan(conditions=[], status={})
         self.progress: Cond | None = None
+        self.requested_route_missing = False
 
     # -- helpers
     def event(self, reason: str, message: str, warning: bool = False) -> None:
@@ -422,12 +427,19 @@ class _Rollout:
     def preview_replicas(self) -> int:
         return self.blue_green.preview_replicas if self.strategy.type == "BlueGreen" else 1
 
+    def routed(self) -> bool:
+        return self.spec.traffic is not None and self.spec.traffic.gateway is not None and self.obs.gateway_api
+
     def canary_split(self) -> tuple[int, int, int]:
-        """(stable replicas, candidate replicas, the candidate's actual share in percent)."""
+        """(stable replicas, candidate replicas, the candidate's share in percent). With an HTTPRoute the
+        share is the step's weight exactly and the stable keeps its size; by replica ratio the share is
+        what the pod counts make of it (say 1 of 2 pods for a 10 % step on 2 replicas: 50 %)."""
         assert self.strategy.canary is not None and self.st.current_step is not None
         weight = self.strategy.canary.steps[self.st.current_step].weight
         total = max(1, self.spec.replicas)
         cand = max(1, round(total * weight / 100)) if weight else 0
+        if self.routed():
+            return total, max(cand, 1), weight
         stable = max(1, total - cand) if weight < 100 else 0
         share = round(100 * cand / (cand + stable)) if cand + stable else 0
         return stable, cand, share
@@ -449,7 +461,8 @@ class _Rollout:
                 assert stable is not None
                 keep[stable.revision] = (stable, s)
                 replicas = c
-                split = TrafficSplit(stable=100 - share, candidate=share, method="ReplicaRatio")
+                split = TrafficSplit(stable=100 - share, candidate=share,
+                                     method="HTTPRoute" if self.routed() else "ReplicaRatio")
             if cand.promoting or cand.rollback:
                 replicas = spec.replicas
             keep[cand.revision] = (cand, replicas)
@@ -474,7 +487,13 @@ class _Rollout:
             else:
                 plan.delete.append(rev)
         plan.replicas = keep
-        plan.active = "*" if canary_live else (stable.revision if stable else None)
+        plan.active = "*" if canary_live and not self.routed() else (stable.revision if stable else None)
+        if self.routed():
+            plan.route = (split.stable, split.candidate) if canary_live else (100, 0)
+            if not canary_live:
+                split = split.model_copy(update={"method": "HTTPRoute"})
+        elif self.spec.traffic is not None and self.spec.traffic.gateway is not None:
+            self.requested_route_missing = True
         plan.preview = cand.revision if cand else None
         plan.delete_jobs = [r for r in obs.jobs if cand is None or r != cand.revision]
         st.traffic = split
@@ -510,7 +529,9 @@ class _Rollout:
         elif self.spec.replicas == 0:
             avail = Cond("Available", FALSE, "ScaledToZero", "spec.replicas is 0")
         elif available(obs.deployments.get(stable.revision), 1):
-            avail = Cond("Available", TRUE, "Serving", f"revision {stable.revision} serves {stable.model_uri}")
+            avail = Cond("Available", TRUE, "Serving", f"revision {stable.revision} serves {stable.model_uri}" + (
+                " (spec.traffic.gateway is set but the cluster has no Gateway API HTTPRoute kind: traffic "
+                "moves through the Service)" if self.requested_route_missing else ""))
         else:
             avail = Cond("Available", FALSE, "Unavailable", f"revision {stable.revision} has no available pod")
         degraded = Cond("Degraded", FALSE, "AsExpected", "")
