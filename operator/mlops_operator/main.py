@@ -161,8 +161,8 @@ def _warm(kind: str, child: bool) -> Callable[..., None]:
     (a ModelDeployment that had not seen its TrainingRuns yet would drop its candidate)."""
     def warm(body: kopf.Body, **_: Any) -> None:
         ctx = Runtime.ctx
-        if ctx is None:
-            return
+        if ctx is None or ctx.queue is None or ctx.queue.open.is_set():
+            return  # after start-up the event handlers keep the cache (and say whom a change affects)
         if not child:
             ctx.store.upsert(kind, body)
         elif (owner := owner_of(body, RECONCILERS)) is not None:
