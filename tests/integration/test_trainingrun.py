@@ -89,8 +89,9 @@ def test_builtin_trainer_trains_passes_gates_and_records_the_version(
     # Events tell the story: started, trained, gates passed
     wait_for(lambda: {"Pending", "Completed", "Passed"} <= {e.reason for e in cluster.events(namespace, "iris-v1")},
              what="Events for the start, the success and the gate verdict")
-    # the ModelDeployment following this model now has a version
-    cluster.wait_condition("ModelDeployment", namespace, "iris", "Unknown", "Pending", timeout=15)
+    # the ModelDeployment following this model starts rolling the version out (test_modeldeployment.py)
+    c = cluster.wait_condition("ModelDeployment", namespace, "iris", "True", type_="Progressing", timeout=15)
+    assert model["uri"] in c["message"]
 
 
 def test_failed_gates_succeed_but_never_become_a_version(

@@ -59,7 +59,7 @@ class Ctx:
             before = old.get(c.type)
             if before is None or before.get("status") != c.status or before.get("reason") != c.reason:
                 warning = (c.status == FALSE and c.type in ("Ready", "Available", "Succeeded", "GatesPassed")) \
-                    or (c.type == "Degraded" and c.status == "True")
+                    or (c.type in ("Degraded", "Drifted") and c.status == "True")
                 await self.event(kind, body, c.reason, f"{c.type}={c.status}: {c.message}".rstrip(": "), warning)
         return True
 

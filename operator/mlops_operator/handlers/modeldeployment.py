@@ -4,12 +4,9 @@ decision asks for (the analysis report, ready pods, live counters) and applies w
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import logging
-from typing import Any
 
-import aiohttp
 import kopf
 
 from ..api import MODEL_DEPLOYMENT
@@ -22,6 +19,7 @@ from ..rollout import machine
 from ..rollout import spec as rollout_spec
 from ..runtime.analyze import AnalysisReport, parse_report
 from ..runtime.artifacts import ArtifactError
+from . import pods
 from .context import Ctx
 from .core import Body, Key, RefKey
 
@@ -29,8 +27,6 @@ logger = logging.getLogger("mlops_operator")
 DEPLOYMENTS = Resource("apps", "v1", "deployments")
 SERVICES = Resource("", "v1", "services")
 JOBS = Resource("batch", "v1", "jobs")
-PODS = Resource("", "v1", "pods")
-SCRAPE_TIMEOUT = 5.0
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 
 
@@ -48,32 +44,21 @@ def _by_label(children: dict[str, Body], label: str) -> dict[str, Body]:
             if c["metadata"].get("labels", {}).get(label)}
 
 
-async def _pods(ctx: Ctx, namespace: str, selector: str) -> list[dict[str, Any]]:
-    found = await ctx.api.request("GET", PODS.path(namespace), params={"labelSelector": selector})
-    return list((found or {}).get("items") or [])
-
-
-def _ready(pod: dict[str, Any]) -> bool:
-    st = pod.get("status") or {}
-    return bool(st.get("podIP")) and not pod["metadata"].get("deletionTimestamp") and any(
-        c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or ())
-
-
 async def _ready_urls(ctx: Ctx, md: Body) -> dict[str, list[str]]:
     """Ready pods' base URLs by revision (read when an analysis starts, never in steady state)."""
     meta = md["metadata"]
     urls: dict[str, list[str]] = {}
-    for pod in await _pods(ctx, meta["namespace"], f"mlops.dev/modeldeployment={meta['name']}"):
+    for pod in await pods.pods(ctx, meta["namespace"], f"mlops.dev/modeldeployment={meta['name']}"):
         rev = pod["metadata"].get("labels", {}).get("mlops.dev/revision")
-        if rev and _ready(pod):
-            urls.setdefault(rev, []).append(f"http://{pod['status']['podIP']}:{build.PORT}")
+        if rev and pods.ready(pod):
+            urls.setdefault(rev, []).append(pods.base_url(pod))
     return {rev: sorted(u) for rev, u in urls.items()}
 
 
 async def _report(ctx: Ctx, namespace: str, job: Body) -> AnalysisReport | ArtifactError:
     """The analysis Job's report, from its Pod's termination message (as a TrainingRun's result)."""
     uid = job["metadata"].get("uid", "")
-    for pod in await _pods(ctx, namespace, f"controller-uid={uid}"):
+    for pod in await pods.pods(ctx, namespace, f"controller-uid={uid}"):
         for s in (pod.get("status") or {}).get("containerStatuses") or ():
             term = (s.get("state") or {}).get("terminated")
             if s.get("name") == "analyze" and term:
@@ -89,23 +74,11 @@ async def _report(ctx: Ctx, namespace: str, job: Body) -> AnalysisReport | Artif
 
 async def _live(ctx: Ctx, md: Body, rev: str) -> dict[str, PodCounters]:
     """The candidate pods' cumulative counters, scraped from their monitoring endpoints."""
-    meta = md["metadata"]
-    pods = [p for p in await _pods(ctx, meta["namespace"], f"mlops.dev/revision={rev},"
-                                   f"mlops.dev/modeldeployment={meta['name']}") if _ready(p)]
-    out: dict[str, PodCounters] = {}
-    timeout = aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        async def scrape(pod: dict[str, Any]) -> None:
-            url = f"http://{pod['status']['podIP']}:{build.PORT}/v2/models/{meta['name']}/monitoring"
-            try:
-                async with session.get(url) as resp:
-                    if resp.status == 200:
-                        out[pod["metadata"]["name"]] = rollout_analysis.counters(await resp.json())
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                logger.warning("could not scrape %s: %s", url, exc)
-
-        await asyncio.gather(*(scrape(p) for p in pods))
-    return out
+    name = md["metadata"]["name"]
+    ready = await pods.ready_pods(ctx, md["metadata"]["namespace"], name, rev)
+    found = await pods.get_json([(p["metadata"]["name"], f"{pods.base_url(p)}/v2/models/{name}/monitoring")
+                                 for p in ready])
+    return {pod: rollout_analysis.counters(snapshot) for pod, snapshot in found.items()}
 
 
 async def _apply(ctx: Ctx, key: Key, md: Body, spec: ModelDeploymentSpec, plan: machine.Plan,

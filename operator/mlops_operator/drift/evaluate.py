@@ -1,0 +1,109 @@
+"""A drift verdict from a window of live counts against the model's reference profile. Pure.
+
+Every feature's live counts are compared bin by bin with the reference (the bins the trainer chose
+from training quantiles, or its categories). Missing values and unseen categories are two more
+bins, so a feature that starts arriving empty, or with categories never seen in training, drifts;
+values outside the training range land in the open outer bins. Tests: PSI (a score; drifted above
+the threshold, default 0.2), chi² and binned KS (p-values; drifted below the threshold, default
+0.05, divided by the number of p-value tests under `correction: bonferroni`). The model counts as
+drifted when at least `driftShare` of the checked features drifted, or its predictions did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from ..api.driftpolicy import P_VALUE_TESTS, DriftPolicySpec, Evaluation, FeatureResult
+from ..runtime.artifacts import Distribution, Profile
+from . import stats
+
+DEFAULT_THRESHOLD = {"psi": Decimal("0.2"), "ks": Decimal("0.05"), "chi2": Decimal("0.05")}
+PREDICTION = "(prediction)"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    test: str
+    threshold: Decimal
+    reference: Distribution
+
+
+def plan(spec: DriftPolicySpec, profile: Profile) -> tuple[list[Check], list[str]]:
+    """The checks to run, and what in the spec does not fit the profile (fields named)."""
+    by_name = {d.name: d for d in profile.features}
+    errors: list[str] = []
+    wanted = spec.features if spec.features is not None else None
+    checks: list[Check] = []
+    items = [(f"spec.features[{i}]", f.name, f.test, f.threshold) for i, f in enumerate(wanted)] if wanted \
+        else [(None, d.name, None, None) for d in profile.features]
+    for path, name, test, threshold in items:
+        ref = by_name.get(name)
+        if ref is None:
+            errors.append(f"{path}.name: {name} is not a feature of the model's reference profile "
+                          f"({', '.join(sorted(by_name))})")
+            continue
+        test = test or ("psi" if ref.type == "numeric" else "chi2")
+        if ref.type == "categorical" and test == "ks":
+            errors.append(f"{path}.test: ks needs ordered values; {name} is categorical (use chi2 or psi)")
+            continue
+        checks.append(Check(name, test, Decimal(threshold) if threshold else DEFAULT_THRESHOLD[test], ref))
+    if spec.prediction is not None and profile.prediction is not None:
+        ref = profile.prediction
+        test = spec.prediction.test or ("psi" if ref.type == "numeric" else "chi2")
+        if ref.type == "categorical" and test == "ks":
+            errors.append("spec.prediction.test: ks needs ordered values; the predictions are categorical")
+        else:
+            threshold = spec.prediction.threshold
+            checks.append(Check(PREDICTION, test, Decimal(threshold) if threshold else DEFAULT_THRESHOLD[test], ref))
+    elif spec.prediction is not None:
+        errors.append("spec.prediction: the model's reference profile has no prediction distribution")
+    return checks, errors
+
+
+def _bins(d: Mapping[str, Any] | Distribution | None, size: int) -> list[int]:
+    if d is None:
+        return [0] * (size + 2)
+    if isinstance(d, Distribution):
+        return [*d.counts, d.missing, d.other]
+    counts = list(d.get("counts") or [0] * size)
+    return [*counts, int(d.get("missing") or 0), int(d.get("other") or 0)]
+
+
+def evaluate(spec: DriftPolicySpec, profile: Profile, window: Mapping[str, Any] | None, time: str) -> Evaluation:
+    """The verdict on one window (a merged, diffed monitoring snapshot)."""
+    checks, _ = plan(spec, profile)
+    samples = int((window or {}).get("rows") or 0)
+    min_samples = spec.window.min_samples if spec.window is not None else 500
+    if window is None or samples < min_samples:
+        return Evaluation(time=time, samples=samples, verdict="InsufficientData")
+    live = {f["name"]: f for f in window.get("features") or ()}
+    p_tests = sum(1 for c in checks if c.test in P_VALUE_TESTS)
+    results: list[FeatureResult] = []
+    prediction: FeatureResult | None = None
+    for c in checks:
+        observed = window.get("prediction") if c.name == PREDICTION else live.get(c.name)
+        ref, cur = _bins(c.reference, len(c.reference.counts)), _bins(observed, len(c.reference.counts))
+        if c.test == "psi":
+            value = stats.psi(ref, cur)
+            threshold = float(c.threshold)
+            drifted = value > threshold
+        else:
+            _, value = stats.chi2(ref, cur) if c.test == "chi2" else stats.ks(ref, cur)
+            threshold = stats.bonferroni(float(c.threshold), p_tests) if spec.correction == "bonferroni" \
+                else float(c.threshold)
+            drifted = value < threshold
+        result = FeatureResult(name=c.name, test=c.test, value=round(value, 6), threshold=round(threshold, 8),
+                               drifted=drifted)
+        if c.name == PREDICTION:
+            prediction = result
+        else:
+            results.append(result)
+    share = sum(r.drifted for r in results) / len(results) if results else 0.0
+    drifted = (bool(results) and share > 0 and Decimal(repr(share)) >= Decimal(spec.drift_share)) or \
+        (prediction is not None and prediction.drifted)
+    return Evaluation(time=time, samples=samples, features=results, prediction=prediction,
+                      drifted_share=round(share, 6), verdict="Drifted" if drifted else "NotDrifted")

@@ -1,0 +1,59 @@
+"""Reading a revision's Pods: who is ready, at which address, and what their endpoints say.
+
+A labelled list call, made only when a decision needs it (an analysis starting, a live-analysis
+window closing, a drift evaluation falling due), never on a steady-state resync."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+
+from ..builders.modeldeployment import PORT
+from ..kube import Resource
+from .context import Ctx
+
+logger = logging.getLogger("mlops_operator")
+PODS = Resource("", "v1", "pods")
+SCRAPE_TIMEOUT = 5.0
+
+
+async def pods(ctx: Ctx, namespace: str, selector: str) -> list[dict[str, Any]]:
+    found = await ctx.api.request("GET", PODS.path(namespace), params={"labelSelector": selector})
+    return list((found or {}).get("items") or [])
+
+
+def ready(pod: dict[str, Any]) -> bool:
+    st = pod.get("status") or {}
+    return bool(st.get("podIP")) and not pod["metadata"].get("deletionTimestamp") and any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or ())
+
+
+def base_url(pod: dict[str, Any]) -> str:
+    return f"http://{pod['status']['podIP']}:{PORT}"
+
+
+async def ready_pods(ctx: Ctx, namespace: str, md_name: str, revision: str) -> list[dict[str, Any]]:
+    selector = f"mlops.dev/modeldeployment={md_name},mlops.dev/revision={revision}"
+    return [p for p in await pods(ctx, namespace, selector) if ready(p)]
+
+
+async def get_json(targets: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """GET each (key, url) at once; the answers by key (a pod that does not answer is left out)."""
+    out: dict[str, Any] = {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT)) as session:
+        async def one(key: str, url: str) -> None:
+            try:
+                async with session.get(url) as resp:
+                    if resp.status == 200:
+                        out[key] = await resp.json()
+                    else:
+                        logger.warning("%s answered %s", url, resp.status)
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                logger.warning("could not read %s: %s", url, exc)
+
+        await asyncio.gather(*(one(k, u) for k, u in targets))
+    return out

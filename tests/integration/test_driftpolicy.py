@@ -1,0 +1,109 @@
+"""DriftPolicies for real: the served model counts live inputs into its reference profile's bins,
+the operator scrapes the stable revision's pods, judges the window and retrains (once)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from mlops_operator.dev.runner import OperatorThread
+from tests.conftest import S3
+
+from .conftest import Cluster, wait_for
+from .test_modeldeployment import MD, TR, cond, infer, model_deployment, promoted, train
+from .test_trainingrun import credentials, iris_data
+
+__all__ = ["iris_data"]  # a fixture used here
+DP = "DriftPolicy"
+
+
+def policy(name: str, action: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "mlops.dev/v1alpha1", "kind": DP, "metadata": {"name": name},
+            "spec": {"targetRef": {"name": "iris"}, "intervalSeconds": 5,
+                     "window": {"minSamples": 50, "maxSamples": 100}, "driftShare": "0.5", "action": action}}
+
+
+RETRAIN = {"type": "Retrain", "retrain": {"cooldownSeconds": 3600, "maxPerDay": 3, "template": {
+    "model": "iris", "trainer": {"estimator": "sklearn.ensemble.RandomForestClassifier"},
+    "dataset": {"uri": "s3://data/iris.csv", "targetColumn": "target"}, "params": {"n_estimators": 20},
+    "storage": {"secretRef": {"name": "s3-credentials"}}, "activeDeadlineSeconds": 300,
+    "gates": [{"metric": "accuracy", "operator": ">=", "threshold": "0.8"}]}}}
+
+
+@pytest.fixture(scope="module")
+def iris_rows() -> list[list[float]]:
+    from sklearn.datasets import load_iris
+
+    return [list(map(float, r)) for r in load_iris().data]
+
+
+def send(url: str, rows: list[list[float]]) -> None:
+    for i in range(0, len(rows), 10):
+        assert infer(url, rows[i:i + 10]) == 200
+
+
+def evaluation(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
+    return (cluster.get(DP, ns, name).get("status") or {}).get("lastEvaluation") or {}
+
+
+def test_drift_is_detected_from_live_traffic_and_retrains_exactly_once(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str, iris_rows: list[list[float]]
+) -> None:
+    ns = namespace
+    credentials(cluster, ns, s3)
+    train(cluster, ns, "iris-v1")
+    cluster.create(model_deployment(), ns)
+    rev = promoted(cluster, ns, "iris-v1")["stable"]["revision"]
+    cluster.create(policy("iris-drift", RETRAIN), ns)
+    cluster.create(policy("iris-alert", {"type": "Alert"}), ns)
+    for name in ("iris-drift", "iris-alert"):
+        c = cluster.wait_condition(DP, ns, name, "Unknown", "InsufficientData", type_="Drifted", timeout=60)
+        assert "0 samples" in c["message"]
+    pod = next(p for p in cluster.core.list_namespaced_pod(ns, label_selector=f"mlops.dev/revision={rev}").items
+               if p.status.pod_ip)
+    url = f"http://{pod.status.pod_ip}:8080"
+
+    # requests drawn from the training distribution: not drifted
+    send(url, iris_rows[::3][:100])
+    for name in ("iris-drift", "iris-alert"):
+        cluster.wait_condition(DP, ns, name, "False", "NotDrifted", type_="Drifted", timeout=60)
+    ev = evaluation(cluster, ns, "iris-drift")
+    assert ev["samples"] == 100 and ev["verdict"] == "NotDrifted"
+    assert {f["name"] for f in ev["features"]} == {"sepal length (cm)", "sepal width (cm)", "petal length (cm)",
+                                                   "petal width (cm)"}
+    assert all(f["test"] == "psi" and f["value"] < 0.2 for f in ev["features"])
+
+    # a shifted distribution (values beyond the training range): drifted, features named
+    send(url, [[v * 3 for v in r] for r in iris_rows[1::3][:100]])
+    c = cluster.wait_condition(DP, ns, "iris-drift", "True", "Drifted", type_="Drifted", timeout=60)
+    assert "petal length (cm)" in c["message"]
+    ev = evaluation(cluster, ns, "iris-drift")
+    assert ev["samples"] == 100 and ev["driftedShare"] == 1.0  # the window tumbled after 100 samples
+    # exactly one retrain, owned by the policy, with the evaluation that caused it
+    runs = wait_for(lambda: [r for r in cluster.custom.list_namespaced_custom_object(
+        "mlops.dev", "v1alpha1", ns, "trainingruns")["items"] if r["metadata"]["name"].startswith("iris-drift-")],
+        30, "the retrain TrainingRun")
+    assert [r["metadata"]["name"] for r in runs] == ["iris-drift-1"]
+    run = runs[0]
+    assert run["metadata"]["ownerReferences"][0]["name"] == "iris-drift" and run["spec"]["model"] == "iris"
+    cause = json.loads(run["metadata"]["annotations"]["mlops.dev/drift-evaluation"])
+    assert cause["samples"] == 100 and "petal length (cm)" in cause["drifted"]
+    cluster.wait_condition(DP, ns, "iris-alert", "True", "Drifted", type_="Drifted", timeout=60)
+
+    # still drifted while the retrain is in flight (then in cooldown): no second run
+    send(url, [[v * 3 for v in r] for r in iris_rows[2::3][:50]] * 2)
+    c = wait_for(lambda: (x := cluster.condition(DP, ns, "iris-drift", "Drifted")) and "retrain blocked" in
+                 x["message"] and x, 60, "a blocked second retrain")
+    assert "in flight" in c["message"] or "cooldown" in c["message"]
+    names = [r["metadata"]["name"] for r in cluster.custom.list_namespaced_custom_object(
+        "mlops.dev", "v1alpha1", ns, "trainingruns")["items"]]
+    assert sorted(names) == ["iris-drift-1", "iris-v1"]  # and the Alert policy created none
+    st = cluster.get(DP, ns, "iris-drift")["status"]
+    assert [r["name"] for r in st["retrains"]] == ["iris-drift-1"]
+    assert cond(st, "Ready")["status"] == "True"
+    # the retrained version goes through the same quality gate and rollout
+    cluster.wait_condition(TR, ns, "iris-drift-1", "True", type_="GatesPassed", timeout=180)
+    promoted(cluster, ns, "iris-drift-1")
+    assert cluster.get(MD, ns, "iris")["status"]["stable"]["trainingRun"] == "iris-drift-1"
