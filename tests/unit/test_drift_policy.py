@@ -182,3 +182,12 @@ def test_a_run_created_before_a_restart_is_adopted_and_history_keeps_the_serving
     plan = retrain.decide("p", RULES, records, owned, md, False, T0 + datetime.timedelta(days=1))
     assert plan.delete == ["p-2"]  # the oldest is the serving one: kept
     assert [(r.name, r.outcome) for r in plan.records] == [("p-1", "Promoted"), ("p-3", "AwaitingRollout")]
+
+
+def test_service_health_monitors() -> None:
+    window = counted(RNG.normal(0, 1, 200), RNG.normal(10, 2, 200), list(RNG.choice(COLORS, 200)))
+    window.update(requests=100, errors=5, latency={"counts": [0] * 8 + [90, 10] + [0] * 5})
+    ev = verdict(window, health={"maxErrorRate": "0.01", "maxP99LatencyMs": 200})
+    assert ev.error_rate == 0.05 and ev.p99_ms == 500.0  # the 0.25-0.5 s bucket holds the 99th percentile
+    assert ev.unhealthy == "error rate 0.05 > 0.01 (5 of 100 requests); p99 latency up to 500 ms > 200 ms"
+    assert verdict(window, health={"maxErrorRate": "0.1"}).unhealthy is None

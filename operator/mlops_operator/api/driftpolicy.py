@@ -84,6 +84,11 @@ class Evaluation(ApiModel):
     prediction: FeatureResult | None = None
     drifted_share: float | None = None
     verdict: Literal["Drifted", "NotDrifted", "InsufficientData"]
+    error_rate: float | None = None
+    p99_ms: float | None = None
+    """Upper bound of the latency bucket holding the window's 99th percentile."""
+    unhealthy: str | None = None
+    """Which service-health monitor failed, with the numbers (spec.health)."""
 
 
 class RetrainRecord(ApiModel):

@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from ..api.driftpolicy import P_VALUE_TESTS, DriftPolicySpec, Evaluation, FeatureResult
+from ..rollout.analysis import p99_from_buckets
 from ..runtime.artifacts import Distribution, Profile
 from . import stats
 
@@ -103,7 +104,25 @@ def evaluate(spec: DriftPolicySpec, profile: Profile, window: Mapping[str, Any] 
         else:
             results.append(result)
     share = sum(r.drifted for r in results) / len(results) if results else 0.0
+    health = service_health(spec, window)
     drifted = (bool(results) and share > 0 and Decimal(repr(share)) >= Decimal(spec.drift_share)) or \
         (prediction is not None and prediction.drifted)
     return Evaluation(time=time, samples=samples, features=results, prediction=prediction,
-                      drifted_share=round(share, 6), verdict="Drifted" if drifted else "NotDrifted")
+                      drifted_share=round(share, 6), verdict="Drifted" if drifted else "NotDrifted", **health)
+
+
+def service_health(spec: DriftPolicySpec, window: Mapping[str, Any]) -> dict[str, Any]:
+    """The window's error rate and p99 latency, and which `spec.health` monitor they fail."""
+    requests, errors = int(window.get("requests") or 0), int(window.get("errors") or 0)
+    error_rate = errors / requests if requests else None
+    p99 = p99_from_buckets(list((window.get("latency") or {}).get("counts") or []))
+    failed = []
+    monitors = spec.health
+    if monitors is not None and monitors.max_error_rate is not None and error_rate is not None and \
+            Decimal(repr(error_rate)) > Decimal(monitors.max_error_rate):
+        failed.append(f"error rate {error_rate:.4g} > {monitors.max_error_rate} ({errors} of {requests} requests)")
+    if monitors is not None and monitors.max_p99_latency_ms is not None and p99 is not None and \
+            p99 > monitors.max_p99_latency_ms:
+        failed.append(f"p99 latency up to {p99:.4g} ms > {monitors.max_p99_latency_ms} ms")
+    return {"error_rate": None if error_rate is None else round(error_rate, 6), "p99_ms": p99,
+            "unhealthy": "; ".join(failed) or None}

@@ -58,7 +58,8 @@ class Ctx:
         for c in decided:
             before = old.get(c.type)
             if before is None or before.get("status") != c.status or before.get("reason") != c.reason:
-                warning = (c.status == FALSE and c.type in ("Ready", "Available", "Succeeded", "GatesPassed")) \
+                warning = (c.status == FALSE and c.type in ("Ready", "Available", "Succeeded", "GatesPassed",
+                                                            "ServiceHealthy")) \
                     or (c.type in ("Degraded", "Drifted") and c.status == "True")
                 await self.event(kind, body, c.reason, f"{c.type}={c.status}: {c.message}".rstrip(": "), warning)
         return True

@@ -196,10 +196,13 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
         blocked = plan.blocked
         fields["retrains"] = [r.wire() for r in plan.records] or None
         fields["nextRetrainPossible"] = plan.next_possible
-    drifted = _drifted_condition(evaluation, blocked)
-    await ctx.write_status(DRIFT_POLICY, body, [
+    conditions = [
         Cond("Ready", TRUE, "Monitoring", f"revision {stable['revision']}: {len(snapshots)} pod(s) scraped"),
-        drifted,
-    ], fields)
+        _drifted_condition(evaluation, blocked),
+    ]
+    if spec.health is not None and evaluation.verdict != "InsufficientData":
+        conditions.append(Cond("ServiceHealthy", FALSE, "MonitorFailed", evaluation.unhealthy)
+                          if evaluation.unhealthy else Cond("ServiceHealthy", TRUE, "WithinLimits", ""))
+    await ctx.write_status(DRIFT_POLICY, body, conditions, fields)
     if ctx.queue is not None:
         ctx.queue.enqueue_after(key, spec.interval_seconds)
