@@ -200,6 +200,10 @@ def test_a_server_returning_errors_or_slow_answers_is_rolled_back_and_commands_a
     assert st["lastAnalysis"]["measurements"]["candidateErrors"] * 2 == \
         st["lastAnalysis"]["measurements"]["candidateRequests"]
     assert st["stable"]["revision"] == rev1 and selector(cluster, ns, "iris")["mlops.dev/revision"] == rev1
+    # the stable revision kept the runtime it was analysed with: one template, never rolled
+    stable_dep = deployments(cluster, ns)[rev1]
+    assert "--inject-error-rate" not in stable_dep.spec.template.spec.containers[0].args
+    assert stable_dep.metadata.generation == 1
     # slow answers
     cluster.patch(MD, ns, "iris", {"spec": {"runtime": {"args": ["--inject-delay-ms", "400"]}}})
     st = rolled_back(cluster, ns, 2)
@@ -218,9 +222,9 @@ def test_a_server_returning_errors_or_slow_answers_is_rolled_back_and_commands_a
     # the spec asking for the stable revision's runtime again: nothing to roll out, nothing rejected serves
     cluster.patch(MD, ns, "iris", {"spec": {"runtime": None}})
     resync_rounds(operator)
-    st = status(cluster, ns)
-    assert st["stable"]["revision"] == rev1 and "candidate" not in st
-    assert cond(st, "Available")["status"] == "True" and cond(st, "Degraded")["status"] == "False"
+    st = wait_status(cluster, ns, lambda s: s if cond(s, "Available").get("status") == "True" else None,
+                     "the stable revision to be available", timeout=60)
+    assert st["stable"]["revision"] == rev1 and "candidate" not in st and cond(st, "Degraded")["status"] == "False"
 
 
 def test_manual_promotion_and_rollback_through_the_cli(

@@ -87,7 +87,13 @@ async def _apply(ctx: Ctx, key: Key, md: Body, spec: ModelDeploymentSpec, plan: 
     s = ctx.settings
     for rev, (version, replicas) in plan.replicas.items():
         observed = deployments.get(rev)
-        if version.model_uri is None or (observed is not None and replicas == 0):
+        # a revision's pod template is written from the spec only while the spec still describes it
+        # (the same hash): the stable revision keeps the runtime it was analysed with, whatever the
+        # candidate's spec says; its size is all that changes
+        described = version.model_uri is not None and \
+            build.revision(spec, version.digest or version.model_uri) == rev
+        if (observed is not None and not described) or version.model_uri is None or \
+                (observed is not None and replicas == 0):
             if observed is not None and (observed.get("spec") or {}).get("replicas") != replicas:
                 patched = await ctx.api.request("PATCH", DEPLOYMENTS.path(key[1], observed["metadata"]["name"]),
                                                 {"spec": {"replicas": replicas}},
