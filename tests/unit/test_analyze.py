@@ -44,10 +44,14 @@ def test_champion_and_challenger_are_both_replayed_and_judged(model: tuple[Path,
     champion, challenger = Served(model_dir, "iris", "--digest", digest), Served(model_dir, "iris")
     try:
         code, message = analyze(model_dir, tmp_path, challenger, champion)
+        _, counted = challenger.request("GET", "/v2/models/iris/monitoring")
     finally:
         champion.stop(), challenger.stop()
     assert code == 0
     report = parse_report(message)
+    # replayed rows are answered and timed, but never counted as live inputs for drift
+    assert counted["requests"] == report.candidate.requests and counted["rows"] == 0
+    assert all(sum(f["counts"]) == 0 for f in counted["features"])
     assert report.rows == 20 and report.task == "classification"
     assert set(report.candidate.metrics) == {"accuracy", "f1"}
     # the sample is the first 20 training rows: the forest predicts them all right, on both sides

@@ -154,3 +154,15 @@ def test_requests_are_counted_by_verb_and_resource() -> None:
         ("PATCH", "trainingruns")
     assert _verb_and_resource("POST", "/api/v1/namespaces/ns/events") == ("POST", "events")
     assert _verb_and_resource("GET", "/apis/gateway.networking.k8s.io/v1") == ("GET", "v1")
+
+
+def test_the_operator_imports_no_numeric_library() -> None:
+    """Memory at scale: the operator process loads neither numpy nor scipy nor scikit-learn
+    (the statistics are pure Python; the data-plane modules import them only when run)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, mlops_operator.main, mlops_operator.cli; "
+            "print(sorted(m for m in ('numpy', 'scipy', 'sklearn', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

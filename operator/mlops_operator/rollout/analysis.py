@@ -10,7 +10,7 @@ from typing import Any
 
 from ..api.modeldeployment import Analysis, PodCounters
 from ..runtime.analyze import LOWER_IS_BETTER, AnalysisReport
-from ..runtime.inference import LATENCY_BUCKETS
+from ..runtime.artifacts import LATENCY_BUCKETS
 
 
 @dataclass

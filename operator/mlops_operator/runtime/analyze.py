@@ -29,8 +29,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from . import artifacts, sdk
-from .artifacts import _Schema
+from . import artifacts
+from .artifacts import REPLAY, _Schema
 
 MAX_WINDOWS = 20
 REQUEST_TIMEOUT = 10.0
@@ -135,7 +135,7 @@ def requests_for(metadata: artifacts.ModelMetadata, sample: artifacts.Validation
             else:
                 inputs.append({"name": name, "shape": [1], "datatype": "FP64",
                                "data": [None if value is None else float(value)]})
-        bodies.append(json.dumps({"inputs": inputs}).encode())
+        bodies.append(json.dumps({"inputs": inputs, "parameters": {REPLAY: True}}).encode())
     return bodies
 
 
@@ -267,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not _urls(args.candidate):
         parser.error("--candidate names no URL")
+    from . import sdk  # here: the operator imports this module for the report's schema, not numpy
     try:
         report = analyze(Path(args.model_dir), args.name, _urls(args.candidate), _urls(args.stable),
                          args.duration_seconds, args.windows)

@@ -29,7 +29,6 @@ warnings.filterwarnings("ignore", message="X does not have valid feature names")
 NUMERIC_TYPES = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
                  "FP16", "FP32", "FP64"}
 DATATYPES = NUMERIC_TYPES | {"BYTES"}
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 MAX_ROWS = 100_000
 
 
@@ -85,6 +84,9 @@ class Decoded:
     rows: int
     columns: dict[str, Any]  # feature → 1-D array (float) or list (categorical)
     matrix: np.ndarray | None  # [N, F] float when every feature is numeric
+    replay: bool = False
+    """A replayed validation row (`parameters: {"mlops.dev/replay": true}`, sent by `mlops analyze`):
+    answered and timed like any request, but not counted into the drift sketches."""
 
 
 def _flat(data: Any, where: str) -> list[Any]:
@@ -155,7 +157,8 @@ def decode(body: bytes, model: LoadedModel) -> Decoded:
         rows = shape[0]
         if datatype != "BYTES" and not model.categorical:
             matrix = _numbers(data, "inputs[0].data").reshape(rows, n_features)
-            return Decoded(request.get("id"), rows, {f: matrix[:, j] for j, f in enumerate(model.features)}, matrix)
+            return Decoded(request.get("id"), rows, {f: matrix[:, j] for j, f in enumerate(model.features)}, matrix,
+                           _replay(request))
         columns: dict[str, Any] = {f: ([None if v is None else str(v) for v in data[j::n_features]]
                                        if f in model.categorical
                        else data[j::n_features]) for j, f in enumerate(model.features)}
@@ -189,8 +192,14 @@ def decode(body: bytes, model: LoadedModel) -> Decoded:
         if f not in model.categorical and not isinstance(columns[f], np.ndarray):
             columns[f] = _numbers(list(columns[f]), f"feature {f!r}")
     if not model.categorical:
-        return Decoded(request.get("id"), rows, columns, np.column_stack([columns[f] for f in model.features]))
-    return Decoded(request.get("id"), rows, columns, None)
+        return Decoded(request.get("id"), rows, columns, np.column_stack([columns[f] for f in model.features]),
+                       _replay(request))
+    return Decoded(request.get("id"), rows, columns, None, _replay(request))
+
+
+
+def _replay(request: dict[str, Any]) -> bool:
+    return (request.get("parameters") or {}).get(artifacts.REPLAY) is True
 
 
 def predict(model: LoadedModel, decoded: Decoded) -> np.ndarray:
@@ -235,7 +244,7 @@ class Monitor:
     requests: int = 0
     errors: int = 0
     rows: int = 0
-    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(artifacts.LATENCY_BUCKETS) + 1))
     latency_sum: float = 0.0
     by_code: dict[int, int] = field(default_factory=dict)
     features: dict[str, Counts] = field(default_factory=dict)
@@ -254,12 +263,12 @@ class Monitor:
         self.by_code[code] = self.by_code.get(code, 0) + 1
         self.latency_sum += seconds
         i = 0
-        while i < len(LATENCY_BUCKETS) and seconds > LATENCY_BUCKETS[i]:
+        while i < len(artifacts.LATENCY_BUCKETS) and seconds > artifacts.LATENCY_BUCKETS[i]:
             i += 1
         self.latency_counts[i] += 1
 
     def count(self, decoded: Decoded, predictions: np.ndarray) -> None:
-        if not self.enabled or not self.features:
+        if not self.enabled or not self.features or decoded.replay:
             return
         self.rows += decoded.rows
         for name, counts in self.features.items():
@@ -274,7 +283,7 @@ class Monitor:
             "model": m.name if m else None, "digest": m.digest if m else None,
             "profileDigest": m.profile_digest if m else None,
             "startTime": self.started, "requests": self.requests, "errors": self.errors, "rows": self.rows,
-            "latency": {"buckets": list(LATENCY_BUCKETS), "counts": list(self.latency_counts),
+            "latency": {"buckets": list(artifacts.LATENCY_BUCKETS), "counts": list(self.latency_counts),
                         "sum": self.latency_sum},
             "features": [{"name": n, **c.snapshot()} for n, c in self.features.items()],
             "prediction": self.prediction.snapshot() if self.prediction else None,
@@ -293,7 +302,7 @@ class Monitor:
             "# TYPE mlops_request_duration_seconds histogram",
         ]
         cumulative = 0
-        for bound, n in zip([*map(str, LATENCY_BUCKETS), "+Inf"], self.latency_counts, strict=True):
+        for bound, n in zip([*map(str, artifacts.LATENCY_BUCKETS), "+Inf"], self.latency_counts, strict=True):
             cumulative += n
             lines.append(f'mlops_request_duration_seconds_bucket{{model="{name}",le="{bound}"}} {cumulative}')
         lines += [f'mlops_request_duration_seconds_sum{{model="{name}"}} {self.latency_sum}',
