@@ -66,21 +66,22 @@ def test_drift_is_detected_from_live_traffic_and_retrains_exactly_once(
     url = f"http://{pod.status.pod_ip}:8080"
 
     # requests drawn from the training distribution: not drifted
-    send(url, iris_rows[::3][:100])
-    for name in ("iris-drift", "iris-alert"):
-        cluster.wait_condition(DP, ns, name, "False", "NotDrifted", type_="Drifted", timeout=60)
-    ev = evaluation(cluster, ns, "iris-drift")
-    assert ev["samples"] == 100 and ev["verdict"] == "NotDrifted"
+    send(url, iris_rows[::3] + iris_rows[1::3])  # 100 of the 150 training rows
+    for name in ("iris-drift", "iris-alert"):  # a scrape may land mid-way: wait for the full window's verdict
+        ev = wait_for(lambda n=name: (e := evaluation(cluster, ns, n)).get("samples") == 100 and e, 60,
+                      f"{name}'s verdict on 100 samples", show=lambda n=name: cluster.get(DP, ns, n)["status"])
+        assert ev["verdict"] == "NotDrifted"
+        assert cluster.condition(DP, ns, name, "Drifted")["reason"] == "NotDrifted"
     assert {f["name"] for f in ev["features"]} == {"sepal length (cm)", "sepal width (cm)", "petal length (cm)",
                                                    "petal width (cm)"}
     assert all(f["test"] == "psi" and f["value"] < 0.2 for f in ev["features"])
 
     # a shifted distribution (values beyond the training range): drifted, features named
-    send(url, [[v * 3 for v in r] for r in iris_rows[1::3][:100]])
+    send(url, [[v * 3 for v in r] for r in iris_rows[2::3] * 2])
     c = cluster.wait_condition(DP, ns, "iris-drift", "True", "Drifted", type_="Drifted", timeout=60)
     assert "petal length (cm)" in c["message"]
     ev = evaluation(cluster, ns, "iris-drift")
-    assert ev["samples"] == 100 and ev["driftedShare"] == 1.0  # the window tumbled after 100 samples
+    assert 50 <= ev["samples"] <= 100 and ev["driftedShare"] == 1.0  # the window tumbled after 100 samples
     # exactly one retrain, owned by the policy, with the evaluation that caused it
     runs = wait_for(lambda: [r for r in cluster.custom.list_namespaced_custom_object(
         "mlops.dev", "v1alpha1", ns, "trainingruns")["items"] if r["metadata"]["name"].startswith("iris-drift-")],
@@ -89,11 +90,11 @@ def test_drift_is_detected_from_live_traffic_and_retrains_exactly_once(
     run = runs[0]
     assert run["metadata"]["ownerReferences"][0]["name"] == "iris-drift" and run["spec"]["model"] == "iris"
     cause = json.loads(run["metadata"]["annotations"]["mlops.dev/drift-evaluation"])
-    assert cause["samples"] == 100 and "petal length (cm)" in cause["drifted"]
+    assert cause["samples"] >= 50 and "petal length (cm)" in cause["drifted"]
     cluster.wait_condition(DP, ns, "iris-alert", "True", "Drifted", type_="Drifted", timeout=60)
 
     # still drifted while the retrain is in flight (then in cooldown): no second run
-    send(url, [[v * 3 for v in r] for r in iris_rows[2::3][:50]] * 2)
+    send(url, [[v * 3 for v in r] for r in iris_rows[:100]])
     c = wait_for(lambda: (x := cluster.condition(DP, ns, "iris-drift", "Drifted")) and "retrain blocked" in
                  x["message"] and x, 60, "a blocked second retrain")
     assert "in flight" in c["message"] or "cooldown" in c["message"]
