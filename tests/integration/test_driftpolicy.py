@@ -11,7 +11,7 @@ import pytest
 from mlops_operator.dev.runner import OperatorThread
 from tests.conftest import S3
 
-from .conftest import Cluster, wait_for
+from .conftest import Cluster, OperatorProcess, wait_for
 from .test_modeldeployment import MD, TR, cond, infer, model_deployment, promoted, train
 from .test_trainingrun import credentials, iris_data
 
@@ -108,3 +108,38 @@ def test_drift_is_detected_from_live_traffic_and_retrains_exactly_once(
     cluster.wait_condition(TR, ns, "iris-drift-1", "True", type_="GatesPassed", timeout=180)
     promoted(cluster, ns, "iris-drift-1")
     assert cluster.get(MD, ns, "iris")["status"]["stable"]["trainingRun"] == "iris-drift-1"
+
+
+def test_an_operator_restarted_between_evaluations_neither_loses_nor_double_counts(
+    cluster: Cluster, operator_process: OperatorProcess, sp_namespace: str, s3: S3, iris_data: str,
+    iris_rows: list[list[float]]
+) -> None:
+    ns = sp_namespace
+    credentials(cluster, ns, s3)
+    operator_process.start()
+    train(cluster, ns, "iris-v1")
+    cluster.create(model_deployment(), ns)
+    rev = promoted(cluster, ns, "iris-v1")["stable"]["revision"]
+    alert = policy("iris-alert", {"type": "Alert"})
+    alert["spec"]["window"] = {"minSamples": 1000}
+    cluster.create(alert, ns)
+    pod = next(p for p in cluster.core.list_namespaced_pod(ns, label_selector=f"mlops.dev/revision={rev}").items
+               if p.status.pod_ip)
+    url = f"http://{pod.status.pod_ip}:8080"
+
+    def samples(n: int) -> Any:
+        return wait_for(lambda: evaluation(cluster, ns, "iris-alert").get("samples") == n, 60, f"{n} samples counted",
+                        show=lambda: cluster.get(DP, ns, "iris-alert").get("status"))
+
+    send(url, iris_rows[:30])
+    samples(30)
+    operator_process.kill()
+    send(url, iris_rows[30:70])  # counted by the server while no operator runs
+    operator_process.start()
+    samples(70)  # the 30 from before the restart are not counted again, the 40 during it not lost
+    state = cluster.core.read_namespaced_config_map("iris-alert-window", ns)
+    assert json.loads(state.data["window.json"])["counts"]["rows"] == 70
+    send(url, iris_rows[70:80])
+    samples(80)
+    c = cluster.condition(DP, ns, "iris-alert", "Drifted")
+    assert c is not None and c["reason"] == "InsufficientData" and c["message"].startswith("80 samples")
