@@ -8,6 +8,7 @@ the whole new snapshot is the window's. Nothing is ever negative.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -22,25 +23,21 @@ def _dist(d: Mapping[str, Any] | None) -> dict[str, Any] | None:
             "other": int(d.get("other") or 0)}
 
 
-def empty_like(snapshot: Snapshot) -> dict[str, Any]:
-    return {
-        **{k: 0 for k in TOTALS},
-        "latency": {"buckets": list(snapshot.get("latency", {}).get("buckets") or []),
-                    "counts": [0] * len(snapshot.get("latency", {}).get("counts") or []), "sum": 0.0},
-        "features": [{"name": f["name"], "counts": [0] * len(f["counts"]), "missing": 0, "other": 0}
-                     for f in snapshot.get("features") or []],
-        "prediction": None if snapshot.get("prediction") is None else
-        {"counts": [0] * len(snapshot["prediction"]["counts"]), "missing": 0, "other": 0},
-    }
+def _counts(x: list[int], y: list[int], sign: int) -> list[int]:
+    if sign > 0:
+        return list(map(operator.add, x, y))
+    return [v if v > 0 else 0 for v in map(operator.sub, x, y)]
 
 
 def _combine(a: Snapshot, b: Snapshot, sign: int) -> dict[str, Any]:
+    """a + b, or a - b clamped at zero (sign -1). Hot: a drift evaluation combines every pod's
+    snapshot, so the per-bin work is done with map() over plain lists."""
     def add_dist(x: Mapping[str, Any] | None, y: Mapping[str, Any] | None) -> dict[str, Any] | None:
         if x is None or y is None:
             return _dist(x or y) if sign > 0 else _dist(x)
         if len(x["counts"]) != len(y["counts"]):
             raise ValueError("snapshots of different reference profiles cannot be combined")
-        return {"counts": [max(0, p + sign * q) for p, q in zip(x["counts"], y["counts"], strict=True)],
+        return {"counts": _counts(x["counts"], y["counts"], sign),
                 "missing": max(0, x["missing"] + sign * y["missing"]),
                 "other": max(0, x["other"] + sign * y["other"])}
 
@@ -51,8 +48,7 @@ def _combine(a: Snapshot, b: Snapshot, sign: int) -> dict[str, Any]:
     if counts_a and counts_b and len(counts_a) != len(counts_b):
         raise ValueError("snapshots with different latency buckets cannot be combined")
     latency = {"buckets": list(la.get("buckets") or lb.get("buckets") or []),
-               "counts": [max(0, p + sign * q) for p, q in zip(counts_a or [0] * len(counts_b),
-                                                               counts_b or [0] * len(counts_a), strict=True)],
+               "counts": _counts(counts_a or [0] * len(counts_b), counts_b or [0] * len(counts_a), sign),
                "sum": max(0.0, float(la.get("sum") or 0) + sign * float(lb.get("sum") or 0))}
     return {
         **{k: max(0, int(a.get(k) or 0) + sign * int(b.get(k) or 0)) for k in TOTALS},
@@ -63,11 +59,23 @@ def _combine(a: Snapshot, b: Snapshot, sign: int) -> dict[str, Any]:
     }
 
 
+def _copy(s: Snapshot) -> dict[str, Any]:
+    """A snapshot's counts as a new window (what a combine with an empty window gives, without the work)."""
+    latency = s.get("latency") or {}
+    return {
+        **{k: max(0, int(s.get(k) or 0)) for k in TOTALS},
+        "latency": {"buckets": list(latency.get("buckets") or []), "counts": list(latency.get("counts") or []),
+                    "sum": max(0.0, float(latency.get("sum") or 0))},
+        "features": [{"name": f["name"], **(_dist(f) or {})} for f in s.get("features") or []],
+        "prediction": _dist(s.get("prediction")),
+    }
+
+
 def merge(snapshots: Iterable[Snapshot]) -> dict[str, Any] | None:
     """The sum of several Pods' snapshots (or windows), None for none."""
     total: dict[str, Any] | None = None
     for s in snapshots:
-        total = _combine(total, s, 1) if total is not None else _combine(empty_like(s), s, 1)
+        total = _combine(total, s, 1) if total is not None else _copy(s)
     return total
 
 
@@ -75,5 +83,5 @@ def diff(current: Snapshot, previous: Snapshot | None) -> dict[str, Any]:
     """What one Pod counted since `previous` (the whole of `current` after a restart)."""
     if previous is None or previous.get("startTime") != current.get("startTime") or \
             previous.get("profileDigest") != current.get("profileDigest"):
-        return _combine(empty_like(current), current, 1)
+        return _copy(current)
     return _combine(current, previous, -1)
