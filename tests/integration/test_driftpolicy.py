@@ -12,8 +12,8 @@ from mlops_operator.dev.runner import OperatorThread
 from tests.conftest import S3
 
 from .conftest import Cluster, OperatorProcess, wait_for
-from .test_modeldeployment import MD, TR, cond, infer, model_deployment, promoted, train
-from .test_trainingrun import credentials, iris_data
+from .test_modeldeployment import MD, TR, cond, infer, promoted, serving_first_version
+from .test_trainingrun import iris_data
 
 __all__ = ["iris_data"]  # a fixture used here
 DP = "DriftPolicy"
@@ -52,10 +52,7 @@ def test_drift_is_detected_from_live_traffic_and_retrains_exactly_once(
     cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str, iris_rows: list[list[float]]
 ) -> None:
     ns = namespace
-    credentials(cluster, ns, s3)
-    train(cluster, ns, "iris-v1")
-    cluster.create(model_deployment(), ns)
-    rev = promoted(cluster, ns, "iris-v1")["stable"]["revision"]
+    rev = serving_first_version(cluster, ns, s3)
     cluster.create(policy("iris-drift", RETRAIN), ns)
     cluster.create(policy("iris-alert", {"type": "Alert"}), ns)
     for name in ("iris-drift", "iris-alert"):
@@ -115,11 +112,8 @@ def test_an_operator_restarted_between_evaluations_neither_loses_nor_double_coun
     iris_rows: list[list[float]]
 ) -> None:
     ns = sp_namespace
-    credentials(cluster, ns, s3)
     operator_process.start()
-    train(cluster, ns, "iris-v1")
-    cluster.create(model_deployment(), ns)
-    rev = promoted(cluster, ns, "iris-v1")["stable"]["revision"]
+    rev = serving_first_version(cluster, ns, s3)
     alert = policy("iris-alert", {"type": "Alert"})
     alert["spec"]["window"] = {"minSamples": 1000}
     cluster.create(alert, ns)

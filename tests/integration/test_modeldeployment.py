@@ -73,6 +73,15 @@ def train(cluster: Cluster, ns: str, name: str, **spec: Any) -> dict[str, Any]:
     return dict(cluster.get(TR, ns, name)["status"]["model"])
 
 
+def serving_first_version(cluster: Cluster, ns: str, s3: S3, md: dict[str, Any] | None = None) -> str:
+    """Credentials, the first version trained, the ModelDeployment created and that version promoted:
+    the stable revision."""
+    credentials(cluster, ns, s3)
+    train(cluster, ns, "iris-v1")
+    cluster.create(md or model_deployment(), ns)
+    return str(promoted(cluster, ns, "iris-v1")["stable"]["revision"])
+
+
 def infer(url: str, rows: list[list[float]]) -> int:
     body = json.dumps({"inputs": [{"name": "x", "shape": [len(rows), 4], "datatype": "FP64",
                                    "data": rows}]}).encode()
@@ -128,12 +137,7 @@ def test_a_worse_model_is_rolled_back_and_deleting_the_stable_run_changes_nothin
     cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str
 ) -> None:
     ns = namespace
-    credentials(cluster, ns, s3)
-    train(cluster, ns, "iris-v1")
-    cluster.create(model_deployment(), ns)
-    st = wait_status(cluster, ns, lambda s: s if cond(s, "Available").get("status") == "True" else None,
-                     "the first version to be promoted")
-    rev1 = st["stable"]["revision"]
+    rev1 = serving_first_version(cluster, ns, s3)
     # a version that passes its own (lax) gates but is much worse than the champion
     train(cluster, ns, "iris-v2", params={"n_estimators": 1, "max_depth": 1},
           gates=[{"metric": "accuracy", "operator": ">=", "threshold": "0.3"}])
@@ -188,10 +192,7 @@ def test_a_server_returning_errors_or_slow_answers_is_rolled_back_and_commands_a
     cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str
 ) -> None:
     ns = namespace
-    credentials(cluster, ns, s3)
-    train(cluster, ns, "iris-v1")
-    cluster.create(model_deployment(), ns)
-    rev1 = promoted(cluster, ns, "iris-v1")["stable"]["revision"]
+    rev1 = serving_first_version(cluster, ns, s3)
     # a runtime change is a new revision of the same model: errors on half the requests
     cluster.patch(MD, ns, "iris", {"spec": {"runtime": {"args": ["--inject-error-rate", "0.5"]}}})
     st = rolled_back(cluster, ns, 1)
@@ -231,12 +232,9 @@ def test_manual_promotion_and_rollback_through_the_cli(
     cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str
 ) -> None:
     ns = namespace
-    credentials(cluster, ns, s3)
-    train(cluster, ns, "iris-v1")
     md = model_deployment(strategy={"type": "BlueGreen", "blueGreen": {"autoPromotion": False,
                                                                         "scaleDownDelaySeconds": 5}})
-    cluster.create(md, ns)
-    rev1 = promoted(cluster, ns, "iris-v1")["stable"]["revision"]  # the first version needs no approval
+    rev1 = serving_first_version(cluster, ns, s3, md)  # the first version needs no approval
     train(cluster, ns, "iris-v2", params={"n_estimators": 30})
     st = wait_status(cluster, ns, lambda s: s if cond(s, "Progressing").get("reason") == "AwaitingPromotion" else None,
                      "the analysed candidate to wait for approval")
@@ -264,12 +262,9 @@ def test_canary_moves_traffic_by_replica_ratio_with_live_analysis(
     cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str
 ) -> None:
     ns = namespace
-    credentials(cluster, ns, s3)
-    train(cluster, ns, "iris-v1")
     analysis = {**ANALYSIS, "minRequests": 5, "intervalSeconds": 1, "durationSeconds": 2}
-    cluster.create(model_deployment(replicas=2, analysis=analysis, strategy={
-        "type": "Canary", "canary": {"steps": [{"weight": 50, "pauseSeconds": 4}]}}), ns)
-    rev1 = promoted(cluster, ns, "iris-v1")["stable"]["revision"]
+    rev1 = serving_first_version(cluster, ns, s3, model_deployment(replicas=2, analysis=analysis, strategy={
+        "type": "Canary", "canary": {"steps": [{"weight": 50, "pauseSeconds": 4}]}}))
     train(cluster, ns, "iris-v2", params={"n_estimators": 30})
     st = wait_status(cluster, ns, lambda s: s if s.get("currentStep") == 0 else None, "the first canary step")
     rev2 = st["candidate"]["revision"]
@@ -389,10 +384,8 @@ def test_canary_weights_through_a_gateway_api_httproute(
     ns = namespace
     cluster.kubectl("apply", "-f", "-", stdin=json.dumps(HTTPROUTE_CRD))
     cluster.kubectl("wait", "--for=condition=Established", "crd/httproutes.gateway.networking.k8s.io")
-    credentials(cluster, ns, s3)
-    train(cluster, ns, "iris-v1")
-    cluster.create(model_deployment(replicas=2, traffic={"gateway": {"parentRefs": [{"name": "gw"}]}}, strategy={
-        "type": "Canary", "canary": {"steps": [{"weight": 10, "pauseSeconds": 3}]}}), ns)
+    md = model_deployment(replicas=2, traffic={"gateway": {"parentRefs": [{"name": "gw"}]}}, strategy={
+        "type": "Canary", "canary": {"steps": [{"weight": 10, "pauseSeconds": 3}]}})
 
     def route() -> dict[str, Any]:
         return cluster.custom.get_namespaced_custom_object("gateway.networking.k8s.io", "v1", ns, "httproutes", "iris")
@@ -402,7 +395,7 @@ def test_canary_weights_through_a_gateway_api_httproute(
             return [(b["name"], b["weight"]) for b in route()["spec"]["rules"][0]["backendRefs"]]
         return []
 
-    rev1 = promoted(cluster, ns, "iris-v1")["stable"]["revision"]
+    rev1 = serving_first_version(cluster, ns, s3, md)
     wait_for(lambda: weights() == [("iris", 100), ("iris-preview", 0)], 60, "the route to the first version")
     assert route()["spec"]["parentRefs"] == [{"name": "gw"}]
     train(cluster, ns, "iris-v2", params={"n_estimators": 30})

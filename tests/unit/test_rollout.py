@@ -143,6 +143,25 @@ def promoted_world(**extra: Any) -> World:
     return w
 
 
+def deploying_v2() -> tuple[World, str]:
+    """v1 serves; v2 passed its gates and its candidate is starting (not available yet)."""
+    w = promoted_world()
+    w.runs.append(run(2))
+    w.ready = False
+    w.step()
+    return w, w.status["candidate"]["revision"]
+
+
+def v2_promoted() -> tuple[World, str]:
+    """v1 served, then v2 passed its analysis against it and was promoted; returns v1's revision."""
+    w = promoted_world()
+    old = w.status["stable"]["revision"]
+    w.runs.append(run(2))
+    w.report = report(side(), side())
+    w.settle()
+    return w, old
+
+
 # -- the first version ---------------------------------------------------------------------------------
 
 def test_first_version_deploys_analyzes_with_absolute_checks_and_promotes() -> None:
@@ -239,11 +258,7 @@ def test_a_report_that_cannot_be_read_rejects_the_candidate() -> None:
 
 
 def test_a_candidate_that_never_becomes_available_is_rejected_at_the_deadline() -> None:
-    w = promoted_world()
-    w.runs.append(run(2))
-    w.ready = False
-    w.step()
-    cand = w.status["candidate"]["revision"]
+    w, cand = deploying_v2()
     w.deployments[cand]["status"]["conditions"] = [
         {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
          "message": 'ReplicaSet "iris-x" has timed out progressing.'}]
@@ -254,11 +269,7 @@ def test_a_candidate_that_never_becomes_available_is_rejected_at_the_deadline() 
 # -- the stream only moves forward ---------------------------------------------------------------------
 
 def test_new_passing_run_rolls_out_and_the_old_revision_scales_down_after_the_delay() -> None:
-    w = promoted_world()
-    old = w.status["stable"]["revision"]
-    w.runs.append(run(2))
-    w.report = report(side(), side())
-    w.settle()
+    w, old = v2_promoted()
     assert w.status["stable"]["trainingRun"] == "iris-v2" and w.status["previous"]["revision"] == old
     assert w.deployments[old]["spec"]["replicas"] == 2  # kept to return to
     plan = w.step(20)
@@ -281,11 +292,7 @@ def test_failed_runs_older_runs_and_a_deleted_stable_run_change_nothing() -> Non
 
 
 def test_a_newer_run_supersedes_the_candidate_in_flight() -> None:
-    w = promoted_world()
-    w.runs.append(run(2))
-    w.ready = False
-    w.step()
-    first = w.status["candidate"]["revision"]
+    w, first = deploying_v2()
     w.runs.append(run(3))
     w.step()
     assert w.status["candidate"]["trainingRun"] == "iris-v3"
@@ -361,11 +368,7 @@ def test_manual_promotion_waits_for_a_promote_naming_the_candidate_and_a_leftove
 
 
 def test_abort_rejects_the_candidate_and_retry_rolls_it_out_again() -> None:
-    w = promoted_world()
-    w.runs.append(run(2))
-    w.ready = False
-    w.step()
-    cand = w.status["candidate"]["revision"]
+    w, cand = deploying_v2()
     w.annotations["mlops.dev/abort"] = f"{cand}@1"
     w.step()
     assert w.status["rejected"] == [cand] and w.status["history"][-1]["outcome"] == "Aborted"
@@ -380,11 +383,7 @@ def test_abort_rejects_the_candidate_and_retry_rolls_it_out_again() -> None:
 
 
 def test_rollback_returns_to_a_revision_that_served_without_analysis_and_stays() -> None:
-    w = promoted_world()
-    first = w.status["stable"]["revision"]
-    w.runs.append(run(2))
-    w.report = report(side(), side())
-    w.settle()
+    w, first = v2_promoted()
     second = w.status["stable"]["revision"]
     w.step(60)  # the old revision scaled down
     assert w.deployments[first]["spec"]["replicas"] == 0
@@ -522,11 +521,7 @@ def test_counters_from_a_monitoring_snapshot() -> None:
 def test_a_candidate_whose_runs_are_not_seen_goes_on() -> None:
     """After a restart the cache may not hold the TrainingRuns yet (or the run was deleted): the
     candidate recorded in status goes on; it is not dropped and rebuilt."""
-    w = promoted_world()
-    w.runs.append(run(2))
-    w.ready = False
-    w.step()
-    cand = w.status["candidate"]["revision"]
+    w, cand = deploying_v2()
     w.runs = []
     w.ready = True
     w.report = report(side(), side())
