@@ -47,10 +47,11 @@ def _rate_and_latency(analysis: Analysis, requests: int, errors: int, p99_ms: fl
 
 def _judge(analysis: Analysis, failed_windows: list[str], windows: int, hard: list[str],
            measurements: dict[str, float], summary: str) -> Verdict:
-    failures = [*hard]
+    failures = []  # the service checks first, then the model's
     if len(failed_windows) > analysis.failure_limit:
         failures.append(f"{len(failed_windows)} of {windows} measurements failed (failureLimit "
                         f"{analysis.failure_limit}): {failed_windows[0]}")
+    failures += hard
     if failures:
         return Verdict(False, "; ".join(failures) + f" [{summary}]", measurements)
     return Verdict(True, summary, measurements)
