@@ -37,6 +37,8 @@ class Settings:
     log_level: str
     copy_labels: tuple[str, ...] = ()
     normal_events: bool = True
+    metrics_port: int = 0
+    """Serve the operator's Prometheus metrics on this port (0: not at all)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -51,4 +53,5 @@ class Settings:
             # Events on every condition transition; MLOPS_EVENTS=warnings keeps only the Warnings
             normal_events=os.environ.get("MLOPS_EVENTS", "all") != "warnings",
             copy_labels=tuple(k.strip() for k in os.environ.get("MLOPS_COPY_LABELS", "").split(",") if k.strip()),
+            metrics_port=_int("MLOPS_METRICS_PORT", 0),
         )

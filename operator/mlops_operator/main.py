@@ -12,7 +12,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import kopf
+from aiohttp import web
 
+from . import metrics
 from .api import DRIFT_POLICY, GROUP, KINDS, MODEL_DEPLOYMENT, TRAINING_RUN, VERSION
 from .config import Settings
 from .handlers import driftpolicy, modeldeployment, trainingrun
@@ -40,6 +42,7 @@ class Runtime:
 
     ctx: Ctx | None = None
     resync: asyncio.Task[None] | None = None
+    metrics: web.AppRunner | None = None
 
 
 def make_store() -> Store:
@@ -84,6 +87,8 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     ctx.queue = WorkQueue({kind: _bind(fn, ctx) for kind, fn in RECONCILERS.items()}, workers=config.workers)
     Runtime.ctx = ctx
     Runtime.resync = asyncio.create_task(_resync(ctx, config.resync_seconds))
+    if config.metrics_port:
+        Runtime.metrics = await metrics.serve(ctx, config.metrics_port)
 
 
 def _bind(fn: Callable[[Ctx, Key], Coroutine[Any, Any, None]], ctx: Ctx) -> Callable[[Key], Coroutine[Any, Any, None]]:
@@ -106,6 +111,9 @@ async def _resync(ctx: Ctx, every: int) -> None:
 async def cleanup(**_: Any) -> None:
     if Runtime.resync is not None:
         Runtime.resync.cancel()
+    if Runtime.metrics is not None:
+        await Runtime.metrics.cleanup()
+        Runtime.metrics = None
     if Runtime.ctx is not None:
         if Runtime.ctx.queue is not None:
             await Runtime.ctx.queue.close()

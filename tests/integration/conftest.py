@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -164,15 +165,37 @@ def sp_namespace(cluster: Cluster) -> Iterator[str]:
     yield from _namespace(cluster, SUBPROCESS_PREFIX)
 
 
+METRICS_PORT: list[int] = []
+
+
 @pytest.fixture(scope="session")
 def operator(control_plane: ControlPlane) -> Iterator[OperatorThread]:
     os.environ["MLOPS_RESYNC_SECONDS"] = str(RESYNC_SECONDS)
     os.environ["MLOPS_ARTIFACT_ROOT"] = ARTIFACT_ROOT
+    with socket.socket() as s:  # the operator's /metrics, read by the tests
+        s.bind(("127.0.0.1", 0))
+        METRICS_PORT.append(s.getsockname()[1])
+    os.environ["MLOPS_METRICS_PORT"] = str(METRICS_PORT[0])
     op = OperatorThread([f"{IN_PROCESS_PREFIX}*"])
-    op.start()
+    try:
+        op.start()
+    finally:  # read once at start-up: other operators the tests start must not take the port
+        del os.environ["MLOPS_METRICS_PORT"]
     yield op
     op.stop()
     assert op.error is None, f"the operator crashed: {op.error!r}"
+
+
+def operator_metrics() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The in-process operator's /metrics, parsed with prometheus_client: (name, labels) → value."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT[0]}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 class OperatorProcess:

@@ -11,7 +11,7 @@ import pytest
 from mlops_operator.dev.runner import OperatorThread
 from tests.conftest import S3
 
-from .conftest import Cluster, OperatorProcess, wait_for
+from .conftest import Cluster, OperatorProcess, operator_metrics, wait_for
 from .test_modeldeployment import MD, TR, cond, infer, promoted, serving_first_version
 from .test_trainingrun import iris_data
 
@@ -53,7 +53,9 @@ def test_drift_is_detected_from_live_traffic_and_retrains_exactly_once(
 ) -> None:
     ns = namespace
     rev = serving_first_version(cluster, ns, s3)
-    cluster.create(policy("iris-drift", RETRAIN), ns)
+    retrain = policy("iris-drift", RETRAIN)
+    retrain["spec"]["perFeatureMetrics"] = True
+    cluster.create(retrain, ns)
     cluster.create(policy("iris-alert", {"type": "Alert"}), ns)
     for name in ("iris-drift", "iris-alert"):
         c = cluster.wait_condition(DP, ns, name, "Unknown", "InsufficientData", type_="Drifted", timeout=60)
@@ -89,6 +91,17 @@ def test_drift_is_detected_from_live_traffic_and_retrains_exactly_once(
     cause = json.loads(run["metadata"]["annotations"]["mlops.dev/drift-evaluation"])
     assert cause["samples"] >= 50 and "petal length (cm)" in cause["drifted"]
     cluster.wait_condition(DP, ns, "iris-alert", "True", "Drifted", type_="Drifted", timeout=60)
+    # the verdicts on the operator's /metrics; per-feature series only for the policy that asks
+    metrics = operator_metrics()
+    for name in ("iris-drift", "iris-alert"):
+        who = (("name", name), ("namespace", ns))
+        assert metrics[("mlops_driftpolicy_drifted", who)] == 1.0
+        assert metrics[("mlops_driftpolicy_drifted_share", who)] == 1.0
+    features = {dict(labels)["feature"]: v for (metric, labels), v in metrics.items()
+                if metric == "mlops_driftpolicy_feature_drifted" and dict(labels)["namespace"] == ns}
+    assert features == {"sepal length (cm)": 1.0, "sepal width (cm)": 1.0, "petal length (cm)": 1.0,
+                        "petal width (cm)": 1.0}
+    assert metrics[("mlops_reconciles_total", (("kind", "DriftPolicy"),))] > 0
 
     # still drifted while the retrain is in flight (then in cooldown): no second run
     send(url, [[v * 3 for v in r] for r in iris_rows[:100]])

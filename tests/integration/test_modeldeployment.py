@@ -198,7 +198,8 @@ def test_a_server_returning_errors_or_slow_answers_is_rolled_back_and_commands_a
     cluster.patch(MD, ns, "iris", {"spec": {"runtime": {"args": ["--inject-error-rate", "0.5"]}}})
     st = rolled_back(cluster, ns, 1)
     message = cond(st, "Progressing")["message"]
-    assert re.search(r"measurements failed \(failureLimit 0\): window \d: success rate 0\.(5\d*|49\d*) < 0\.99", message)
+    assert re.search(r"measurements failed \(failureLimit 0\): window \d: success rate 0\.(5\d*|49\d*) < 0\.99",
+                     message)
     assert st["lastAnalysis"]["measurements"]["candidateErrors"] * 2 == \
         st["lastAnalysis"]["measurements"]["candidateRequests"]
     assert st["stable"]["revision"] == rev1 and selector(cluster, ns, "iris")["mlops.dev/revision"] == rev1

@@ -191,3 +191,25 @@ def test_service_health_monitors() -> None:
     assert ev.error_rate == 0.05 and ev.p99_ms == 500.0  # the 0.25-0.5 s bucket holds the 99th percentile
     assert ev.unhealthy == "error rate 0.05 > 0.01 (5 of 100 requests); p99 latency up to 500 ms > 200 ms"
     assert verdict(window, health={"maxErrorRate": "0.1"}).unhealthy is None
+
+
+def test_metrics_render_as_prometheus_text_and_per_feature_series_only_when_asked() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from mlops_operator.metrics import Registry
+
+    r = Registry()
+    window = counted(RNG.normal(1.5, 1, 1000), RNG.normal(10, 2, 1000), list(RNG.choice(COLORS, 1000)))
+    ev = verdict(window, driftShare="0.3")
+    r.drift("ns", "a", ev, per_feature=True)
+    r.drift("ns", "b", verdict(window), per_feature=False)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(r.render()) for s in f.samples}
+    assert samples[("mlops_driftpolicy_drifted", (("name", "a"), ("namespace", "ns")))] == 1.0
+    assert samples[("mlops_driftpolicy_drifted", (("name", "b"), ("namespace", "ns")))] == 0.0
+    assert samples[("mlops_driftpolicy_feature_drifted", (("feature", "x"), ("name", "a"), ("namespace", "ns")))] == 1
+    assert not [k for k in samples if k[0] == "mlops_driftpolicy_feature_drifted" and ("name", "b") in k[1]]
+    r.drift("ns", "a", ev, per_feature=False)  # asked no more: its feature series go
+    r.forget(namespace="ns", name="b")  # a deleted policy's series go
+    left = r.render()
+    assert "feature=" not in left and 'name="b"' not in left and 'name="a"' in left

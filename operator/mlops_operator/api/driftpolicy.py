@@ -67,6 +67,8 @@ class DriftPolicySpec(ApiModel):
     correction: Literal["bonferroni", "none"] = "none"
     health: HealthMonitors | None = None
     action: Action | None = None
+    per_feature_metrics: bool = False
+    """Export one gauge per feature on the operator's /metrics (the verdict and the share always are)."""
 
 
 class FeatureResult(ApiModel):

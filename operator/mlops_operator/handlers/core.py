@@ -16,6 +16,7 @@ and by a slow periodic resync. So:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -164,6 +165,7 @@ class WorkQueue:
         """Set once the cache holds every object (no decision on a half-filled cache after a restart)."""
         self._workers = [asyncio.create_task(self._work(i)) for i in range(workers)]
         self.reconciles = 0
+        self.reconciles_by_kind: collections.Counter[str] = collections.Counter()
 
     def enqueue(self, key: Key) -> None:
         if key in self._running:
@@ -205,6 +207,7 @@ class WorkQueue:
 
     async def _run(self, key: Key) -> None:
         self.reconciles += 1
+        self.reconciles_by_kind[key[0]] += 1
         try:
             await self._reconcilers[key[0]](key)
         except kopf.PermanentError as exc:

@@ -20,6 +20,7 @@ from ..drift import retrain as drift_retrain
 from ..drift import spec as drift_spec
 from ..drift.window import WindowState, advance, after_evaluation
 from ..kube import Resource
+from ..metrics import REGISTRY
 from ..runtime.artifacts import Profile
 from . import pods
 from .context import Ctx, resource
@@ -45,6 +46,11 @@ class Memory:
     profiles: ClassVar[dict[str, Profile]] = {}
     states: ClassVar[dict[Key, WindowState]] = {}
     scraped: ClassVar[dict[Key, float]] = {}
+
+    @classmethod
+    def forget(cls, key: Key) -> None:
+        cls.states.pop(key, None)
+        cls.scraped.pop(key, None)
 
 
 async def _state(ctx: Ctx, key: Key, policy: Body) -> WindowState | None:
@@ -117,6 +123,8 @@ def _training_run(policy: Body, spec: DriftPolicySpec, name: str, evaluation: Ev
 async def reconcile(ctx: Ctx, key: Key) -> None:
     found = await ctx.validated(DRIFT_POLICY, key, drift_spec.check)
     if found is None:
+        REGISTRY.forget(namespace=key[1], name=key[2])
+        Memory.forget(key)
         return
     body, spec = found
     target = ctx.store.get(("ModelDeployment", key[1], spec.target_ref.name))
@@ -172,6 +180,7 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
         evaluation = Evaluation.model_validate(last)
     if before is None or state != before:
         await _save(ctx, key, body, state)
+    REGISTRY.drift(key[1], key[2], evaluation, spec.per_feature_metrics)
 
     fields: dict[str, Any] = {"lastEvaluation": evaluation.wire(),
                               "driftedFeatures": ", ".join(f.name for f in evaluation.features or () if f.drifted)
