@@ -89,7 +89,7 @@ def test_dev_up_says_what_is_missing_and_how_to_get_it(tmp_path: Path) -> None:
     assert not (tmp_path / "dev" / "state.json").exists()
 
 
-def test_demo_trains_for_real_and_the_deployment_finds_the_version(tmp_path: Path) -> None:
+def test_demo_trains_for_real_and_the_version_serves(tmp_path: Path) -> None:
     """The README's first command, as a user runs it (here with its own control plane)."""
     proc = mlops("dev", "demo", "--state-dir", str(tmp_path / "demo"), "--down")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -98,6 +98,11 @@ def test_demo_trains_for_real_and_the_deployment_finds_the_version(tmp_path: Pat
     assert "TrainingRun/iris-v1 GatesPassed=True (Passed)" in out
     assert "ModelDeployment/iris Ready=False (NoModelVersion)" in out
     assert "model version: s3://models/mlops-demo/iris/iris-v1 sha256:" in out
+    assert "ModelDeployment/iris Progressing=True (Analyzing)" in out
+    assert "ModelDeployment/iris Available=True (Serving)" in out
+    assert "/v2/models/iris/infer → [" in out
+    # the drift policy watches the served version (the example's features are the data set's)
+    assert "DriftPolicy/iris-drift Drifted=Unknown (InsufficientData)" in out
     assert "control plane stopped" in out
     # nothing it started is left: no process mentions its state directory
     left = []

@@ -5,9 +5,9 @@ holding the iris data set, installs the CRDs, runs the operator, applies example
 a ModelDeployment following its model, a DriftPolicy watching that deployment) into the
 `mlops-demo` namespace, and prints a timeline of what the operator does: the model trained for
 real on the local node, its metrics, the gate verdict and the recorded version; the deployment
-finding that version; the drift policy finding its target. Serving, rollouts and drift-triggered
-retraining join the timeline as their controllers land. Exits 0 when the run passed its gates
-and the deployment found the version, non-zero with the reason otherwise.
+rolling that version out (its server pods, the champion-vs-challenger analysis, the promotion);
+the drift policy watching it. Ends with one V2 inference answered by the serving pod. Exits 0
+when the version serves, non-zero with the reason otherwise.
 """
 
 from __future__ import annotations
@@ -59,10 +59,12 @@ def _local_s3(out: Callable[[str], None]) -> tuple[Any, str]:
                       aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
     for bucket in ("datasets", "models"):
         s3.create_bucket(Bucket=bucket)
-    frame = load_iris(as_frame=True).frame.rename(columns={"target": "species"})
+    frame = load_iris(as_frame=True).frame
+    frame.columns = ["sepal_length", "sepal_width", "petal_length", "petal_width", "species"]  # as examples/ say
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False)
-    s3.put_object(Bucket="datasets", Key="iris/train.csv", Body=buffer.getvalue().encode())
+    for key in ("iris/train.csv", "iris/latest.csv"):  # latest: what the drift policy retrains on
+        s3.put_object(Bucket="datasets", Key=key, Body=buffer.getvalue().encode())
     out(f"local S3 at {endpoint}: s3://datasets/iris/train.csv ({len(frame)} rows), models go to s3://models")
     return server, endpoint
 
@@ -110,6 +112,27 @@ class Timeline:
         return None
 
 
+def _serve_once(cp: Any, md: dict[str, Any]) -> str:
+    """One V2 inference from the stable revision's pod (the local node has no Service proxy)."""
+    import json
+    import urllib.request
+
+    from kubernetes import client, config
+
+    stable = md["status"]["stable"]
+    api = client.CoreV1Api(config.new_client_from_config(str(cp.kubeconfig)))
+    pods = api.list_namespaced_pod(NAMESPACE, label_selector=f"mlops.dev/revision={stable['revision']}").items
+    pod = next(p for p in pods if p.status.pod_ip)
+    body = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64",
+                                   "data": [[5.1, 3.5, 1.4, 0.2]]}]}).encode()  # one row of the training set
+    url = f"http://{pod.status.pod_ip}:8080/v2/models/{md['metadata']['name']}/infer"
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        answer = json.loads(resp.read())
+    return (f"serving: revision {stable['revision']} ({md['status'].get('url')}); POST {url} → "
+            f"{answer['outputs'][0]['data']} from model_version {answer.get('model_version', '')[:19]}…")
+
+
 def run(state_dir: Path, down: bool = False, out: Callable[[str], None] = print, timeout: float = 240) -> int:
     examples = _examples_dir()
     if not examples.is_dir():
@@ -147,6 +170,7 @@ def run(state_dir: Path, down: bool = False, out: Callable[[str], None] = print,
             names = [(o["kind"], o["metadata"]["name"]) for o in objects]
             run_name = next(n for k, n in names if k == "TrainingRun")
             deployment = next(n for k, n in names if k == "ModelDeployment")
+            policy = next((n for k, n in names if k == "DriftPolicy"), None)
             timeline = Timeline(custom, out)
             deadline = time.monotonic() + timeout
             result = None
@@ -161,7 +185,14 @@ def run(state_dir: Path, down: bool = False, out: Callable[[str], None] = print,
                 if gates and gates["status"] == "False" and finished and finished["status"] == "True":
                     result = f"the model did not pass its gates: {gates.get('message', '')}"
                     break
-                if gates and gates["status"] == "True" and found and found["reason"] != "NoModelVersion":
+                available = timeline.condition("ModelDeployment", deployment, "Available")
+                watching = policy is None or timeline.condition("DriftPolicy", policy, "Drifted")
+                if gates and gates["status"] == "True" and available and available["status"] == "True" and watching:
+                    break
+                progressing = timeline.condition("ModelDeployment", deployment, "Progressing")
+                if progressing and progressing.get("reason") == "RolledBack" and found and \
+                        found["status"] == "False":
+                    result = f"the version was rejected: {progressing.get('message', '')}"
                     break
                 time.sleep(0.5)
             else:
@@ -173,6 +204,8 @@ def run(state_dir: Path, down: bool = False, out: Callable[[str], None] = print,
                 out(f"trained: {metrics}")
             if status.get("model"):
                 out(f"model version: {status['model']['uri']} {status['model']['digest']}")
+            if result is None:
+                out(_serve_once(cp, timeline.get("ModelDeployment", deployment)))
     finally:
         operator.stop()
         s3_server.stop()
@@ -182,7 +215,7 @@ def run(state_dir: Path, down: bool = False, out: Callable[[str], None] = print,
     if result is not None:
         out(f"demo failed: {result}")
         return 1
-    out("the loop so far: trained on the local node → gates passed → version recorded → the deployment found it")
+    out("the loop so far: trained on the local node → gates passed → version recorded → analysed → serving")
     if not down:
         out(f"the cluster stays up: export KUBECONFIG={cp.kubeconfig}; kubectl get mlops -n {NAMESPACE}")
         out(f"stop it with: mlops dev down --state-dir {state_dir}")
