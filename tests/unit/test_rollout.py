@@ -564,3 +564,45 @@ def test_http_route_builder() -> None:
                                                         {"name": "iris-preview", "port": 80, "weight": 10}]
     assert "argocd.argoproj.io/instance" not in route["metadata"]["labels"]
     assert route_weights(route) == (90, 10) and route_weights(None) is None
+
+
+# -- live analysis after a blue-green promotion -------------------------------------------------------------
+
+def test_live_traffic_after_a_promotion_failing_returns_to_the_previous_revision() -> None:
+    w, old = v2_promoted()
+    new = w.status["stable"]["revision"]
+    w.live = counters(100)
+    w.step()  # the first look after the promotion: the window starts
+    assert w.status["baseline"]["iris-c-1"]["requests"] == 100 and w.status["stepSince"]
+    w.live = counters(150, errors=20)
+    w.step()  # one interval later: 20 errors in 50 requests
+    assert w.status["stable"]["revision"] == old and "previous" not in w.status
+    assert w.services["iris"] == old and w.deployments[new]["spec"]["replicas"] == 0
+    assert w.deployments[old]["spec"]["replicas"] == 2
+    assert new in w.status["rejected"] and w.status["history"][-1]["outcome"] == "RolledBack"
+    progressing = w.cond("Progressing")
+    assert progressing["reason"] == "RolledBack" and "after its promotion" in progressing["message"]
+    assert "success rate 0.6" in progressing["message"]
+    assert w.cond("Available")["status"] == "True" and w.cond("Degraded")["status"] == "False"
+    w.settle()  # and it stays there: the stream does not roll the rejected version out again
+    assert w.status["stable"]["revision"] == old and "candidate" not in w.status
+
+
+def test_healthy_or_thin_traffic_after_a_promotion_keeps_it_and_the_watch_ends_with_the_delay() -> None:
+    w, old = v2_promoted()
+    new = w.status["stable"]["revision"]
+    w.live = counters(10)
+    w.step()
+    w.live = counters(10)  # no traffic: nothing to judge, the window goes on
+    w.step()
+    assert w.status["baseline"]["iris-c-1"]["requests"] == 10
+    w.live = counters(60)
+    w.step()
+    assert w.status["lastAnalysis"]["revision"] == new and w.status["lastAnalysis"]["verdict"] == "Passed"
+    assert w.status["lastAnalysis"]["measurements"]["requests"] == 50
+    w.step(60)  # past scaleDownDelaySeconds: the old revision goes down and the watch ends
+    assert w.status["stable"]["revision"] == new and "previous" not in w.status and "baseline" not in w.status
+    assert w.deployments[old]["spec"]["replicas"] == 0
+    seen = len(w.needs_seen)
+    w.settle()
+    assert "live" not in w.needs_seen[seen:]

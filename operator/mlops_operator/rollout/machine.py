@@ -292,7 +292,72 @@ class _Rollout:
             self.advance(cand)
             if self.plan.needs:
                 return self.plan
+            if self.st.candidate is None and self.watching_after_promotion():
+                self.requeue(1)  # promoted just now: the first look at its live traffic
+        elif self.watching_after_promotion():
+            self.watch_stable()
+            if self.plan.needs:
+                return self.plan
         return self.finish(target)
+
+    # -- live analysis after a blue-green promotion, while the old revision can still take over
+    def previous_due(self) -> datetime.datetime:
+        prev = self.st.previous
+        assert prev is not None
+        delay = self.blue_green.scale_down_delay_seconds if self.strategy.type == "BlueGreen" else 0
+        return (_time(prev.since) or self.obs.now) + datetime.timedelta(seconds=delay)
+
+    def watching_after_promotion(self) -> bool:
+        st = self.st
+        return self.strategy.type == "BlueGreen" and self.spec.analysis is not None and st.candidate is None \
+            and st.stable is not None and st.previous is not None and st.previous.revision != st.stable.revision \
+            and st.previous.revision not in (st.rejected or []) and self.obs.now < self.previous_due()
+
+    def watch_stable(self) -> None:
+        """Judge the promoted revision's live traffic every intervalSeconds (windows with fewer than
+        minRequests are inconclusive and keep accumulating); past failureLimit, return to the previous
+        revision, which is still running until scaleDownDelaySeconds."""
+        st, analysis, now = self.st, self.spec.analysis, self.obs.now
+        assert analysis is not None and st.stable is not None
+        since = _time(st.step_since)
+        due = since + datetime.timedelta(seconds=analysis.interval_seconds) if since else now
+        if self.obs.live is None:
+            if st.baseline is None or now >= due:
+                self.plan.needs = ("live", st.stable.revision)
+            else:
+                self.requeue((due - now).total_seconds())
+            return
+        live = dict(self.obs.live)
+        if st.baseline is None:  # the first look after the promotion: the window starts here
+            st.baseline, st.step_since = live, self.now
+            self.requeue(analysis.interval_seconds)
+            return
+        self.requeue(analysis.interval_seconds)
+        if judge.window_totals(st.baseline, live)[0] < max(1, analysis.min_requests):
+            return  # too little traffic to judge yet: the window goes on
+        verdict = judge.judge_live(analysis, st.baseline, live)
+        self.record(st.stable, verdict, "live traffic after the promotion")
+        st.baseline, st.step_since = live, self.now
+        if verdict.passed:
+            return
+        failures = (st.analysis_failures or 0) + 1
+        st.analysis_failures = failures
+        if failures > analysis.failure_limit:
+            self.return_to_previous(verdict.message)
+
+    def return_to_previous(self, message: str) -> None:
+        st = self.st
+        failed, prev = st.stable, st.previous
+        assert failed is not None and prev is not None
+        kept = [r for r in st.rejected or [] if r != failed.revision][-(REJECTED_LIMIT - 1):]
+        st.rejected = [*kept, failed.revision]
+        self.history(failed, "RolledBack", f"after promotion: {message}")
+        st.stable, st.previous = prev.model_copy(update={"since": self.now}), None
+        st.step_since = st.baseline = st.analysis_failures = None
+        self.progress = Cond("Progressing", FALSE, "RolledBack",
+                             f"revision {failed.revision} rolled back after its promotion ({message}); traffic is "
+                             f"back on revision {prev.revision}")
+        self.event("RolledBack", f"revision {failed.revision} rolled back after its promotion: {message}", True)
 
     def advance(self, cand: RevisionRef) -> None:
         """Move the candidate on by one step, as far as the observed children allow."""
@@ -471,13 +536,14 @@ class _Rollout:
         prev = st.previous
         if prev is not None and stable is not None and prev.revision != stable.revision and \
                 prev.revision not in keep:
-            delay = self.blue_green.scale_down_delay_seconds if self.strategy.type == "BlueGreen" else 0
-            due = (_time(prev.since) or obs.now) + datetime.timedelta(seconds=delay)
+            due = self.previous_due()
             if obs.now < due and not canary_live:
                 keep[prev.revision] = (prev, spec.replicas)
                 self.requeue((due - obs.now).total_seconds())
             else:
                 st.previous = None
+                if cand is None:  # the live analysis after the promotion ends with it
+                    st.step_since = st.baseline = st.analysis_failures = None
         # revisions beyond those are scaled to 0, the newest revisionHistoryLimit kept, older deleted
         others = sorted((r for r in obs.deployments if r not in keep),
                         key=lambda r: obs.deployments[r]["metadata"].get("creationTimestamp", ""), reverse=True)
