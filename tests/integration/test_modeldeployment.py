@@ -409,3 +409,36 @@ def test_canary_weights_through_a_gateway_api_httproute(
     rev2 = promoted(cluster, ns, "iris-v2")["stable"]["revision"]
     wait_for(lambda: weights() == [("iris", 100), ("iris-preview", 0)], 30, "the route back to the active Service")
     assert selector(cluster, ns, "iris")["mlops.dev/revision"] == rev2
+
+
+def test_a_version_failing_live_traffic_after_its_promotion_is_rolled_back_to_the_previous(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str
+) -> None:
+    ns = namespace
+    rev1 = serving_first_version(cluster, ns, s3, model_deployment(
+        strategy={"type": "BlueGreen", "blueGreen": {"scaleDownDelaySeconds": 60}}))
+    # a server that answers its replay well and half of its live traffic with errors
+    cluster.patch(MD, ns, "iris", {"spec": {"runtime": {"args": ["--inject-error-rate", "0.5", "--inject-live-only"]}}})
+    st = wait_status(cluster, ns, lambda s: s if (s.get("stable") or {}).get("revision") not in (None, rev1) else None,
+                     "the new revision to pass its replay and be promoted")
+    rev2 = st["stable"]["revision"]
+    assert st["previous"]["revision"] == rev1 and st["lastAnalysis"]["verdict"] == "Passed"
+    pod = next(p for p in cluster.core.list_namespaced_pod(ns, label_selector=f"mlops.dev/revision={rev2}").items
+               if p.status.pod_ip)
+
+    def live_traffic_until_rolled_back() -> Any:
+        s = status(cluster, ns)
+        if (s.get("stable") or {}).get("revision") == rev2:
+            with contextlib.suppress(OSError):  # rolled back meanwhile: its pod is going away
+                infer(f"http://{pod.status.pod_ip}:8080", [[5.1, 3.5, 1.4, 0.2]])
+        return s if (s.get("stable") or {}).get("revision") == rev1 else None
+
+    st = wait_for(live_traffic_until_rolled_back, 50, "the live analysis to return to the previous revision",
+                  show=lambda: status(cluster, ns))
+    progressing = cond(st, "Progressing")
+    assert progressing["reason"] == "RolledBack" and "after its promotion" in progressing["message"]
+    assert "success rate" in progressing["message"] and rev2 in st["rejected"]
+    assert st["history"][-1]["revision"] == rev2 and st["history"][-1]["outcome"] == "RolledBack"
+    assert selector(cluster, ns, "iris")["mlops.dev/revision"] == rev1
+    assert cond(st, "Available")["status"] == "True" and cond(st, "Degraded")["status"] == "False"
+    wait_for(lambda: deployments(cluster, ns)[rev2].spec.replicas == 0, 30, "the failed revision to scale down")

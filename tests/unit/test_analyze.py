@@ -112,3 +112,19 @@ def test_metrics_and_percentiles() -> None:
     assert r["r2"] == pytest.approx(1 - 4 / 2)
     assert percentile([], 0.99) is None and percentile([5.0], 0.5) == 5.0
     assert percentile(list(map(float, range(1, 101))), 0.99) == 99.0
+
+
+def test_live_only_faults_spare_the_replay(model: tuple[Path, Any, Any, str], tmp_path: Path) -> None:
+    """A server that passes its replay and fails its live traffic: what rehearses the live analysis
+    after a promotion."""
+    model_dir, _, _, _ = model
+    champion = Served(model_dir, "iris")
+    challenger = Served(model_dir, "iris", "--inject-error-rate", "0.5", "--inject-live-only")
+    try:
+        code, message = analyze(model_dir, tmp_path, challenger, champion)
+        row = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [[5.1, 3.5, 1.4, 0.2]]}]}
+        live = [challenger.infer(row)[0] for _ in range(10)]
+    finally:
+        champion.stop(), challenger.stop()
+    assert code == 0 and judge_report(parse_report(message), ANALYSIS).passed
+    assert sorted(live) == [200] * 5 + [500] * 5

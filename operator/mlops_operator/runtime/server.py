@@ -39,14 +39,19 @@ TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 
 
 class Faults:
-    """Injected faults, to rehearse a rollback: a fraction of inference requests answered 500, and a
-    delay added to every inference answer (without blocking the other connections). Off by default."""
+    """Injected faults, to rehearse a rollback: a fraction of answered inference requests turned into
+    500s, and a delay added to every inference answer (without blocking the other connections); with
+    `live_only`, replayed validation rows are spared (a model that passes its replay and fails live).
+    Off by default."""
 
-    def __init__(self, error_rate: float = 0.0, delay_ms: float = 0.0) -> None:
+    def __init__(self, error_rate: float = 0.0, delay_ms: float = 0.0, live_only: bool = False) -> None:
         if not 0.0 <= error_rate <= 1.0 or delay_ms < 0:
             raise ValueError("--inject-error-rate must be within [0, 1] and --inject-delay-ms not negative")
-        self.error_rate, self.delay = error_rate, delay_ms / 1000.0
+        self.error_rate, self.delay, self.live_only = error_rate, delay_ms / 1000.0, live_only
         self.seen = 0
+
+    def apply_to(self, replay: bool) -> bool:
+        return (self.error_rate > 0 or self.delay > 0) and not (self.live_only and replay)
 
     def error(self) -> bool:
         """Deterministic: exactly floor(n * rate) of the first n requests fail."""
@@ -61,6 +66,7 @@ class App:
                  monitoring: bool = True, faults: Faults | None = None) -> None:
         self.name = name
         self.faults = faults or Faults()
+        self.last_replay = False  # whether the last answered inference was a replayed validation row
         self.model = model
         self.problem = problem
         self.max_body = max_body
@@ -109,6 +115,7 @@ class App:
         if self.model is None:
             return _error(503, f"model {self.name} is not ready: {self.problem}")
         decoded = decode(body, self.model)
+        self.last_replay = decoded.replay
         predictions = predict(self.model, decoded)
         self.monitor.count(decoded, predictions)
         return 200, encode(self.model, decoded, predictions), JSON
@@ -201,8 +208,6 @@ class HttpProtocol(asyncio.Protocol):
         if self.too_large:
             status, body, ctype = _error(413, f"the body is {self.size} bytes; at most {self.app.max_body} "
                                               "(--max-body-bytes)")
-        elif infer and faults.error_rate and faults.error():
-            status, body, ctype = _error(500, "injected fault (--inject-error-rate)")
         else:
             try:
                 status, body, ctype = self.app.handle(method, path, b"".join(self.body))
@@ -211,7 +216,10 @@ class HttpProtocol(asyncio.Protocol):
             except Exception:  # a bug must not take the server down: log it, answer 500, keep serving
                 log.exception("error answering %s %s", method, path)
                 status, body, ctype = _error(500, "internal error (see the server log)")
-        if infer and faults.delay:
+        faulty = infer and status < 400 and faults.apply_to(self.app.last_replay)
+        if faulty and faults.error_rate and faults.error():
+            status, body, ctype = _error(500, "injected fault (--inject-error-rate)")
+        if faulty and faults.delay:
             asyncio.get_running_loop().call_later(faults.delay, self._finish, status, body, ctype, infer, started)
         else:
             self._finish(status, body, ctype, infer, started)
@@ -282,7 +290,7 @@ def load_app(args: argparse.Namespace) -> App:
     if problem:
         log.error("model %s is not ready: %s", args.name, problem)
     return App(args.name, model, problem, args.max_body_bytes, monitoring=not args.no_monitoring,
-               faults=Faults(args.inject_error_rate, args.inject_delay_ms))
+               faults=Faults(args.inject_error_rate, args.inject_delay_ms, args.inject_live_only))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="answer this fraction of inference requests with 500 (to rehearse a rollback)")
     parser.add_argument("--inject-delay-ms", type=float, default=0.0, metavar="MS",
                         help="delay every inference answer by this much (to rehearse a rollback)")
+    parser.add_argument("--inject-live-only", action="store_true",
+                        help="spare replayed validation rows (mlops analyze) from the injected faults")
     args = parser.parse_args(argv)
     if not 0.0 <= args.inject_error_rate <= 1.0 or args.inject_delay_ms < 0:
         parser.error("--inject-error-rate must be within [0, 1] and --inject-delay-ms not negative")
