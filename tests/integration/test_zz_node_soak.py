@@ -41,5 +41,6 @@ def test_node_stays_ready_through_a_ten_minute_run(cluster: Cluster, control_pla
         if time.monotonic() - control_plane.started_at >= SOAK_SECONDS:
             break
         time.sleep(POLL_SECONDS)
-    # it really ran for the whole time, renewing its lease all along
-    assert len(renewals) >= min(checks, SOAK_SECONDS // 10 // 2)
+    # it really ran for the whole time, renewing its lease all along (every 10 s, polled every 5 s:
+    # at least half of the renewals the polled span should have seen)
+    assert len(renewals) >= max(1, int(checks * POLL_SECONDS / 10 / 2)), (len(renewals), checks)
