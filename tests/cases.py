@@ -158,8 +158,6 @@ STATUS_CASES = [
     Case("md-interval-longer-than-duration", MD, (("spec.analysis.intervalSeconds", 120),),
          "spec.analysis.intervalSeconds"),
     Case("md-failure-limit-never-fails", MD, (("spec.analysis.failureLimit", 6),), "spec.analysis.failureLimit"),
-    Case("md-prometheus-not-supported", MD, (("spec.analysis.prometheus", {"address": "http://prom:9090"}),),
-         "spec.analysis.prometheus"),
     Case("md-unknown-compare-metric", MD, (("spec.analysis.compareToStable.metric", "auc"),),
          "spec.analysis.compareToStable.metric"),
     # DriftPolicy

@@ -10,9 +10,11 @@ import json
 import re
 import subprocess
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kubernetes.client.rest import ApiException
 
 from mlops_operator.dev.runner import OperatorThread
@@ -442,3 +444,72 @@ def test_a_version_failing_live_traffic_after_its_promotion_is_rolled_back_to_th
     assert selector(cluster, ns, "iris")["mlops.dev/revision"] == rev1
     assert cond(st, "Available")["status"] == "True" and cond(st, "Degraded")["status"] == "False"
     wait_for(lambda: deployments(cluster, ns)[rev2].spec.replicas == 0, 30, "the failed revision to scale down")
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real Prometheus (Debian's package; .ci/run installs it) scraping the pods the test lists in a
+    file_sd targets file, labelled with namespace and pod as Kubernetes service discovery would."""
+    import shutil
+    import socket
+    import time
+
+    binary = shutil.which("prometheus")
+    assert binary, "the prometheus binary (Debian package prometheus) is missing"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    targets = tmp_path / "targets.json"
+    targets.write_text("[]")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(json.dumps({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{"job_name": "pods", "file_sd_configs": [{"files": [str(targets)],
+                                                                      "refresh_interval": "1s"}]}]}))
+    log = (tmp_path / "prometheus.log").open("wb")
+    proc = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
+                             f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:]
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/-/ready", timeout=2) as r:
+            return r.status == 200
+        time.sleep(0.2)
+        return False
+
+    wait_for(ready, 60, "Prometheus to be ready")
+    yield url, targets
+    proc.terminate()
+    proc.wait(30)
+    log.close()
+
+
+def test_canary_live_analysis_reads_prometheus_when_asked(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str,
+    prometheus: tuple[str, Path]
+) -> None:
+    ns, (address, targets) = namespace, prometheus
+    analysis = {**ANALYSIS, "minRequests": 5, "prometheus": {"address": address}}
+    rev1 = serving_first_version(cluster, ns, s3, model_deployment(replicas=2, analysis=analysis, strategy={
+        "type": "Canary", "canary": {"steps": [{"weight": 50, "pauseSeconds": 6}]}}))
+    train(cluster, ns, "iris-v2", params={"n_estimators": 30})
+    rev2 = wait_status(cluster, ns, lambda s: (s.get("candidate") or {}).get("revision"), "the candidate")
+
+    def traffic_until_promoted() -> Any:
+        pods = [p for p in cluster.core.list_namespaced_pod(ns, label_selector="mlops.dev/modeldeployment=iris").items
+                if p.status.pod_ip]
+        targets.write_text(json.dumps([{"targets": [f"{p.status.pod_ip}:8080"],
+                                        "labels": {"namespace": ns, "pod": p.metadata.name}} for p in pods]))
+        for p in pods:
+            if p.metadata.labels.get("mlops.dev/revision") == rev2:
+                with contextlib.suppress(OSError):
+                    infer(f"http://{p.status.pod_ip}:8080", [[5.1, 3.5, 1.4, 0.2]])
+        s = status(cluster, ns)
+        return s if (s.get("stable") or {}).get("revision") == rev2 else None
+
+    st = wait_for(traffic_until_promoted, 180, "the canary judged from Prometheus and promoted",
+                  show=lambda: status(cluster, ns))
+    assert rev2 != rev1 and st["lastAnalysis"]["verdict"] == "Passed"
+    assert st["lastAnalysis"]["message"].startswith("live (Prometheus): ")
+    assert st["lastAnalysis"]["measurements"]["requests"] >= 5

@@ -606,3 +606,23 @@ def test_healthy_or_thin_traffic_after_a_promotion_keeps_it_and_the_watch_ends_w
     seen = len(w.needs_seen)
     w.settle()
     assert "live" not in w.needs_seen[seen:]
+
+
+def test_counters_from_prometheus_answers() -> None:
+    from mlops_operator.rollout.analysis import counters_from_prometheus, prometheus_queries
+
+    queries = prometheus_queries("ns", "iris-abc")
+    assert queries["requests"] == 'sum by (pod) (mlops_requests_total{namespace="ns",pod=~"iris-abc-.+"})'
+
+    def vector(*rows: tuple[dict[str, str], float]) -> dict[str, Any]:
+        return {"status": "success", "data": {"resultType": "vector",
+                                              "result": [{"metric": m, "value": [1.0, str(v)]} for m, v in rows]}}
+
+    pod = {"pod": "iris-abc-1"}
+    buckets = [({**pod, "le": le}, n) for le, n in (("0.0005", 2), ("0.001", 5), ("+Inf", 7))]
+    got = counters_from_prometheus({"start": vector((pod, 1700000000.5)), "requests": vector((pod, 7)),
+                                    "errors": vector((pod, 1)), "buckets": vector(*buckets)})
+    assert got["iris-abc-1"].requests == 7 and got["iris-abc-1"].errors == 1
+    assert got["iris-abc-1"].start_time == "1700000000.5"
+    latency = got["iris-abc-1"].latency or []
+    assert latency[:2] == [2, 3] and latency[-1] == 2 and sum(latency) == 7

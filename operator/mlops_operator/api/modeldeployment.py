@@ -97,8 +97,8 @@ class Analysis(ApiModel):
     max_p99_latency_ms: Annotated[int, Field(ge=1, le=600000)] | None = None
     compare_to_stable: CompareToStable | None = None
     prometheus: Prometheus | None = None
-    """Reserved: not supported yet (refused with InvalidSpec); live traffic is judged from the pods'
-    own monitoring counters."""
+    """Read live traffic's counters from this Prometheus (which scrapes the pods' /metrics, labelling
+    series with namespace and pod) instead of scraping the pods' monitoring endpoints directly."""
 
 
 class ParentRef(ApiModel):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import urllib.parse
 
 import kopf
 
@@ -72,9 +73,17 @@ async def _report(ctx: Ctx, namespace: str, job: Body) -> AnalysisReport | Artif
     return ArtifactError("the analysis Job finished without a report (its Pod is gone or never ran)")
 
 
-async def _live(ctx: Ctx, md: Body, rev: str) -> dict[str, PodCounters]:
-    """The candidate pods' cumulative counters, scraped from their monitoring endpoints."""
+async def _live(ctx: Ctx, md: Body, spec: ModelDeploymentSpec, rev: str) -> dict[str, PodCounters]:
+    """A revision's pods' cumulative counters: from their monitoring endpoints, or from Prometheus."""
     name = md["metadata"]["name"]
+    prometheus = spec.analysis.prometheus if spec.analysis is not None else None
+    if prometheus is not None:
+        queries = rollout_analysis.prometheus_queries(md["metadata"]["namespace"], build.deployment_name(md, rev))
+        base = prometheus.address.rstrip("/") + "/api/v1/query?query="
+        answers = await pods.get_json([(k, base + urllib.parse.quote(q)) for k, q in queries.items()])
+        if len(answers) < len(queries):
+            raise kopf.TemporaryError(f"spec.analysis.prometheus: {prometheus.address} did not answer", delay=5)
+        return rollout_analysis.counters_from_prometheus(answers)
     ready = await pods.ready_pods(ctx, md["metadata"]["namespace"], name, rev)
     found = await pods.get_json([(p["metadata"]["name"], f"{pods.base_url(p)}/v2/models/{name}/monitoring")
                                  for p in ready])
@@ -174,7 +183,7 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
         elif what == "report":
             obs.report = await _report(ctx, key[1], jobs[rev])
         else:
-            obs.live = await _live(ctx, md, rev)
+            obs.live = await _live(ctx, md, spec, rev)
         plan = machine.decide(md, spec, obs)
     if plan.needs is not None:  # the world moved while we looked: look again shortly
         raise kopf.TemporaryError(f"still waiting for {plan.needs[0]} of revision {plan.needs[1]}", delay=2)

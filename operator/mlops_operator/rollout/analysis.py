@@ -3,6 +3,7 @@ scraped from the candidate's pods (diffed against the counters when the window b
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -158,7 +159,52 @@ def judge_live(analysis: Analysis, baseline: Mapping[str, PodCounters], now: Map
     failed = _rate_and_latency(analysis, requests, errors, p99, "")
     if requests < analysis.min_requests:
         failed.append(f"{requests} requests < minRequests {analysis.min_requests}")
-    summary = f"live: {requests} requests, {errors} errors" + (f", p99 ≤ {_num(p99)} ms" if p99 is not None else "")
+    source = "Prometheus" if analysis.prometheus is not None else "pods"
+    summary = f"live ({source}): {requests} requests, {errors} errors" + \
+        (f", p99 ≤ {_num(p99)} ms" if p99 is not None else "")
     if failed:
         return Verdict(False, "; ".join(failed) + f" [{summary}]", m)
     return Verdict(True, summary, m)
+
+
+# -- the same counters from Prometheus (analysis.prometheus), which scraped the pods' /metrics
+
+def prometheus_queries(namespace: str, deployment: str) -> dict[str, str]:
+    """Instant queries for every pod of one revision's Deployment (Prometheus adds `namespace` and
+    `pod` to what it scrapes from Kubernetes pods, as kubernetes_sd relabeling usually does)."""
+    match = f'namespace="{namespace}",pod=~"{deployment}-.+"'
+    return {
+        "start": f"max by (pod) (mlops_start_time_seconds{{{match}}})",
+        "requests": f"sum by (pod) (mlops_requests_total{{{match}}})",
+        "errors": f"sum by (pod) (mlops_request_errors_total{{{match}}})",
+        "buckets": f"sum by (pod, le) (mlops_request_duration_seconds_bucket{{{match}}})",
+    }
+
+
+def counters_from_prometheus(answers: Mapping[str, Any]) -> dict[str, PodCounters]:
+    """Per-pod counters from the answers (Prometheus HTTP API JSON) to `prometheus_queries`."""
+    def vector(name: str) -> list[tuple[dict[str, str], float]]:
+        data = (answers.get(name) or {}).get("data") or {}
+        return [(r.get("metric") or {}, float(r["value"][1])) for r in data.get("result") or ()]
+
+    out: dict[str, PodCounters] = {}
+    for labels, value in vector("requests"):
+        out[labels["pod"]] = PodCounters(requests=int(value))
+    for labels, value in vector("start"):
+        if labels.get("pod") in out:
+            out[labels["pod"]].start_time = repr(value)
+    for labels, value in vector("errors"):
+        if labels.get("pod") in out:
+            out[labels["pod"]].errors = int(value)
+    cumulative: dict[str, dict[float, float]] = {}
+    for labels, value in vector("buckets"):
+        if labels.get("pod") in out:
+            cumulative.setdefault(labels["pod"], {})[float(labels["le"])] = value
+    for pod, by_bound in cumulative.items():  # cumulative buckets (le) back into per-bucket counts
+        bounds = [*LATENCY_BUCKETS, float("inf")]
+        running: list[int] = []
+        for b in bounds:  # a bound Prometheus did not return holds what the one below it holds
+            value = by_bound.get(b)
+            running.append(int(value) if value is not None else (running[-1] if running else 0))
+        out[pod].latency = [running[0]] + [max(0, b - a) for a, b in itertools.pairwise(running)]
+    return out

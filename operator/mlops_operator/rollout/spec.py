@@ -48,9 +48,6 @@ def check(spec: ModelDeploymentSpec) -> list[str]:
     if compare is not None and compare.metric not in known:
         errors.append(f"spec.analysis.compareToStable.metric: {compare.metric!r} is not measured by the "
                       f"analysis; one of {', '.join(known)}")
-    if analysis is not None and analysis.prometheus is not None:
-        errors.append("spec.analysis.prometheus: not supported yet: live traffic is judged from the candidate "
-                      "pods' own monitoring counters, which need no Prometheus; leave it out")
     if analysis is not None:
         blue_green = strategy.blue_green or BlueGreen()
         if strategy.type == "BlueGreen" and analysis.duration_seconds >= blue_green.scale_down_delay_seconds \

@@ -292,6 +292,9 @@ class Monitor:
     def prometheus(self) -> bytes:
         name = self.model.name if self.model else ""
         lines = [
+            "# HELP mlops_start_time_seconds When this server process started (a restart resets the counters).",
+            "# TYPE mlops_start_time_seconds gauge",
+            f'mlops_start_time_seconds{{model="{name}"}} {self.started}',
             "# HELP mlops_requests_total Inference requests by status code.",
             "# TYPE mlops_requests_total counter",
             *(f'mlops_requests_total{{model="{name}",code="{code}"}} {n}' for code, n in sorted(self.by_code.items())),
