@@ -204,7 +204,7 @@ def counters_from_prometheus(answers: Mapping[str, Any]) -> dict[str, PodCounter
         bounds = [*LATENCY_BUCKETS, float("inf")]
         running: list[int] = []
         for b in bounds:  # a bound Prometheus did not return holds what the one below it holds
-            value = by_bound.get(b)
-            running.append(int(value) if value is not None else (running[-1] if running else 0))
+            held = by_bound.get(b)
+            running.append(int(held) if held is not None else (running[-1] if running else 0))
         out[pod].latency = [running[0]] + [max(0, b - a) for a, b in itertools.pairwise(running)]
     return out
