@@ -2,9 +2,10 @@
 
 An aiohttp client on the same credentials kopf logs in with (see `main.login`): status patches,
 server-side apply of children under the operator's field manager, deletes.
-404 on a status patch means the object is gone (nothing to do); 409 is retried by the caller's
-reconcile loop. Every request is counted per (verb, resource) so tests and benchmarks can assert
-how many requests a reconcile costs.
+404 on a status patch means the object is gone (nothing to do); a status patch carries the
+resourceVersion it was decided from, and its 409 makes the caller's reconcile decide again.
+Every request is counted per (verb, resource) so tests and benchmarks can assert how many
+requests a reconcile costs.
 """
 
 from __future__ import annotations
@@ -143,13 +144,19 @@ class Api:
     async def get(self, res: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
         return await self.request("GET", res.path(namespace, name), missing_ok=True)
 
-    async def patch_status(self, res: Resource, namespace: str, name: str, status: dict[str, Any]) -> bool:
-        """Merge-patch the status subresource. False when the object is gone."""
-        result = await self.request(
-            "PATCH", res.path(namespace, name, "status"), {"status": status},
+    async def patch_status(self, res: Resource, namespace: str, name: str, status: dict[str, Any],
+                           resource_version: str | None = None) -> dict[str, Any] | None:
+        """Merge-patch the status subresource; the object as stored after it, or None when it is gone.
+
+        With `resource_version` the patch is conditional: a 409 `ApiError` when the object changed
+        since that version (the caller decided from an older view and must decide again)."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        return await self.request(
+            "PATCH", res.path(namespace, name, "status"), body,
             content_type="application/merge-patch+json", missing_ok=True,
         )
-        return result is not None
 
     async def apply(self, res: Resource, obj: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply under the operator's field manager (forcing only its own fields)."""

@@ -12,9 +12,9 @@ import kopf
 from ..api import API_VERSION, GROUP, VERSION, Kind
 from ..conditions import FALSE, Cond, merge, now
 from ..config import Settings
-from ..kube import Api, Resource
+from ..kube import Api, ApiError, Resource
 from ..validation import parse
-from .core import Store, WorkQueue
+from .core import Key, Store, WorkQueue
 
 logger = logging.getLogger("mlops_operator")
 EVENTS = Resource("", "v1", "events")
@@ -51,9 +51,20 @@ class Ctx:
         new: dict[str, Any] = {"observedGeneration": generation, "conditions": conditions, **(fields or {})}
         if all(status.get(k) == v for k, v in new.items()):
             return False
-        if not await self.api.patch_status(resource(kind), meta["namespace"], meta["name"], new):
+        key = (kind.kind, meta["namespace"], meta["name"])
+        version = meta.get("resourceVersion")
+        try:
+            stored = await self.api.patch_status(resource(kind), meta["namespace"], meta["name"], new, version)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            # decided from an older view than the object's (e.g. our own last write has not come
+            # back through the watch yet): write nothing, decide again on the newer object
+            raise kopf.TemporaryError(f"{kind.kind} changed since it was read; deciding again", delay=1) from exc
+        if stored is None:
             return False  # gone meanwhile
         self.status_writes += 1
+        self._remember(key, version, stored)
         old = {c.get("type"): c for c in status.get("conditions") or ()}
         for c in decided:
             before = old.get(c.type)
@@ -63,6 +74,18 @@ class Ctx:
                     or (c.type in ("Degraded", "Drifted") and c.status == "True")
                 await self.event(kind, body, c.reason, f"{c.type}={c.status}: {c.message}".rstrip(": "), warning)
         return True
+
+    def _remember(self, key: Key, version: str | None, stored: Mapping[str, Any]) -> None:
+        """Put what our status write stored into the cache at once, so the next reconcile decides from
+        it rather than from the version before (its watch event may still be on the way). Only when
+        the cache still holds the version the write was decided from: a watch event processed
+        meanwhile is as new or newer."""
+        cached = self.store.get(key)
+        if cached is None or cached["metadata"].get("resourceVersion") != version:
+            return
+        for other in self.store.upsert(key[0], stored):
+            if other != key and self.queue is not None:
+                self.queue.enqueue(other)  # those the watch event would have woken: it will find no change
 
     async def validated(
         self,

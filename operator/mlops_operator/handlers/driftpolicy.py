@@ -212,6 +212,10 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
     if spec.health is not None and evaluation.verdict != "InsufficientData":
         conditions.append(Cond("ServiceHealthy", FALSE, "MonitorFailed", evaluation.unhealthy)
                           if evaluation.unhealthy else Cond("ServiceHealthy", TRUE, "WithinLimits", ""))
-    await ctx.write_status(DRIFT_POLICY, body, conditions, fields)
+    try:
+        await ctx.write_status(DRIFT_POLICY, body, conditions, fields)
+    except kopf.TemporaryError:
+        Memory.scraped.pop(key, None)  # refused (decided from an older view): evaluate again when retried
+        raise
     if ctx.queue is not None:
         ctx.queue.enqueue_after(key, spec.interval_seconds)
