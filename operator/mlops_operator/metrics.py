@@ -77,7 +77,7 @@ def counters(ctx: Any) -> dict[str, dict[Labels, float]]:
     api: dict[Labels, float] = {(("resource", str(resource)), ("verb", str(verb))): float(n)
                                 for (verb, resource), n in ctx.api.requests.items()}
     queue = ctx.queue
-    kinds = getattr(queue, "reconciles_by_kind", {}) if queue is not None else {}
+    kinds = queue.reconciles_by_kind if queue is not None else {}
     return {"mlops_api_requests_total": api,
             "mlops_reconciles_total": {(("kind", k),): float(n) for k, n in kinds.items()}}
 

@@ -452,7 +452,6 @@ def prometheus(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     file_sd targets file, labelled with namespace and pod as Kubernetes service discovery would."""
     import shutil
     import socket
-    import time
 
     binary = shutil.which("prometheus")
     assert binary, "the prometheus binary (Debian package prometheus) is missing"
@@ -475,10 +474,9 @@ def prometheus(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:]
         with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/-/ready", timeout=2) as r:
             return r.status == 200
-        time.sleep(0.2)
         return False
 
-    wait_for(ready, 60, "Prometheus to be ready")
+    wait_for(ready, 60, "Prometheus to be ready", interval=0.2)
     yield url, targets
     proc.terminate()
     proc.wait(30)

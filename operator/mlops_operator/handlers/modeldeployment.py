@@ -5,7 +5,6 @@ decision asks for (the analysis report, ready pods, live counters) and applies w
 from __future__ import annotations
 
 import datetime
-import logging
 import urllib.parse
 
 import kopf
@@ -24,7 +23,6 @@ from . import pods
 from .context import Ctx
 from .core import Body, Key, RefKey
 
-logger = logging.getLogger("mlops_operator")
 DEPLOYMENTS = Resource("apps", "v1", "deployments")
 SERVICES = Resource("", "v1", "services")
 JOBS = Resource("batch", "v1", "jobs")

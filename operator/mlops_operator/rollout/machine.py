@@ -156,11 +156,15 @@ class _Rollout:
                              message=message[:300] if message else None)
         self.st.history = [*(self.st.history or []), entry][-HISTORY_LIMIT:]
 
+    def reject_revision(self, rev: str) -> None:
+        """Remember `rev` as rejected (newest last, at most REJECTED_LIMIT)."""
+        kept = [r for r in self.st.rejected or [] if r != rev][-(REJECTED_LIMIT - 1):]
+        self.st.rejected = [*kept, rev]
+
     def reject(self, reason: str, message: str, outcome: str = "RolledBack") -> None:
         cand = self.st.candidate
         assert cand is not None
-        kept = [r for r in self.st.rejected or [] if r != cand.revision][-(REJECTED_LIMIT - 1):]
-        self.st.rejected = [*kept, cand.revision]
+        self.reject_revision(cand.revision)
         self.history(cand, outcome, message)
         self.clear_candidate()
         target = f"revision {self.st.stable.revision}" if self.st.stable else "no revision (none passed yet)"
@@ -226,8 +230,8 @@ class _Rollout:
             return
         if self.st.candidate is not None:
             self.history(self.st.candidate, "Aborted", f"rollback to {rev}")
-        self.st.rejected = [r for r in (self.st.rejected or []) if r not in (stable.revision, rev)] + \
-            [stable.revision]
+        self.st.rejected = [r for r in self.st.rejected or [] if r != rev]
+        self.reject_revision(stable.revision)
         self.clear_candidate()
         self.st.candidate = RevisionRef(**known[0].model_dump(exclude={*_TRANSIENT, "outcome", "message"}),
                                         since=self.now, rollback=True)
@@ -349,8 +353,7 @@ class _Rollout:
         st = self.st
         failed, prev = st.stable, st.previous
         assert failed is not None and prev is not None
-        kept = [r for r in st.rejected or [] if r != failed.revision][-(REJECTED_LIMIT - 1):]
-        st.rejected = [*kept, failed.revision]
+        self.reject_revision(failed.revision)
         self.history(failed, "RolledBack", f"after promotion: {message}")
         st.stable, st.previous = prev.model_copy(update={"since": self.now}), None
         st.step_since = st.baseline = st.analysis_failures = None
