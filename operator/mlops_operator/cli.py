@@ -113,6 +113,51 @@ def cmd_dev_demo(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_dev_proxy(args: argparse.Namespace) -> int:
+    import os
+
+    from kubernetes import config
+
+    from .dev.proxy import Proxy, Resolver, parse_target
+
+    try:
+        service = parse_target(args.target)
+    except ValueError as exc:
+        print(f"mlops dev proxy: {exc}", file=sys.stderr)
+        return 2
+    kubeconfig = os.environ.get("KUBECONFIG") or str(Path(args.state_dir) / "kubeconfig")
+    proxy = Proxy(Resolver(config.new_client_from_config(kubeconfig), args.namespace, service), port=args.port,
+                  via_api=args.via_apiserver)
+    print(f"forwarding {proxy.url} → svc/{service} in namespace {args.namespace} (Ctrl-C stops)", flush=True)
+    try:
+        proxy.server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        proxy.server.server_close()
+    return 0
+
+
+def cmd_dev_loop(args: argparse.Namespace) -> int:
+    import os
+
+    import boto3
+    from kubernetes import config
+
+    from .dev.loop import LoopFailed, run_loop
+
+    kubeconfig = os.environ.get("KUBECONFIG") or str(Path(args.state_dir) / "kubeconfig")
+    s3 = boto3.client("s3", endpoint_url=args.s3_endpoint)
+    try:
+        facts = run_loop(config.new_client_from_config(kubeconfig), args.namespace, s3,
+                         bad_candidate=not args.no_bad_candidate, via_api=args.via_apiserver)
+    except LoopFailed as exc:
+        print(f"mlops dev loop: {exc}", file=sys.stderr)
+        return 1
+    print(f"the loop closed in {facts.seconds:.0f} s")
+    return 0
+
+
 def cmd_dev_logs(args: argparse.Namespace) -> int:
     from .dev.localnode import container_log
 
@@ -191,6 +236,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--previous", action="store_true", help="the log of the previous run of the container")
     p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     p.set_defaults(func=cmd_dev_logs)
+    p = dev_sub.add_parser("proxy", help="forward loopback traffic to a Service's ready pods (HTTPRoute weights too)")
+    p.add_argument("target", help="svc/NAME")
+    p.add_argument("-n", "--namespace", default="default")
+    p.add_argument("--port", type=int, default=8000, help="local port (0: any free one)")
+    p.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="whose kubeconfig, unless KUBECONFIG is set")
+    p.add_argument("--via-apiserver", action="store_true",
+                   help="reach the pods through the apiserver's pod proxy (kind, remote clusters)")
+    p.set_defaults(func=cmd_dev_proxy)
+    p = dev_sub.add_parser("loop", help="run the demo's loop (examples/loop/) in a namespace an operator watches")
+    p.add_argument("-n", "--namespace", default="mlops-demo")
+    p.add_argument("--s3-endpoint", help="where s3://datasets is (credentials from the AWS_* variables)")
+    p.add_argument("--via-apiserver", action="store_true", help="send traffic through the apiserver's pod proxy")
+    p.add_argument("--no-bad-candidate", action="store_true", help="stop once the retrained version serves")
+    p.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="whose kubeconfig, unless KUBECONFIG is set")
+    p.set_defaults(func=cmd_dev_loop)
     p = dev_sub.add_parser("binaries", help="find, or build once into the cache, the control plane binaries")
     p.set_defaults(func=cmd_dev_binaries)
     p = dev_sub.add_parser("demo", help="run the operator on the local control plane against examples/")

@@ -185,7 +185,9 @@ def test_first_version_deploys_analyzes_with_absolute_checks_and_promotes() -> N
     assert w.services["iris"] == cand["revision"] and w.jobs == {}
     assert w.cond("Available")["status"] == "True" and w.cond("Ready")["status"] == "True"
     assert w.cond("Progressing") == {"type": "Progressing", "status": "False", "reason": "Promoted",
-                                     "message": f"revision {cand['revision']} promoted: analysis passed"}
+                                     "message": f"revision {cand['revision']} promoted: analysis passed "
+                                     f"({w.status['lastAnalysis']['message']})"}
+    assert "accuracy" in w.status["lastAnalysis"]["message"]
     assert [h["outcome"] for h in w.status["history"]] == ["Promoted"]
     assert w.status["traffic"] == {"stable": 100, "candidate": 0, "method": "Service"}
 

@@ -391,7 +391,10 @@ class _Rollout:
         if self.promote_requested:
             self.promote_at_full_size(cand, "promoted by mlops promote")
         elif self.blue_green.auto_promotion or first:
-            self.promote_at_full_size(cand, "analysis passed" if analysis else "available (no analysis configured)")
+            last = self.st.last_analysis
+            numbers = f" ({last.message})" if last and last.revision == cand.revision and last.message else ""
+            self.promote_at_full_size(cand, f"analysis passed{numbers}" if analysis
+                                      else "available (no analysis configured)")
         else:
             self.progress = Cond("Progressing", TRUE, "AwaitingPromotion",
                                  f"candidate {cand.revision} passed analysis; run `mlops promote "

@@ -1,0 +1,82 @@
+"""The whole loop end to end, as `mlops dev demo` runs it (the same code, `dev.loop`), on the real
+control plane and local node with real training and serving processes: the first version serves
+and answers through the Service proxy; shifted traffic drifts; exactly one retrain; the new version
+passes its gates and its analysis and takes all the traffic; drift goes away; a bad version that
+passed a lax gate is rolled back while the good one keeps serving."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+
+from mlops_operator.dev.loop import LoopFailed, run_loop
+from mlops_operator.dev.proxy import Proxy, Resolver
+from mlops_operator.dev.runner import OperatorThread
+from tests.conftest import S3
+
+from .conftest import Cluster
+from .test_trainingrun import credentials
+
+
+def test_drift_retrain_gate_rollout_and_a_bad_version_rolled_back(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3
+) -> None:
+    ns = namespace
+    storage = s3.client()
+    for bucket in ("datasets", "models"):
+        with contextlib.suppress(storage.exceptions.BucketAlreadyOwnedByYou):
+            storage.create_bucket(Bucket=bucket)
+    credentials(cluster, ns, s3)
+    timeline: list[str] = []
+    try:
+        facts = run_loop(cluster.api_client, ns, storage, out=timeline.append, step_timeout=240)
+    except LoopFailed as exc:
+        pytest.fail(f"{exc}\n" + "\n".join(timeline))
+    text = "\n".join(timeline)
+
+    assert facts.first_answer and len(facts.first_answer) == 1, text
+    assert facts.baseline_verdict == "NotDrifted", text
+    assert {"sepal_length", "petal_length", "petal_width"} <= set(facts.drifted_features), text
+    assert "sepal_width" not in facts.drifted_features, text
+
+    # exactly one retrain, owned by the policy, and it is what serves now
+    policy_uid = cluster.get("DriftPolicy", ns, "iris-drift")["metadata"]["uid"]
+    runs = cluster.custom.list_namespaced_custom_object("mlops.dev", "v1alpha1", ns, "trainingruns")["items"]
+    owned = [r["metadata"]["name"] for r in runs
+             if any(o["uid"] == policy_uid for o in r["metadata"].get("ownerReferences") or ())]
+    assert owned == [facts.retrain], text
+    assert facts.retrain_metrics["accuracy"] >= 0.9
+    md = cluster.get("ModelDeployment", ns, "iris")["status"]
+    assert md["stable"]["trainingRun"] == facts.retrain
+    assert md["stable"]["revision"] == facts.new_revision != facts.first_revision
+    promoted = [h for h in md["history"] if h["revision"] == facts.new_revision and h["outcome"] == "Promoted"]
+    assert promoted and "accuracy" in promoted[0]["message"], md["history"]
+    # on the shifted data the retrained version beats the one it replaced
+    numbers = facts.analysis["measurements"]
+    assert facts.analysis["verdict"] == "Passed" and numbers["candidate.accuracy"] > numbers["stable.accuracy"], numbers
+    assert facts.share_on_new == 1.0
+    assert facts.verdict_after == "NotDrifted"
+    drifted = next(c for c in cluster.get("DriftPolicy", ns, "iris-drift")["status"]["conditions"]
+                   if c["type"] == "Drifted")
+    assert drifted["status"] == "False", drifted
+
+    # the bad version passed its gate, failed its comparison with the serving one, and was rolled back
+    stump = cluster.get("TrainingRun", ns, "iris-stump")["status"]
+    assert next(c for c in stump["conditions"] if c["type"] == "GatesPassed")["status"] == "True"
+    assert facts.bad_revision in md["rejected"]
+    assert "accuracy" in facts.bad_message, facts.bad_message
+    assert facts.share_on_stable_during_bad == 1.0
+    assert facts.errors == 0, text
+
+    # the kind path's proxy mode goes through the apiserver's pod proxy with the kubeconfig's
+    # credentials; this apiserver refuses to proxy to the local node's loopback pod IPs, and says so
+    proxy = Proxy(Resolver(cluster.api_client, ns, "iris"), via_api=True)
+    try:
+        status, headers, body = proxy.forward("GET", "/v2/health/ready", None, {})
+    finally:
+        proxy.server.server_close()
+    assert dict(headers)["x-mlops-revision"] == facts.new_revision
+    # (a wrong path would be 404, wrong credentials 401/403: this is the apiserver about to dial the pod)
+    assert status == 400 and json.loads(body)["message"] == "address not allowed", (status, body)
