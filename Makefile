@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint crds clean
+.PHONY: setup demo kind-demo test lint crds clean
 
 $(BIN)/mlops: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,9 @@ setup: $(BIN)/mlops
 
 demo: setup
 	$(BIN)/mlops dev demo --down
+
+kind-demo: $(BIN)/mlops
+	MLOPS=$(BIN)/mlops examples/kind/run.sh
 
 test: setup
 	$(BIN)/mlops crds --check

@@ -139,6 +139,7 @@ def cmd_dev_proxy(args: argparse.Namespace) -> int:
 
 
 def cmd_dev_loop(args: argparse.Namespace) -> int:
+    import contextlib
     import os
 
     import boto3
@@ -148,6 +149,10 @@ def cmd_dev_loop(args: argparse.Namespace) -> int:
 
     kubeconfig = os.environ.get("KUBECONFIG") or str(Path(args.state_dir) / "kubeconfig")
     s3 = boto3.client("s3", endpoint_url=args.s3_endpoint)
+    if args.create_buckets:
+        for bucket in ("datasets", "models"):
+            with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+                s3.create_bucket(Bucket=bucket)
     try:
         facts = run_loop(config.new_client_from_config(kubeconfig), args.namespace, s3,
                          bad_candidate=not args.no_bad_candidate, via_api=args.via_apiserver)
@@ -248,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--namespace", default="mlops-demo")
     p.add_argument("--s3-endpoint", help="where s3://datasets is (credentials from the AWS_* variables)")
     p.add_argument("--via-apiserver", action="store_true", help="send traffic through the apiserver's pod proxy")
+    p.add_argument("--create-buckets", action="store_true", help="create s3://datasets and s3://models if missing")
     p.add_argument("--no-bad-candidate", action="store_true", help="stop once the retrained version serves")
     p.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="whose kubeconfig, unless KUBECONFIG is set")
     p.set_defaults(func=cmd_dev_loop)

@@ -144,3 +144,32 @@ def test_gitops_example_renders_and_is_accepted(cluster: Cluster) -> None:
     health = yaml.safe_load((gitops / "argocd-cm.yaml").read_text())["data"]
     assert set(health) == {f"resource.customizations.health.mlops.dev_{k}"
                            for k in ("TrainingRun", "ModelDeployment", "DriftPolicy")}
+
+
+def test_kind_path_installs_the_images_it_builds_and_runs_the_loop_the_cli_has(cluster: Cluster) -> None:
+    kind = TOP / "examples" / "kind"
+    script = (kind / "run.sh").read_text()
+    assert subprocess.run(["bash", "-n", str(kind / "run.sh")], capture_output=True).returncode == 0
+    built = dict(re.findall(r"--target (\w+) -t ([\w:.-]+)", script))
+    docs = [d for d in yaml.safe_load_all(helm("template", "mlops-operator", str(CHART), "--namespace",
+                                                   "mlops-system", "--values", str(kind / "values.yaml")).stdout) if d]
+    container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == built["operator"]
+    assert {"name": "MLOPS_RUNTIME_IMAGE", "value": built["runtime"]} in container["env"]
+    assert [(d["kind"], d["metadata"]["namespace"]) for d in docs if d["kind"] == "Role"] == [("Role", "mlops-demo")]
+    # the loop command and flags the script calls exist
+    loop = re.search(r'"\$MLOPS" dev loop (.*)', script)
+    assert loop is not None
+    args = build_parser().parse_args(["dev", "loop", *loop.group(1).split()])
+    assert args.via_apiserver and args.create_buckets and args.namespace == "mlops-demo"
+    # MinIO and the Secret the examples name are accepted by the apiserver
+    ns = "mlops-demo"
+    cluster.kubectl("create", "namespace", ns, check=False)
+    try:
+        cluster.kubectl("apply", "--dry-run=server", "-f", str(kind / "minio.yaml"))
+    finally:
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+    secret = next(d for d in yaml.safe_load_all((kind / "minio.yaml").read_text()) if d["kind"] == "Secret")
+    for name in ("trainingrun.yaml", "modeldeployment.yaml", "driftpolicy.yaml", "bad-candidate.yaml"):
+        text = (TOP / "examples" / "loop" / name).read_text()
+        assert f"name: {secret['metadata']['name']}" in text

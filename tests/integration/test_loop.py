@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
-from mlops_operator.dev.loop import LoopFailed, run_loop
+from mlops_operator.dev.loop import LoopFailed, Traffic, iris_rows, run_loop
 from mlops_operator.dev.proxy import Proxy, Resolver
 from mlops_operator.dev.runner import OperatorThread
 from tests.conftest import S3
@@ -80,3 +83,17 @@ def test_drift_retrain_gate_rollout_and_a_bad_version_rolled_back(
     assert dict(headers)["x-mlops-revision"] == facts.new_revision
     # (a wrong path would be 404, wrong credentials 401/403: this is the apiserver about to dial the pod)
     assert status == 400 and json.loads(body)["message"] == "address not allowed", (status, body)
+
+    # what a user runs: `mlops dev proxy svc/iris -n NS`
+    proc = subprocess.Popen([sys.executable, "-m", "mlops_operator.cli", "dev", "proxy", "svc/iris", "-n", ns,
+                             "--port", "0"], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)})
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split()[1]
+        code, revision, answer = Traffic(url, "iris", []).send(iris_rows()[0][:2])
+        assert (code, revision) == (200, facts.new_revision), answer
+        assert len(answer["outputs"][0]["data"]) == 2
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

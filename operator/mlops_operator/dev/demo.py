@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,25 @@ def _local_s3(out: Callable[[str], None]) -> tuple[Any, Any, str]:
     return server, s3, endpoint
 
 
-def _namespace_with_credentials(core: Any, endpoint: str) -> None:
+def _namespace_with_credentials(core: Any, endpoint: str, out: Callable[[str], None]) -> None:
+    """A fresh demo namespace (a previous run's is deleted first: the loop starts from nothing)."""
+    try:
+        core.delete_namespace(NAMESPACE)
+        out(f"deleting the previous run's namespace {NAMESPACE}")
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            core.read_namespace(NAMESPACE)
+        except ApiException as exc:
+            if exc.status == 404:
+                break
+            raise
+        if time.monotonic() > deadline:
+            raise controlplane.ControlPlaneError(f"namespace {NAMESPACE} was not deleted within 180 s")
+        time.sleep(0.5)
     try:
         core.create_namespace({"metadata": {"name": NAMESPACE}})
     except ApiException as exc:
@@ -83,7 +102,7 @@ def run(state_dir: Path, down: bool = False, out: Callable[[str], None] = print,
     result: str | None = None
     try:
         with install.api_client(str(cp.kubeconfig)) as api:
-            _namespace_with_credentials(client.CoreV1Api(api), endpoint)
+            _namespace_with_credentials(client.CoreV1Api(api), endpoint, out)
             operator.start()
             out(f"operator running, watching namespace {NAMESPACE}")
             try:

@@ -36,6 +36,7 @@ from .proxy import Proxy, Resolver
 
 COLUMNS = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 SHIFT = (1.0, 0.0, 1.5, 0.8)  # the new sensor: three of the four lengths read larger
+RECENT = 30  # answers looked at to say where traffic goes
 ORDER = ("trainingrun.yaml", "modeldeployment.yaml", "driftpolicy.yaml")
 Row = list[float]
 
@@ -71,7 +72,7 @@ class Traffic(threading.Thread):
     """Steady V2 inference traffic through the proxy: batches of rows drawn from `rows`, which the
     loop switches; counts answers by the revision that gave them."""
 
-    def __init__(self, url: str, model: str, rows: list[Row], batch: int = 20, pause: float = 0.4) -> None:
+    def __init__(self, url: str, model: str, rows: list[Row], batch: int = 10, pause: float = 0.15) -> None:
         super().__init__(name="mlops-demo-traffic", daemon=True)
         self.url = f"{url}/v2/models/{model}/infer"
         self.rows, self.batch, self.pause = rows, batch, pause
@@ -101,7 +102,7 @@ class Traffic(threading.Thread):
             with self._lock:
                 if status == 200:
                     self.by_revision[revision] += 1
-                    self.last = [*self.last[-49:], revision]
+                    self.last = [*self.last[-(RECENT - 1):], revision]
                 else:
                     self.errors += 1
             self._halt.wait(self.pause)
@@ -248,14 +249,14 @@ class Loop:
         return found
 
     def share_on(self, traffic: Traffic, revision: str, what: str, wanted: float = 1.0) -> float:
-        """Wait until the last 50 answers came from `revision` in at least the `wanted` share."""
+        """Wait until the last RECENT answers came from `revision` in at least the `wanted` share."""
         def done() -> float | None:
             recent = traffic.recent()
-            share = recent.count(revision) / len(recent) if len(recent) >= 50 else 0.0
+            share = recent.count(revision) / len(recent) if len(recent) >= RECENT else 0.0
             return share if share >= wanted else None
 
         share: float = self.wait(what, done, timeout=60)
-        self.say(f"traffic: {share:.0%} of the last 50 answers through the proxy came from revision {revision}")
+        self.say(f"traffic: {share:.0%} of the last {RECENT} answers through the proxy came from revision {revision}")
         return share
 
 
@@ -293,7 +294,8 @@ def run_loop(api_client: Any, namespace: str, s3: Any, out: Callable[[str], None
         facts.first_answer = answer["outputs"][0]["data"]
         loop.say(f"POST {traffic.url} {rows[0]} → {facts.first_answer} (revision {revision})")
         traffic.start()
-        loop.say("traffic: 50 rows/s drawn from the training distribution")
+        loop.say(f"traffic: {traffic.batch} rows per request every {traffic.pause} s through the proxy, "
+                 "drawn from the training distribution")
         facts.baseline_verdict = loop.evaluation(policy, "NotDrifted")["verdict"]
 
         s3.put_object(Bucket="datasets", Key="iris/latest.csv", Body=to_csv(new_rows, labels))
