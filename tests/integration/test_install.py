@@ -4,6 +4,7 @@ apiserver accepts them, and the operator's ServiceAccount gets exactly what its 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import sys
@@ -11,12 +12,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from kubernetes.client.rest import ApiException
 
 from mlops_operator.cli import RUNTIME_COMMANDS, build_parser
 from mlops_operator.dev import manifests
+from mlops_operator.dev.controlplane import ControlPlane
 from mlops_operator.dev.tools import tool
+from tests.cases import example
 
-from .conftest import Cluster, wait_for
+from .conftest import Cluster, OperatorProcess, wait_for
 
 TOP = Path(__file__).resolve().parents[2]
 CHART = TOP / "charts" / "mlops-operator"
@@ -173,3 +177,64 @@ def test_kind_path_installs_the_images_it_builds_and_runs_the_loop_the_cli_has(c
     for name in ("trainingrun.yaml", "modeldeployment.yaml", "driftpolicy.yaml", "bad-candidate.yaml"):
         text = (TOP / "examples" / "loop" / name).read_text()
         assert f"name: {secret['metadata']['name']}" in text
+
+
+def _service_account_kubeconfig(cluster: Cluster, control_plane: ControlPlane, ns: str, sa: str, path: Path) -> Path:
+    """A kubeconfig holding a token of the ServiceAccount's own (TokenRequest API)."""
+    def token() -> str | None:
+        with contextlib.suppress(ApiException):  # the ServiceAccount may not be there yet
+            answer = cluster.core.create_namespaced_service_account_token(
+                sa, ns, {"spec": {"expirationSeconds": 3600}})
+            return str(answer.status.token)
+        return None
+
+    config = yaml.safe_load(control_plane.kubeconfig.read_text())
+    config["users"] = [{"name": sa, "user": {"token": wait_for(token, 30, f"a token for ServiceAccount {sa}")}}]
+    config["contexts"][0]["context"]["user"] = sa
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_the_operator_as_the_charts_service_account_reconciles_every_kind_and_nothing_more(
+    cluster: Cluster, control_plane: ControlPlane, sp_namespace: str, tmp_path: Path
+) -> None:
+    ns, release = sp_namespace, f"mlops-{sp_namespace[-8:]}"
+    docs = [d for d in yaml.safe_load_all(helm(
+        "template", release, str(CHART), "--namespace", ns, "--set", f"watchNamespaces={{{ns}}}",
+        "--set", "aggregateToUserRoles=false").stdout) if d]
+    rbac = [d for d in docs if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
+                                              "RoleBinding")]
+    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(rbac))
+    operator = OperatorProcess(_service_account_kubeconfig(cluster, control_plane, ns, release,
+                                                           tmp_path / "sa-kubeconfig"),
+                               ns, tmp_path / "operator.log", env={"MLOPS_RESYNC_SECONDS": "5"})
+    try:
+        operator.start()
+        run = example("TrainingRun")
+        run["spec"]["suspend"] = True
+        cluster.create(run, ns)
+        md = example("ModelDeployment")
+        md["spec"]["model"] = {"storageUri": "s3://models/pinned/iris",
+                               "digest": "sha256:" + "0" * 64}
+        cluster.create(md, ns)
+        cluster.create(example("DriftPolicy"), ns)
+        cluster.wait_condition("TrainingRun", ns, "iris-v1", "False", "Suspended", timeout=60)
+        wait_for(lambda: [d.metadata.name for d in cluster.apps.list_namespaced_deployment(ns).items], 60,
+                 "the pinned version's Deployment")
+        wait_for(lambda: [s.metadata.name for s in cluster.core.list_namespaced_service(ns).items], 60,
+                 "the ModelDeployment's Services")
+        wait_for(lambda: cluster.condition("ModelDeployment", ns, "iris", "Progressing"), 60,
+                 "the ModelDeployment's status")
+        wait_for(lambda: cluster.condition("DriftPolicy", ns, "iris-drift"), 60, "the DriftPolicy's status")
+        assert "Forbidden" not in operator.output() and "403" not in operator.output(), operator.output()
+        # what its rules do not grant is refused by the apiserver
+        sa_kubeconfig = str(tmp_path / "sa-kubeconfig")
+        for args in (("get", "secrets", "-n", ns), ("get", "pods", "-n", "default"), ("delete", "node", "x")):
+            denied = subprocess.run([tool("kubectl"), f"--kubeconfig={sa_kubeconfig}", *args],
+                                    capture_output=True, text=True, timeout=60)
+            assert denied.returncode != 0 and "forbidden" in denied.stderr.lower(), (args, denied.stderr)
+    finally:
+        operator.stop()
+        for d in rbac:
+            if d["kind"].startswith("Cluster"):
+                cluster.kubectl("delete", d["kind"].lower(), d["metadata"]["name"], check=False)
