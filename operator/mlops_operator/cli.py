@@ -49,6 +49,18 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     return commands.run(args.verb, args.name, args.namespace, args.revision)
 
 
+def cmd_get(args: argparse.Namespace) -> int:
+    from . import commands
+
+    return commands.get(args.what, args.namespace, args.all_namespaces)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from . import commands
+
+    return commands.status(args.target, args.namespace)
+
+
 def cmd_manifests(args: argparse.Namespace) -> int:
     from .dev import manifests
 
@@ -225,6 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--revision", help="default: the candidate (retry: the last rejected revision)")
         p.set_defaults(func=cmd_rollout, verb=verb)
 
+    p = sub.add_parser("get", help="tables of TrainingRuns, ModelDeployments, DriftPolicies")
+    p.add_argument("what", nargs="?", default="all", choices=["all", "tr", "md", "dp"])
+    p.add_argument("-n", "--namespace")
+    p.add_argument("-A", "--all-namespaces", action="store_true")
+    p.set_defaults(func=cmd_get)
+    p = sub.add_parser("status", help="one model's loop as a tree: deployment, versions, drift (md/NAME)")
+    p.add_argument("target", help="md/NAME")
+    p.add_argument("-n", "--namespace")
+    p.set_defaults(func=cmd_status)
     dev = sub.add_parser("dev", help="a local Kubernetes control plane for development and tests")
     dev_sub = dev.add_subparsers(dest="dev_command", required=True)
     p = dev_sub.add_parser("up", help="start etcd + kube-apiserver + controller-manager + scheduler")

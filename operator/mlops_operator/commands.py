@@ -73,3 +73,48 @@ def run(verb: str, name: str, namespace: str | None, revision: str | None) -> in
         return 1
     print(f"modeldeployment/{name}: {verb} {rev} requested")
     return 0
+
+
+KINDS = {"tr": "TrainingRun", "md": "ModelDeployment", "dp": "DriftPolicy"}
+PLURALS = {"TrainingRun": "trainingruns", "ModelDeployment": "modeldeployments", "DriftPolicy": "driftpolicies"}
+
+
+def _list(kind: str, scope: Sequence[str]) -> list[dict[str, Any]]:
+    return list(json.loads(_run(["get", f"{PLURALS[kind]}.mlops.dev", "-o", "json", *scope])).get("items") or [])
+
+
+def get(what: str, namespace: str | None, all_namespaces: bool) -> int:
+    """`mlops get [tr|md|dp|all]`: one table per kind."""
+    from .views import get_table
+
+    scope = ["--all-namespaces"] if all_namespaces else (["-n", namespace] if namespace else [])
+    kinds = list(KINDS.values()) if what == "all" else [KINDS[what]]
+    now = datetime.datetime.now(datetime.UTC)
+    try:
+        tables = [(kind, _list(kind, scope)) for kind in kinds]
+    except CommandError as exc:
+        print(f"mlops get: {exc}", file=sys.stderr)
+        return 1
+    shown = [f"{kind}s:\n{get_table(kind, items, now)}" if len(kinds) > 1 else get_table(kind, items, now)
+             for kind, items in tables if items or len(kinds) == 1]
+    print("\n\n".join(shown) if shown else "no mlops resources found")
+    return 0
+
+
+def status(target: str, namespace: str | None) -> int:
+    """`mlops status md/NAME`: the loop of one model as a tree."""
+    from .views import status_tree
+
+    kind, _, name = target.partition("/")
+    if not name or kind not in ("md", "modeldeployment", "modeldeployments"):
+        print(f"mlops status: {target}: name a ModelDeployment (md/NAME)", file=sys.stderr)
+        return 2
+    scope = ["-n", namespace] if namespace else []
+    try:
+        md = json.loads(_run(["get", "modeldeployments.mlops.dev", name, "-o", "json", *scope]))
+        scope = ["-n", md["metadata"]["namespace"]]
+        print(status_tree(md, _list("TrainingRun", scope), _list("DriftPolicy", scope)))
+    except CommandError as exc:
+        print(f"mlops status: {exc}", file=sys.stderr)
+        return 1
+    return 0

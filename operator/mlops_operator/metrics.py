@@ -5,7 +5,14 @@ client library: a handful of gauges and counters kept in dicts.
 * mlops_driftpolicy_drifted_share{namespace,name}: share of the checked features that drifted
 * mlops_driftpolicy_feature_drifted{namespace,name,feature}: only for policies that ask for it
   (`spec.perFeatureMetrics`): a thousand models with a hundred features each are too many series
-* mlops_reconciles_total{kind}, mlops_api_requests_total{verb,resource}
+* mlops_modeldeployment_rollouts_total{namespace,name,outcome}: Promoted or RolledBack (an abort
+  too), since the operator started
+* mlops_reconciles_total{kind}, mlops_reconcile_errors_total{kind} (retried with backoff),
+  mlops_api_requests_total{verb,resource}
+
+The model server's own series (every serving pod's /metrics): mlops_requests_total,
+mlops_request_errors_total, mlops_request_duration_seconds (histogram), mlops_model_info,
+mlops_start_time_seconds. charts/mlops-operator/dashboards/mlops-loop.json draws both.
 """
 
 from __future__ import annotations
@@ -29,12 +36,19 @@ class Registry:
                                                    "enough data"),
             "mlops_driftpolicy_drifted_share": ("gauge", "Share of the policy's checked features that drifted"),
             "mlops_driftpolicy_feature_drifted": ("gauge", "1 when the feature drifted (spec.perFeatureMetrics)"),
+            "mlops_modeldeployment_rollouts_total": ("counter", "Rollouts ended, by outcome"),
             "mlops_reconciles_total": ("counter", "Reconciles run, by kind"),
+            "mlops_reconcile_errors_total": ("counter", "Reconciles that failed and were retried, by kind"),
             "mlops_api_requests_total": ("counter", "Kubernetes API requests made, by verb and resource"),
         }
 
     def set(self, name: str, labels: Mapping[str, str], value: float) -> None:
         self.gauges.setdefault(name, {})[tuple(sorted(labels.items()))] = value
+
+    def inc(self, name: str, labels: Mapping[str, str], by: float = 1.0) -> None:
+        series = self.gauges.setdefault(name, {})
+        key = tuple(sorted(labels.items()))
+        series[key] = series.get(key, 0.0) + by
 
     def forget(self, **match: str) -> None:
         """Drop every series whose labels include `match` (a deleted policy's)."""
@@ -78,8 +92,10 @@ def counters(ctx: Any) -> dict[str, dict[Labels, float]]:
                                 for (verb, resource), n in ctx.api.requests.items()}
     queue = ctx.queue
     kinds = queue.reconciles_by_kind if queue is not None else {}
+    errors = queue.errors_by_kind if queue is not None else {}
     return {"mlops_api_requests_total": api,
-            "mlops_reconciles_total": {(("kind", k),): float(n) for k, n in kinds.items()}}
+            "mlops_reconciles_total": {(("kind", k),): float(n) for k, n in kinds.items()},
+            "mlops_reconcile_errors_total": {(("kind", k),): float(n) for k, n in errors.items()}}
 
 
 async def serve(ctx: Any, port: int) -> web.AppRunner:

@@ -89,20 +89,33 @@ def test_dev_up_says_what_is_missing_and_how_to_get_it(tmp_path: Path) -> None:
     assert not (tmp_path / "dev" / "state.json").exists()
 
 
-def test_demo_trains_for_real_and_the_version_serves(tmp_path: Path) -> None:
+def test_demo_closes_the_loop(tmp_path: Path) -> None:
     """The README's first command, as a user runs it (here with its own control plane)."""
     proc = mlops("dev", "demo", "--state-dir", str(tmp_path / "demo"), "--down")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     out = proc.stdout
-    assert "TrainingRun/iris-v1 Succeeded=True (Completed)" in out
-    assert "TrainingRun/iris-v1 GatesPassed=True (Passed)" in out
-    assert "ModelDeployment/iris Ready=False (NoModelVersion)" in out
-    assert "model version: s3://models/mlops-demo/iris/iris-v1 sha256:" in out
-    assert "ModelDeployment/iris Progressing=True (Analyzing)" in out
-    assert "ModelDeployment/iris Available=True (Serving)" in out
-    assert "/v2/models/iris/infer → [" in out
-    # the drift policy watches the served version (the example's features are the data set's)
-    assert "DriftPolicy/iris-drift Drifted=Unknown (InsufficientData)" in out
+    steps = [  # in this order
+        "TrainingRun/iris-v1 GatesPassed=True (Passed)",
+        "trained iris-v1: accuracy 0.9",
+        "ModelDeployment/iris Progressing=True (Analyzing)",
+        "ModelDeployment/iris Available=True (Serving)",
+        "/v2/models/iris/infer [5.1, 3.5, 1.4, 0.2] → ['setosa']",
+        ": NotDrifted (share 0.00)",
+        "the input distribution shifts",
+        ": Drifted (share",
+        "retraining: TrainingRun iris-drift-1 created by the DriftPolicy",
+        "trained iris-drift-1: accuracy 0.9",
+        "promoted revision",
+        "traffic: 100% of the last 30 answers through the proxy came from revision",
+        "DriftPolicy iris-drift Drifted=False",
+        "trained iris-stump: accuracy 0.6",
+        "rolled back revision",
+        "the loop closed in",
+    ]
+    positions = [out.find(step) for step in steps]
+    assert all(p >= 0 for p in positions), [s for s, p in zip(steps, positions, strict=True) if p < 0]
+    assert positions == sorted(positions), out
+    assert ", 0 failed" in out
     assert "control plane stopped" in out
     # nothing it started is left: no process mentions its state directory
     left = []

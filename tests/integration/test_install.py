@@ -5,7 +5,9 @@ apiserver accepts them, and the operator's ServiceAccount gets exactly what its 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -97,15 +99,40 @@ def test_plain_manifests_are_fresh_and_accepted_by_the_apiserver(cluster: Cluste
     assert "deployment.apps/mlops-operator created (server dry run)" in proc.stdout
 
 
-def test_helm_install_and_uninstall_keeps_the_crds(cluster: Cluster, sp_namespace: str) -> None:
+def test_helm_install_upgrade_and_uninstall_keep_the_crds_current(cluster: Cluster, sp_namespace: str,
+                                                                 tmp_path: Path) -> None:
     # the session's CRDs were applied without Helm: let the release adopt them, as an upgrade from
     # plain manifests would
     for crd in ("trainingruns", "modeldeployments", "driftpolicies"):
         cluster.kubectl("label", "--overwrite", f"crd/{crd}.mlops.dev", "app.kubernetes.io/managed-by=Helm")
         cluster.kubectl("annotate", "--overwrite", f"crd/{crd}.mlops.dev", "meta.helm.sh/release-name=mlops-it",
                         f"meta.helm.sh/release-namespace={sp_namespace}")
-    helm("install", "mlops-it", str(CHART), "--namespace", sp_namespace, "--set", "aggregateToUserRoles=false",
-         kubeconfig=cluster.kubeconfig)
+    # an older release whose DriftPolicy CRD has no spec.perFeatureMetrics yet, then an upgrade to this
+    # chart: Helm upgrades CRDs that are templates (never those in a chart's crds/ folder)
+    old_chart = tmp_path / "mlops-operator"
+    shutil.copytree(CHART, old_chart)
+    crd_file = old_chart / "templates" / "crds" / "mlops.dev_driftpolicies.yaml"
+    crd = yaml.safe_load(crd_file.read_text())
+    properties = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    del properties["perFeatureMetrics"]
+    crd_file.write_text(yaml.safe_dump(crd))
+
+    def served_fields() -> set[str]:
+        live = cluster.kubectl("get", "crd", "driftpolicies.mlops.dev", "-o", "json").stdout
+        return set(json.loads(live)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+                   ["properties"])
+
+    try:
+        # (adopting CRDs another field manager applied takes --force-conflicts with Helm 4's server-side apply)
+        helm("install", "mlops-it", str(old_chart), "--namespace", sp_namespace, "--set",
+             "aggregateToUserRoles=false", "--force-conflicts", kubeconfig=cluster.kubeconfig)
+        assert "perFeatureMetrics" not in served_fields()
+        helm("upgrade", "mlops-it", str(CHART), "--namespace", sp_namespace, "--set", "aggregateToUserRoles=false",
+             kubeconfig=cluster.kubeconfig)
+        assert "perFeatureMetrics" in served_fields()
+    finally:  # whatever happened, the session's other tests get this CRD back
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f",
+                        str(CHART / "templates" / "crds" / "mlops.dev_driftpolicies.yaml"))
     deployment = cluster.apps.read_namespaced_deployment("mlops-it", sp_namespace)
     assert deployment.spec.template.spec.service_account_name == "mlops-it"
     # its Pod waits: the local node cannot run the operator image, and says so
@@ -238,3 +265,40 @@ def test_the_operator_as_the_charts_service_account_reconciles_every_kind_and_no
         for d in rbac:
             if d["kind"].startswith("Cluster"):
                 cluster.kubectl("delete", d["kind"].lower(), d["metadata"]["name"], check=False)
+
+
+def test_monitoring_values_render_and_the_dashboard_reads_only_series_that_exist() -> None:
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from mlops_operator.metrics import Registry
+    from mlops_operator.runtime.inference import Monitor
+
+    docs = rendered("metrics.serviceMonitor.enabled=true", "metrics.podMonitor.enabled=true",
+                    "grafanaDashboard.enabled=true")
+    by_kind = {d["kind"]: d for d in docs if d["kind"] in ("ServiceMonitor", "PodMonitor", "ConfigMap")}
+    service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("-metrics"))
+    assert by_kind["ServiceMonitor"]["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert service["spec"]["ports"][0]["port"] == 9090
+    relabeled = {r["targetLabel"] for r in by_kind["PodMonitor"]["spec"]["podMetricsEndpoints"][0]["relabelings"]}
+    dashboard = json.loads((CHART / "dashboards" / "mlops-loop.json").read_text())
+    assert json.loads(by_kind["ConfigMap"]["data"]["mlops-loop.json"]) == dashboard
+    assert by_kind["ConfigMap"]["metadata"]["labels"]["grafana_dashboard"] == "1"
+
+    # every series a panel reads is one the operator or a model server exports
+    families = list(text_string_to_metric_families(Monitor(model=None).prometheus().decode()))
+    server = {s.name for f in families for s in f.samples} | {f"{f.name}_total" for f in families
+                                                               if f.type == "counter"}
+    operator = set(Registry().help)
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {name for e in exprs for name in re.findall(r"\b(mlops_[a-z_]+)\b", e)}
+    assert used and used <= server | operator, used - server - operator
+    # …grouped by labels those series have (the server's come from the PodMonitor's relabelings)
+    for e in exprs:
+        names = set(re.findall(r"\b(mlops_[a-z_]+)\b", e))
+        for group in re.findall(r"by \(([^)]*)\)", e):
+            labels = {g.strip() for g in group.split(",")}
+            if names <= server:
+                assert labels <= relabeled | {"le"}, (e, labels)
+            else:
+                assert labels <= {"namespace", "name", "outcome", "kind", "verb", "resource", "feature"}, (e, labels)

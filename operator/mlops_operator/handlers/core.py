@@ -166,6 +166,7 @@ class WorkQueue:
         self._workers = [asyncio.create_task(self._work(i)) for i in range(workers)]
         self.reconciles = 0
         self.reconciles_by_kind: collections.Counter[str] = collections.Counter()
+        self.errors_by_kind: collections.Counter[str] = collections.Counter()
 
     def enqueue(self, key: Key) -> None:
         if key in self._running:
@@ -221,6 +222,7 @@ class WorkQueue:
         except Exception:
             failures = self._failures.get(key, 0) + 1
             self._failures[key] = failures
+            self.errors_by_kind[key[0]] += 1
             delay = min(self._max_backoff, 0.5 * 2 ** (failures - 1))
             logger.exception("%s %s/%s: reconcile failed (attempt %d); retrying in %.1fs", *key, failures, delay)
             self.enqueue_after(key, delay)

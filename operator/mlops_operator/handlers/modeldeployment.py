@@ -14,6 +14,7 @@ from ..api.modeldeployment import ModelDeploymentSpec, PodCounters
 from ..builders import modeldeployment as build
 from ..conditions import FALSE, Cond
 from ..kube import Resource
+from ..metrics import REGISTRY
 from ..rollout import analysis as rollout_analysis
 from ..rollout import machine
 from ..rollout import spec as rollout_spec
@@ -27,6 +28,7 @@ DEPLOYMENTS = Resource("apps", "v1", "deployments")
 SERVICES = Resource("", "v1", "services")
 JOBS = Resource("batch", "v1", "jobs")
 GATEWAY_GROUP = "gateway.networking.k8s.io"
+ROLLOUT_OUTCOMES = ("Promoted", "RolledBack")  # the events that end a rollout (an abort is a RolledBack)
 
 
 def refers_to(body: Body) -> set[RefKey]:
@@ -188,6 +190,9 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
     await _apply(ctx, key, md, spec, plan, deployments, services, jobs, route_version)
     await ctx.write_status(MODEL_DEPLOYMENT, md, plan.conditions, plan.status)
     for reason, message, warning in plan.events:
+        if reason in ROLLOUT_OUTCOMES:
+            REGISTRY.inc("mlops_modeldeployment_rollouts_total", {"namespace": key[1], "name": key[2],
+                                                                   "outcome": reason})
         await ctx.event(MODEL_DEPLOYMENT, md, reason, message, warning)
     if plan.requeue_after is not None and ctx.queue is not None:
         ctx.queue.enqueue_after(key, plan.requeue_after)
