@@ -51,6 +51,11 @@ class Resource:
         return base
 
 
+def _namespace(path: str) -> str:
+    parts = path.split("?")[0].split("/")
+    return parts[parts.index("namespaces") + 1] if "namespaces" in parts[:-1] else ""
+
+
 def _verb_and_resource(method: str, path: str) -> tuple[str, str]:
     """("GET"/"LIST"/"PATCH"/…, plural) of a request path (…/namespaces/NS/PLURAL[/NAME[/SUB]])."""
     parts = path.split("?")[0].rstrip("/").split("/")
@@ -88,6 +93,8 @@ class Api:
             self._ssl = ctx
         self._session: aiohttp.ClientSession | None = None
         self.requests: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.by_namespace: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        """(namespace, verb, resource) → requests: what the objects of one namespace cost."""
         self._discovered: dict[tuple[str, str], tuple[float, str | None]] = {}
 
     @classmethod
@@ -127,7 +134,9 @@ class Api:
                 timeout=aiohttp.ClientTimeout(total=60),
                 connector=aiohttp.TCPConnector(ssl=self._ssl, limit=32),
             )
-        self.requests[_verb_and_resource(method, path)] += 1
+        verb, resource = _verb_and_resource(method, path)
+        self.requests[verb, resource] += 1
+        self.by_namespace[_namespace(path), verb, resource] += 1
         data = None if body is None else json.dumps(body)
         async with self._session.request(
             method, self.server + path, data=data, params=params,

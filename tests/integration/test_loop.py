@@ -19,6 +19,7 @@ from mlops_operator.dev.loop import LoopFailed, Traffic, iris_rows, run_loop
 from mlops_operator.dev.proxy import Proxy, Resolver
 from mlops_operator.dev.runner import OperatorThread
 from tests.conftest import S3
+from tests.health import argocd_health
 
 from .conftest import Cluster
 from .test_trainingrun import credentials
@@ -117,3 +118,9 @@ def test_drift_retrain_gate_rollout_and_a_bad_version_rolled_back(
     for row in (r"iris-v1\s+iris\s+Completed\s+Passed", rf"iris\s+{facts.new_revision}\s+-\s+",
                 r"iris-drift\s+iris\s+NotDrifted\s+-\s+1\s"):
         assert re.search(row, tables), (row, tables)
+
+    # Argo CD's view of the same objects (the chart's Lua health checks): a stream whose last candidate
+    # was rolled back while the stable version serves is Healthy, and so is everything else here
+    for kind, name in (("ModelDeployment", "iris"), ("DriftPolicy", "iris-drift"), ("TrainingRun", "iris-v1"),
+                       ("TrainingRun", facts.retrain), ("TrainingRun", "iris-stump")):
+        assert argocd_health(cluster.get(kind, ns, name))[0] == "Healthy", (kind, name)

@@ -154,6 +154,11 @@ def test_requests_are_counted_by_verb_and_resource() -> None:
         ("PATCH", "trainingruns")
     assert _verb_and_resource("POST", "/api/v1/namespaces/ns/events") == ("POST", "events")
     assert _verb_and_resource("GET", "/apis/gateway.networking.k8s.io/v1") == ("GET", "v1")
+    from mlops_operator.kube import _namespace
+
+    assert _namespace("/api/v1/namespaces/ns/pods?labelSelector=a") == "ns"
+    assert _namespace("/apis/mlops.dev/v1alpha1/namespaces/team-a/trainingruns/x/status") == "team-a"
+    assert _namespace("/api/v1/namespaces") == _namespace("/apis/gateway.networking.k8s.io") == ""
 
 
 def test_the_operator_imports_no_numeric_library() -> None:

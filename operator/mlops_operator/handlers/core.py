@@ -167,6 +167,7 @@ class WorkQueue:
         self.reconciles = 0
         self.reconciles_by_kind: collections.Counter[str] = collections.Counter()
         self.errors_by_kind: collections.Counter[str] = collections.Counter()
+        self.reconciles_by_namespace: collections.Counter[tuple[str, str]] = collections.Counter()
 
     def enqueue(self, key: Key) -> None:
         if key in self._running:
@@ -209,6 +210,7 @@ class WorkQueue:
     async def _run(self, key: Key) -> None:
         self.reconciles += 1
         self.reconciles_by_kind[key[0]] += 1
+        self.reconciles_by_namespace[key[0], key[1]] += 1
         try:
             await self._reconcilers[key[0]](key)
         except kopf.PermanentError as exc:
