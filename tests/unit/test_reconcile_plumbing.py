@@ -23,6 +23,19 @@ def test_slim_keeps_what_reconciles_need_only() -> None:
     body = obj("TrainingRun", "a", {"model": "m"})
     out = slim(body)
     assert "managedFields" not in out["metadata"] and out["spec"] == {"model": "m"}
+    from mlops_operator.builders.modeldeployment import deployment, service
+    from mlops_operator.handlers.core import slim_child
+
+    from .test_modeldeployment_builders import md as md_and_spec
+
+    md, spec = md_and_spec()
+    dep = deployment(md, spec, "r1", model_uri="s3://m/1", digest="sha256:" + "0" * 64, replicas=3,
+                     runtime_image="img")
+    kept = slim_child("Deployment", {**dep, "status": {"availableReplicas": 3}})
+    assert kept["spec"] == {"replicas": 3} and kept["status"] == {"availableReplicas": 3}
+    assert kept["metadata"]["annotations"] == dep["metadata"]["annotations"]  # the template hash stays
+    svc = service(md, "r1")
+    assert slim_child("Service", svc)["spec"] == {"selector": svc["spec"]["selector"]}
 
 
 def test_referenced_objects_trigger_their_dependents() -> None:

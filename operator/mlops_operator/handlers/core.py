@@ -53,6 +53,19 @@ def slim(body: Mapping[str, Any]) -> Body:
     return out
 
 
+# of a child, the spec fields a reconcile reads (a Deployment's pod template is most of its size,
+# and a thousand models have thousands of children)
+CHILD_SPEC = {"Deployment": ("replicas",), "Service": ("selector",), "Job": ()}
+
+
+def slim_child(kind: str, body: Mapping[str, Any]) -> Body:
+    out = slim(body)
+    keep = CHILD_SPEC.get(kind)
+    if keep is not None and "spec" in out:
+        out["spec"] = {k: out["spec"][k] for k in keep if k in out["spec"]}
+    return out
+
+
 def owner_of(body: Mapping[str, Any], kinds: Iterable[str]) -> Key | None:
     """The (kind, namespace, name) of the mlops.dev owner of a child object, if any."""
     wanted = set(kinds)
@@ -139,7 +152,7 @@ class Store:
         return affected
 
     def upsert_child(self, owner: Key, child_kind: str, body: Mapping[str, Any]) -> None:
-        self.children[owner][child_kind][body["metadata"]["name"]] = slim(body)
+        self.children[owner][child_kind][body["metadata"]["name"]] = slim_child(child_kind, body)
 
     def delete_child(self, owner: Key, child_kind: str, name: str) -> None:
         self.children.get(owner, {}).get(child_kind, {}).pop(name, None)

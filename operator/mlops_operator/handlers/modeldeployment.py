@@ -4,13 +4,14 @@ decision asks for (the analysis report, ready pods, live counters) and applies w
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import urllib.parse
 
 import kopf
 
 from ..api import MODEL_DEPLOYMENT
-from ..api.modeldeployment import ModelDeploymentSpec, PodCounters
+from ..api.modeldeployment import ModelDeploymentSpec, PodCounters, RevisionRef
 from ..builders import modeldeployment as build
 from ..conditions import FALSE, Cond
 from ..kube import Resource
@@ -94,7 +95,8 @@ async def _apply(ctx: Ctx, key: Key, md: Body, spec: ModelDeploymentSpec, plan: 
                  deployments: dict[str, Body], services: dict[str, Body], jobs: dict[str, Body],
                  route_version: str | None) -> None:
     s = ctx.settings
-    for rev, (version, replicas) in plan.replicas.items():
+
+    async def revision(rev: str, version: RevisionRef, replicas: int) -> None:
         observed = deployments.get(rev)
         # a revision's pod template is written from the spec only while the spec still describes it
         # (the same hash): the stable revision keeps the runtime it was analysed with, whatever the
@@ -109,23 +111,28 @@ async def _apply(ctx: Ctx, key: Key, md: Body, spec: ModelDeploymentSpec, plan: 
                                                 content_type="application/merge-patch+json", missing_ok=True)
                 if patched:
                     ctx.store.upsert_child(key, "Deployment", patched)
-            continue
+            return
         desired = build.deployment(md, spec, rev, model_uri=version.model_uri, digest=version.digest,
                                    replicas=replicas, runtime_image=s.runtime_image, copy_labels=s.copy_labels)
         if observed is not None and (observed.get("spec") or {}).get("replicas") == replicas and \
                 observed["metadata"].get("annotations", {}).get(build.TEMPLATE_HASH) == \
                 desired["metadata"]["annotations"][build.TEMPLATE_HASH]:
-            continue
+            return
         ctx.store.upsert_child(key, "Deployment", await ctx.api.apply(DEPLOYMENTS, desired))
-    for rev in plan.delete:
-        name = deployments[rev]["metadata"]["name"]
-        await ctx.api.delete(DEPLOYMENTS, key[1], name)
-        ctx.store.delete_child(key, "Deployment", name)
-    for preview, selected in ((False, plan.active), (True, plan.preview)):
+
+    async def traffic(preview: bool, selected: str | None) -> None:
         desired = build.service(md, selected, preview, copy_labels=s.copy_labels)
         observed = services.get(desired["metadata"]["name"])
         if observed is None or (observed.get("spec") or {}).get("selector") != desired["spec"]["selector"]:
             ctx.store.upsert_child(key, "Service", await ctx.api.apply(SERVICES, desired))
+
+    # independent writes go together (one round trip, not one per child); revisions before traffic
+    await asyncio.gather(*(revision(rev, version, replicas) for rev, (version, replicas) in plan.replicas.items()))
+    for rev in plan.delete:
+        name = deployments[rev]["metadata"]["name"]
+        await ctx.api.delete(DEPLOYMENTS, key[1], name)
+        ctx.store.delete_child(key, "Deployment", name)
+    await asyncio.gather(traffic(False, plan.active), traffic(True, plan.preview))
     if plan.analysis_job is not None:
         cand, urls, stable_urls = plan.analysis_job
         assert cand.model_uri is not None

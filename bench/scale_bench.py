@@ -1,0 +1,335 @@
+"""Scale benchmark: one operator, 1,000 models, on the real apiserver.
+
+    python bench/scale_bench.py [--models 1000] [--noise-pods 10000] [--concurrency 16]
+
+A control plane of etcd + kube-apiserver only (no Job or Deployment controller, no node, so what
+is measured is the operator's own work), with `--noise-pods` unrelated Pods in another namespace as
+a real cluster has. Measured in the same run:
+
+  * the apiserver's raw create rate from one client (ConfigMaps, `--concurrency` requests in flight);
+  * our operator (`mlops run -n bench`, a process of its own) on `--models` ModelDeployments (pinned
+    model: a Deployment and two Services each), as many TrainingRuns (a Job each) and DriftPolicies:
+    time from create to first status (which is written after the children), p50 and p99 per kind;
+    ModelDeployments reconciled to their children per second; API requests per reconcile (the
+    operator's own counters); RSS when everything is reconciled; CPU while idle for 30 s;
+  * a do-nothing kopf operator watching the same kinds (bench/noop_operator.py): its RSS and idle CPU.
+
+Prints the figures and the ratios against both peers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+TOP = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(TOP / "operator"))
+
+from mlops_operator.dev import install  # noqa: E402
+from mlops_operator.dev.controlplane import ControlPlane  # noqa: E402
+
+NS, NOISE = "bench", "noise"
+GROUP = "/apis/mlops.dev/v1alpha1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Client:
+    def __init__(self, cp: ControlPlane, concurrency: int) -> None:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        self.session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {cp.token}"},
+                                             connector=aiohttp.TCPConnector(ssl=ctx, limit=concurrency))
+        self.server = cp.server
+        self.limit = asyncio.Semaphore(concurrency)
+
+    async def post(self, path: str, body: dict[str, Any]) -> float:
+        """Create; returns when it was acknowledged (monotonic)."""
+        async with self.limit, self.session.post(self.server + path, json=body) as resp:
+            if resp.status not in (200, 201):
+                raise RuntimeError(f"POST {path}: {resp.status} {await resp.text()}")
+            await resp.read()
+            return time.monotonic()
+
+    async def apply(self, path: str, body: dict[str, Any]) -> None:
+        async with self.limit, self.session.patch(
+                self.server + path, data=json.dumps(body), params={"fieldManager": "bench", "force": "true"},
+                headers={"Content-Type": "application/apply-patch+yaml"}) as resp:
+            if resp.status not in (200, 201):
+                raise RuntimeError(f"apply {path}: {resp.status} {await resp.text()}")
+            await resp.read()
+
+    async def get(self, path: str) -> dict[str, Any]:
+        async with self.session.get(self.server + path) as resp:
+            return dict(await resp.json())
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+def model_deployment(i: int) -> dict[str, Any]:
+    return {"apiVersion": "mlops.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": f"m{i}"},
+            "spec": {"model": {"storageUri": f"s3://models/bench/m{i}", "digest": "sha256:" + "a" * 64},
+                     "replicas": 1, "storage": {"secretRef": {"name": "s3"}}}}
+
+
+def training_run(i: int) -> dict[str, Any]:
+    return {"apiVersion": "mlops.dev/v1alpha1", "kind": "TrainingRun", "metadata": {"name": f"t{i}"},
+            "spec": {"model": f"m{i}", "trainer": {"estimator": "sklearn.linear_model.LogisticRegression"},
+                     "dataset": {"uri": "s3://data/d.csv", "targetColumn": "y"},
+                     "storage": {"secretRef": {"name": "s3"}}}}
+
+
+def drift_policy(i: int) -> dict[str, Any]:
+    return {"apiVersion": "mlops.dev/v1alpha1", "kind": "DriftPolicy", "metadata": {"name": f"d{i}"},
+            "spec": {"targetRef": {"name": f"m{i}"}, "action": {"type": "Alert"}}}
+
+
+def raw_deployments(n: int) -> list[dict[str, Any]]:
+    """The Deployments our operator would write for `n` pinned ModelDeployments (its own builder)."""
+    from mlops_operator.api.modeldeployment import ModelDeploymentSpec
+    from mlops_operator.builders.modeldeployment import deployment
+
+    out = []
+    for i in range(n):
+        md = {**model_deployment(i), "metadata": {"name": f"m{i}", "namespace": "raw", "uid": f"u{i}"}}
+        spec = ModelDeploymentSpec.model_validate(md["spec"])
+        out.append(deployment(md, spec, f"r{i}", model_uri=f"s3://models/bench/m{i}", digest="sha256:" + "a" * 64,
+                              replicas=1, runtime_image="ghcr.io/mlops-dev/mlops-runtime:0.1.0"))
+    return out
+
+
+def pod(i: int) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"p{i}", "labels": {"app": "noise"}},
+            "spec": {"containers": [{"name": "c", "image": "example.org/noise:1"}]}}
+
+
+class Process:
+    def __init__(self, cmd: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log.open("wb")
+        self.proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def idle_cpu(self, seconds: float) -> float:
+        start, t0 = self.cpu_seconds(), time.monotonic()
+        time.sleep(seconds)
+        return (self.cpu_seconds() - start) / (time.monotonic() - t0)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def metrics(port: int) -> dict[str, float]:
+    """Each series summed over its labels; API writes also as `mlops_api_requests_total_write`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[s.name] = out.get(s.name, 0.0) + s.value
+            if s.labels.get("verb") in ("POST", "PATCH", "PUT", "DELETE"):
+                out[f"{s.name}_write"] = out.get(f"{s.name}_write", 0.0) + s.value
+    return out
+
+
+async def first_status(client: Client, plural: str, names: set[str], created: dict[str, float],
+                       deadline: float) -> dict[str, float]:
+    """Seconds from each object's create to its first status, by watching (resourceVersion 0)."""
+    seen: dict[str, float] = {}
+    while len(seen) < len(names) and time.monotonic() < deadline:
+        url = f"{client.server}{GROUP}/namespaces/{NS}/{plural}?watch=1&timeoutSeconds=30"
+        async with client.session.get(url) as resp:
+            async for line in resp.content:
+                event = json.loads(line)
+                obj = event["object"]
+                name = obj["metadata"]["name"]
+                if name in names and name not in seen and (obj.get("status") or {}).get("conditions"):
+                    seen[name] = time.monotonic() - created[name]
+                if len(seen) == len(names) or time.monotonic() > deadline:
+                    break
+    return seen
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def create_all(client: Client, path: str, bodies: list[dict[str, Any]]) -> dict[str, float]:
+    """Create every body; the create time of each (sent), and the rate (done/s)."""
+    sent: dict[str, float] = {}
+
+    async def one(body: dict[str, Any]) -> None:
+        sent[body["metadata"]["name"]] = time.monotonic()
+        await client.post(path, body)
+
+    await asyncio.gather(*(one(b) for b in bodies))
+    return sent
+
+
+async def run(args: argparse.Namespace, cp: ControlPlane, work: Path) -> None:
+    client = Client(cp, args.concurrency)
+    try:
+        for ns in (NS, NOISE, "raw"):
+            await client.post("/api/v1/namespaces", {"metadata": {"name": ns}})
+        t0 = time.monotonic()
+        await create_all(client, f"/api/v1/namespaces/{NOISE}/pods", [pod(i) for i in range(args.noise_pods)])
+        print(f"{args.noise_pods} unrelated Pods created in {time.monotonic() - t0:.1f} s")
+        t0 = time.monotonic()
+        await create_all(client, "/api/v1/namespaces/raw/configmaps",
+                         [{"metadata": {"name": f"c{i}"}, "data": {"k": "v"}} for i in range(args.models)])
+        raw_rate = args.models / (time.monotonic() - t0)
+        print(f"apiserver raw create rate from one client: {raw_rate:.0f} objects/s "
+              f"({args.concurrency} in flight)")
+
+        t0 = time.monotonic()
+        await asyncio.gather(*(client.apply(f"/apis/apps/v1/namespaces/raw/deployments/{d['metadata']['name']}", d)
+                               for d in raw_deployments(args.models)))
+        apply_rate = args.models / (time.monotonic() - t0)
+        print(f"apiserver server-side apply rate of the operator's own Deployments from one client: "
+              f"{apply_rate:.0f}/s")
+
+        results: dict[str, dict[str, float]] = {}
+        for label, cmd in (("noop kopf", [sys.executable, str(TOP / "bench" / "noop_operator.py")]),
+                           ("mlops", [sys.executable, *(["-m", "cProfile", "-o", args.profile] if args.profile else []),
+                                      "-m", "mlops_operator.cli", "run", "-n", NS])):
+            port = free_port()
+            proc = Process(cmd, {"KUBECONFIG": str(cp.kubeconfig), "MLOPS_METRICS_PORT": str(port),
+                                 "MLOPS_EVENTS": "warnings", "MLOPS_LOG_LEVEL": "WARNING",
+                                 "MLOPS_RESYNC_SECONDS": "3600", "PYTHONPATH": str(TOP / "operator"),
+                                 **({"MLOPS_WORKERS": str(args.workers)} if args.workers else {})},
+                           work / f"{label.replace(' ', '-')}.log")
+            try:
+                results[label] = await measure(args, client, proc, port, label, raw_rate)
+            finally:
+                proc.stop()
+            # the next operator starts from objects that exist: delete them all
+            for plural in ("modeldeployments", "trainingruns", "driftpolicies"):
+                async with client.session.delete(f"{client.server}{GROUP}/namespaces/{NS}/{plural}") as resp:
+                    await resp.read()
+            for path in ("/apis/apps/v1/namespaces/bench/deployments", "/api/v1/namespaces/bench/services",
+                         "/apis/batch/v1/namespaces/bench/jobs"):
+                async with client.session.delete(client.server + path) as resp:
+                    await resp.read()
+        ours, noop = results["mlops"], results["noop kopf"]
+        print()
+        print(f"{'':34}{'mlops':>12}{'noop kopf':>12}{'ratio':>8}")
+        for key, text in (("rss", "RSS reconciled (MB)"), ("idle", "idle CPU (% of a core)"),
+                          ("md_rate", "ModelDeployments/s to status")):
+            ratio = f"{ours[key] / noop[key]:8.2f}" if noop[key] >= 0.05 else f"{'-':>8}"
+            print(f"{text:34}{ours[key]:12.2f}{noop[key]:12.2f}{ratio}")
+        print(f"mlops ModelDeployments/s vs raw create rate: {ours['md_rate'] / raw_rate:.2f}; "
+              f"its writes/s ({4 * ours['md_rate']:.0f}: 3 applies + 1 status each) vs the raw apply rate: "
+              f"{4 * ours['md_rate'] / apply_rate:.2f}")
+    finally:
+        await client.close()
+
+
+async def measure(args: argparse.Namespace, client: Client, proc: Process, port: int, label: str,
+                  raw_rate: float) -> dict[str, float]:
+    deadline = time.monotonic() + 120
+    while True:  # the operator is up when its metrics answer (the noop peer serves them too)
+        try:
+            metrics(port)
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.proc.poll() is not None:
+                raise RuntimeError(f"{label} did not start: see {proc.log.name}") from None
+            await asyncio.sleep(0.2)
+    out: dict[str, float] = {}
+    kinds = (("modeldeployments", model_deployment), ("trainingruns", training_run), ("driftpolicies", drift_policy))
+    for plural, make in kinds:
+        bodies = [make(i) for i in range(args.models)]
+        path = f"{GROUP}/namespaces/{NS}/{plural}"
+        t0 = time.monotonic()
+        created_task = asyncio.create_task(create_all(client, path, bodies))
+        await asyncio.sleep(0)
+        created = await created_task
+        names = set(created)
+        if label == "mlops":
+            seen = await first_status(client, plural, names, created, time.monotonic() + 600)
+            if len(seen) < len(names):
+                raise RuntimeError(f"{label}: only {len(seen)} of {len(names)} {plural} got a status")
+            took = max(created[n] + seen[n] for n in names) - t0
+            latencies = list(seen.values())
+            print(f"{label}: {len(names)} {plural}: create → first status p50 {pct(latencies, 0.5) * 1000:.0f} ms, "
+                  f"p99 {pct(latencies, 0.99) * 1000:.0f} ms; all reconciled in {took:.1f} s "
+                  f"({len(names) / took:.0f}/s)")
+            if plural == "modeldeployments":
+                out["md_rate"] = len(names) / took
+        else:  # the peer writes no status: it is done when it has handled every event
+            target = (kinds.index((plural, make)) + 1) * args.models
+            while metrics(port).get("noop_events_total", 0) < target:
+                await asyncio.sleep(0.2)
+            took = time.monotonic() - t0
+            if plural == "modeldeployments":
+                out["md_rate"] = args.models / took
+            print(f"{label}: saw {args.models} {plural} in {took:.1f} s")
+    await asyncio.sleep(5)
+    out["rss"] = proc.rss_mb()
+    out["idle"] = 100 * proc.idle_cpu(30)
+    if label == "mlops":
+        m = metrics(port)
+        requests, reconciles = m.get("mlops_api_requests_total", 0), m.get("mlops_reconciles_total", 1)
+        writes = m.get("mlops_api_requests_total_write", 0)
+        print(f"{label}: {reconciles:.0f} reconciles, {requests:.0f} API requests ({writes:.0f} writes): "
+              f"{requests / reconciles:.2f} requests and {writes / reconciles:.2f} writes per reconcile")
+    print(f"{label}: RSS {out['rss']:.0f} MB with everything reconciled; idle CPU {out['idle']:.2f} % of a core")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=int, default=1000)
+    parser.add_argument("--noise-pods", type=int, default=10000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--workers", type=int, help="MLOPS_WORKERS for our operator (default: its own)")
+    parser.add_argument("--profile", help="write a cProfile of our operator to this file")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mlops-scale-") as tmp:
+        work = Path(tmp)
+        cp = ControlPlane(work / "cp", with_controllers=False, with_node=False)
+        cp.start()
+        try:
+            install.apply_crds(str(cp.kubeconfig))
+            asyncio.run(run(args, cp, work))
+        finally:
+            cp.stop()
+
+
+if __name__ == "__main__":
+    main()
