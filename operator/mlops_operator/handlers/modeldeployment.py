@@ -14,7 +14,7 @@ from ..api import MODEL_DEPLOYMENT
 from ..api.modeldeployment import ModelDeploymentSpec, PodCounters, RevisionRef
 from ..builders import modeldeployment as build
 from ..conditions import FALSE, Cond
-from ..kube import Resource
+from ..kube import FIELD_MANAGER, Resource
 from ..metrics import REGISTRY
 from ..rollout import analysis as rollout_analysis
 from ..rollout import machine
@@ -123,8 +123,17 @@ async def _apply(ctx: Ctx, key: Key, md: Body, spec: ModelDeploymentSpec, plan: 
     async def traffic(preview: bool, selected: str | None) -> None:
         desired = build.service(md, selected, preview, copy_labels=s.copy_labels)
         observed = services.get(desired["metadata"]["name"])
-        if observed is None or (observed.get("spec") or {}).get("selector") != desired["spec"]["selector"]:
-            ctx.store.upsert_child(key, "Service", await ctx.api.apply(SERVICES, desired))
+        wanted = desired["spec"]["selector"]
+        if observed is None or (observed.get("spec") or {}).get("selector") != wanted:
+            applied = await ctx.api.apply(SERVICES, desired)
+            if (applied.get("spec") or {}).get("selector") != wanted:
+                # keys someone else added (kubectl edit) are not the operator's to drop by an apply:
+                # the selector decides where traffic goes, so it is replaced as a whole
+                applied = await ctx.api.request(
+                    "PATCH", SERVICES.path(key[1], desired["metadata"]["name"]),
+                    [{"op": "replace", "path": "/spec/selector", "value": wanted}],
+                    content_type="application/json-patch+json", params={"fieldManager": FIELD_MANAGER}) or applied
+            ctx.store.upsert_child(key, "Service", applied)
 
     # independent writes go together (one round trip, not one per child); revisions before traffic
     await asyncio.gather(*(revision(rev, version, replicas) for rev, (version, replicas) in plan.replicas.items()))
