@@ -36,10 +36,10 @@ def objects(i: int) -> list[dict[str, Any]]:
     return [run, md, policy]
 
 
-def settled(cluster: Cluster, ns: str) -> bool:
+def settled(cluster: Cluster, ns: str, count: int = N) -> bool:
     """Each object has its first verdict: the run suspended, the deployment rolling its pinned version
     out (no pod runs: replicas 0), the policy waiting for a version to serve."""
-    for i in range(N):
+    for i in range(count):
         run = cluster.condition("TrainingRun", ns, f"run-{i}")
         md = cluster.condition("ModelDeployment", ns, f"model-{i}", "Progressing")
         dp = cluster.condition("DriftPolicy", ns, f"drift-{i}")

@@ -348,6 +348,15 @@ current-context: mlops-dev
             time.sleep(0.2)
         raise ControlPlaneError(f"timed out after {timeout:.0f}s waiting for {what} (logs in {logs})")
 
+    def restart(self, name: str, timeout: float = 90) -> None:
+        """Stop one component and start it again with the same command line (a fault to ride out)."""
+        pid = self.pids[name]
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        _terminate(pid, 15)
+        self._spawn(name, [c.decode() for c in cmd], self.state_dir / "logs")
+        if name == "kube-apiserver":
+            self._wait(lambda: self._get("/readyz") == 200, timeout, "kube-apiserver /readyz", self.state_dir / "logs")
+
     def stop(self, grace: float = 15) -> None:
         """Stop every process this control plane started: controllers, apiserver, then etcd."""
         order = ["local-node", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
