@@ -184,3 +184,22 @@ def test_the_operator_imports_no_numeric_library() -> None:
             "print(sorted(m for m in ('numpy', 'scipy', 'sklearn', 'pandas') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_cache_stays_ahead_of_the_watch_with_our_own_writes() -> None:
+    store = make_store()
+
+    def version(rv: str, reason: str) -> dict:
+        body = obj("TrainingRun", "a", {"model": "m"}, status={"conditions": [{"type": "Ready", "reason": reason}]})
+        body["metadata"]["resourceVersion"] = rv
+        return body
+
+    key = ("TrainingRun", "ns", "a")
+    store.upsert("TrainingRun", version("1", "Created"))
+    store.ahead("TrainingRun", version("2", "First"))  # two writes of ours, before the watch says anything
+    store.ahead("TrainingRun", version("3", "Second"))
+    assert store.upsert("TrainingRun", version("2", "First")) == set()  # its past: skipped
+    assert store.get(key)["status"]["conditions"][0]["reason"] == "Second"
+    assert store.upsert("TrainingRun", version("3", "Second")) == {key}  # caught up
+    assert store.upsert("TrainingRun", version("4", "Edited")) == {key}  # someone else's, after ours
+    assert store.get(key)["status"]["conditions"][0]["reason"] == "Edited"

@@ -83,7 +83,7 @@ class Ctx:
         cached = self.store.get(key)
         if cached is None or cached["metadata"].get("resourceVersion") != version:
             return
-        for other in self.store.upsert(key[0], stored):
+        for other in self.store.ahead(key[0], stored):
             if other != key and self.queue is not None:
                 self.queue.enqueue(other)  # those the watch event would have woken: it will find no change
 

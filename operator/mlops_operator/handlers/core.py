@@ -89,6 +89,9 @@ class Store:
     _dependents: dict[RefKey, set[Key]] = field(default_factory=lambda: defaultdict(set))
     _refs: dict[Key, set[RefKey]] = field(default_factory=dict)
     _aliases: dict[RefKey, set[Key]] = field(default_factory=lambda: defaultdict(set))
+    # resourceVersions our own status writes produced and put in the cache ahead of the watch,
+    # oldest first, until the watch brings them back
+    _ahead: dict[Key, list[str]] = field(default_factory=dict)
 
     def get(self, key: Key) -> Body | None:
         return self.objects[key[0]].get((key[1], key[2]))
@@ -106,9 +109,29 @@ class Store:
         return out
 
     def upsert(self, kind: str, body: Mapping[str, Any]) -> set[Key]:
-        """Store an object; return the keys of the objects that must be reconciled because of it."""
+        """Store an object (from a watch event); return the keys of the objects that must be reconciled
+        because of it. The watch brings versions in order, but the cache may be ahead of it with what
+        our own writes stored: an event of an earlier write of ours is then the past and is skipped."""
         meta = body["metadata"]
         key: Key = (kind, meta.get("namespace", ""), meta["name"])
+        ahead = self._ahead.get(key)
+        if ahead:
+            version = meta.get("resourceVersion")
+            if version in ahead:
+                del ahead[:ahead.index(version) + 1]
+                if ahead:
+                    return set()  # a later write of ours is already cached
+            del self._ahead[key]  # caught up (or someone else wrote after us)
+        return self._put(kind, key, body)
+
+    def ahead(self, kind: str, body: Mapping[str, Any]) -> set[Key]:
+        """Store what one of our writes stored, ahead of its watch event."""
+        meta = body["metadata"]
+        key: Key = (kind, meta.get("namespace", ""), meta["name"])
+        self._ahead.setdefault(key, []).append(meta.get("resourceVersion", ""))
+        return self._put(kind, key, body)
+
+    def _put(self, kind: str, key: Key, body: Mapping[str, Any]) -> set[Key]:
         old = self.get(key)
         new = slim(body)
         self.objects[kind][(key[1], key[2])] = new
@@ -118,6 +141,7 @@ class Store:
 
     def delete(self, kind: str, namespace: str, name: str) -> set[Key]:
         key: Key = (kind, namespace, name)
+        self._ahead.pop(key, None)
         old = self.objects[kind].pop((namespace, name), None)
         self.children.pop(key, None)
         affected = self._reindex(key, old, None)
