@@ -125,8 +125,14 @@ def cmd_dev_demo(args: argparse.Namespace) -> int:
         return 1
 
 
-def cmd_dev_proxy(args: argparse.Namespace) -> int:
+def _kubeconfig(args: argparse.Namespace) -> str:
+    """$KUBECONFIG, else the local control plane's in --state-dir."""
     import os
+
+    return os.environ.get("KUBECONFIG") or str(Path(args.state_dir) / "kubeconfig")
+
+
+def cmd_dev_proxy(args: argparse.Namespace) -> int:
 
     from kubernetes import config
 
@@ -137,7 +143,7 @@ def cmd_dev_proxy(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"mlops dev proxy: {exc}", file=sys.stderr)
         return 2
-    kubeconfig = os.environ.get("KUBECONFIG") or str(Path(args.state_dir) / "kubeconfig")
+    kubeconfig = _kubeconfig(args)
     proxy = Proxy(Resolver(config.new_client_from_config(kubeconfig), args.namespace, service), port=args.port,
                   via_api=args.via_apiserver)
     print(f"forwarding {proxy.url} → svc/{service} in namespace {args.namespace} (Ctrl-C stops)", flush=True)
@@ -152,14 +158,13 @@ def cmd_dev_proxy(args: argparse.Namespace) -> int:
 
 def cmd_dev_loop(args: argparse.Namespace) -> int:
     import contextlib
-    import os
 
     import boto3
     from kubernetes import config
 
     from .dev.loop import LoopFailed, run_loop
 
-    kubeconfig = os.environ.get("KUBECONFIG") or str(Path(args.state_dir) / "kubeconfig")
+    kubeconfig = _kubeconfig(args)
     s3 = boto3.client("s3", endpoint_url=args.s3_endpoint)
     if args.create_buckets:
         for bucket in ("datasets", "models"):

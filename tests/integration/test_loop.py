@@ -22,6 +22,7 @@ from tests.conftest import S3
 from tests.health import argocd_health
 
 from .conftest import Cluster
+from .test_modeldeployment import mlops
 from .test_trainingrun import credentials
 
 
@@ -101,20 +102,17 @@ def test_drift_retrain_gate_rollout_and_a_bad_version_rolled_back(
         proc.wait(timeout=30)
 
     # the loop as a user reads it: `mlops status md/iris` and `mlops get`
-    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
-
-    def mlops(*args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "mlops_operator.cli", *args], capture_output=True, text=True,
-                              env=env, timeout=60)
+    def cli(*args: str) -> str:
+        done = mlops(cluster, *args)
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    tree = mlops("status", "md/iris", "-n", ns)
+    tree = cli("status", "md/iris", "-n", ns)
     assert f"stable    {facts.new_revision}  {facts.retrain}" in tree, tree
     assert re.search(rf"{facts.retrain}  Completed  gates Passed  .*accuracy 0\.9\d\d.*← serving", tree), tree
     assert re.search(r"iris-stump  Completed  gates Passed  .*accuracy 0\.6\d\d.*\(rejected by analysis\)", tree), tree
     assert "DriftPolicy iris-drift: Drifted=False" in tree and f"retrain {facts.retrain} created" in tree, tree
-    tables = mlops("get", "-n", ns)
+    tables = cli("get", "-n", ns)
     for row in (r"iris-v1\s+iris\s+Completed\s+Passed", rf"iris\s+{facts.new_revision}\s+-\s+",
                 r"iris-drift\s+iris\s+NotDrifted\s+-\s+1\s"):
         assert re.search(row, tables), (row, tables)
