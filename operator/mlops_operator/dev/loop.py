@@ -188,6 +188,7 @@ class Loop:
             self.poll()
             result = check()
             if result:
+                self.poll()  # the condition changes that made it so come before the line saying so
                 return result
             if time.monotonic() > deadline:
                 raise LoopFailed(f"timed out after {timeout or self.step_timeout:.0f}s waiting for {what}")
