@@ -122,6 +122,25 @@ def pod(i: int) -> dict[str, Any]:
             "spec": {"containers": [{"name": "c", "image": "example.org/noise:1"}]}}
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuShare:
+    """CPU used by the operator and by the control plane (apiserver + etcd) over a phase, as % of a core."""
+
+    def __init__(self, proc: Process, cp: ControlPlane) -> None:
+        self.proc, self.cp = proc, [cp.pids["kube-apiserver"], cp.pids["etcd"]]
+        self.start = (time.monotonic(), proc.cpu_seconds(), sum(map(cpu_seconds, self.cp)))
+
+    def __str__(self) -> str:
+        t0, ours, theirs = self.start
+        took = time.monotonic() - t0
+        return (f"CPU: operator {100 * (self.proc.cpu_seconds() - ours) / took:.0f} %, apiserver + etcd "
+                f"{100 * (sum(map(cpu_seconds, self.cp)) - theirs) / took:.0f} % of a core ({os.cpu_count()} cores)")
+
+
 class Process:
     def __init__(self, cmd: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log.open("wb")
@@ -134,8 +153,7 @@ class Process:
         return 0.0
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
 
     def idle_cpu(self, seconds: float) -> float:
         start, t0 = self.cpu_seconds(), time.monotonic()
@@ -164,6 +182,46 @@ def metrics(port: int) -> dict[str, float]:
             if s.labels.get("verb") in ("POST", "PATCH", "PUT", "DELETE"):
                 out[f"{s.name}_write"] = out.get(f"{s.name}_write", 0.0) + s.value
     return out
+
+
+def writes_by_resource(port: int) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "mlops_api_requests_total" and s.labels.get("verb") in ("POST", "PATCH", "PUT", "DELETE"):
+                out[s.labels["resource"]] = out.get(s.labels["resource"], 0.0) + s.value
+    return out
+
+
+async def paced(args: argparse.Namespace, client: Client, cp: ControlPlane, proc: Process) -> None:
+    """Latency at scale: with everything above reconciled, `--paced` more ModelDeployments created at a
+    steady `--rate` (as a busy cluster sees them), each timed from its create to its first status."""
+    bodies = [model_deployment(args.models + i) for i in range(args.paced)]
+    path = f"{GROUP}/namespaces/{NS}/modeldeployments"
+    names = {b["metadata"]["name"] for b in bodies}
+    created: dict[str, float] = {}
+
+    async def create() -> None:
+        start = time.monotonic()
+        for i, body in enumerate(bodies):
+            await asyncio.sleep(max(0.0, start + i / args.rate - time.monotonic()))
+            created[body["metadata"]["name"]] = time.monotonic()
+            await client.post(path, body)
+
+    cpu = CpuShare(proc, cp)
+    watcher = asyncio.create_task(first_status(client, "modeldeployments", names, created, time.monotonic() + 300))
+    await create()
+    seen = await watcher
+    if len(seen) < len(names):
+        raise RuntimeError(f"only {len(seen)} of {len(names)} paced modeldeployments got a status")
+    latencies = list(seen.values())
+    print(f"mlops: {args.paced} more modeldeployments at {args.rate:.0f}/s with {3 * args.models} objects held: "
+          f"create → first status p50 {pct(latencies, 0.5) * 1000:.0f} ms, p99 {pct(latencies, 0.99) * 1000:.0f} ms, "
+          f"max {max(latencies) * 1000:.0f} ms; {cpu}")
 
 
 async def first_status(client: Client, plural: str, names: set[str], created: dict[str, float],
@@ -234,7 +292,7 @@ async def run(args: argparse.Namespace, cp: ControlPlane, work: Path) -> None:
                                  **({"MLOPS_WORKERS": str(args.workers)} if args.workers else {})},
                            work / f"{label.replace(' ', '-')}.log")
             try:
-                results[label] = await measure(args, client, proc, port, label, raw_rate)
+                results[label] = await measure(args, client, cp, proc, port, label)
             finally:
                 proc.stop()
             # the next operator starts from objects that exist: delete them all
@@ -259,8 +317,8 @@ async def run(args: argparse.Namespace, cp: ControlPlane, work: Path) -> None:
         await client.close()
 
 
-async def measure(args: argparse.Namespace, client: Client, proc: Process, port: int, label: str,
-                  raw_rate: float) -> dict[str, float]:
+async def measure(args: argparse.Namespace, client: Client, cp: ControlPlane, proc: Process, port: int,
+                  label: str) -> dict[str, float]:
     deadline = time.monotonic() + 120
     while True:  # the operator is up when its metrics answer (the noop peer serves them too)
         try:
@@ -275,7 +333,7 @@ async def measure(args: argparse.Namespace, client: Client, proc: Process, port:
     for plural, make in kinds:
         bodies = [make(i) for i in range(args.models)]
         path = f"{GROUP}/namespaces/{NS}/{plural}"
-        t0 = time.monotonic()
+        t0, cpu = time.monotonic(), CpuShare(proc, cp)
         created_task = asyncio.create_task(create_all(client, path, bodies))
         await asyncio.sleep(0)
         created = await created_task
@@ -288,7 +346,7 @@ async def measure(args: argparse.Namespace, client: Client, proc: Process, port:
             latencies = list(seen.values())
             print(f"{label}: {len(names)} {plural}: create → first status p50 {pct(latencies, 0.5) * 1000:.0f} ms, "
                   f"p99 {pct(latencies, 0.99) * 1000:.0f} ms; all reconciled in {took:.1f} s "
-                  f"({len(names) / took:.0f}/s)")
+                  f"({len(names) / took:.0f}/s); {cpu}")
             if plural == "modeldeployments":
                 out["md_rate"] = len(names) / took
         else:  # the peer writes no status: it is done when it has handled every event
@@ -299,6 +357,8 @@ async def measure(args: argparse.Namespace, client: Client, proc: Process, port:
             if plural == "modeldeployments":
                 out["md_rate"] = args.models / took
             print(f"{label}: saw {args.models} {plural} in {took:.1f} s")
+    if label == "mlops" and args.paced:
+        await paced(args, client, cp, proc)
     await asyncio.sleep(5)
     out["rss"] = proc.rss_mb()
     out["idle"] = 100 * proc.idle_cpu(30)
@@ -308,6 +368,8 @@ async def measure(args: argparse.Namespace, client: Client, proc: Process, port:
         writes = m.get("mlops_api_requests_total_write", 0)
         print(f"{label}: {reconciles:.0f} reconciles, {requests:.0f} API requests ({writes:.0f} writes): "
               f"{requests / reconciles:.2f} requests and {writes / reconciles:.2f} writes per reconcile")
+        print(f"{label}: writes by resource: " + ", ".join(
+            f"{r} {n:.0f}" for r, n in sorted(writes_by_resource(port).items())))
     print(f"{label}: RSS {out['rss']:.0f} MB with everything reconciled; idle CPU {out['idle']:.2f} % of a core")
     return out
 
@@ -317,6 +379,9 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=1000)
     parser.add_argument("--noise-pods", type=int, default=10000)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--paced", type=int, default=200,
+                        help="then this many more ModelDeployments at a steady rate, for the latency at scale")
+    parser.add_argument("--rate", type=float, default=20.0, help="creates per second of --paced")
     parser.add_argument("--workers", type=int, help="MLOPS_WORKERS for our operator (default: its own)")
     parser.add_argument("--profile", help="write a cProfile of our operator to this file")
     args = parser.parse_args()

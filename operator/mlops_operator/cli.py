@@ -195,14 +195,14 @@ def cmd_dev_logs(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import kopf
 
-    from . import main as _handlers  # noqa: F401  (registers the handlers)
+    from . import main
     from .config import Settings
 
     namespaces = args.namespace or list(Settings.from_env().namespaces)
+    main.run_in(namespaces)
     kopf.configure(verbose=args.verbose)
     kopf.run(
-        clusterwide=not namespaces,
-        namespaces=namespaces,
+        clusterwide=True,  # kopf runs the process and watches none of our kinds: the informers do, in `namespaces`
         liveness_endpoint=args.liveness,
         standalone=True,
     )

@@ -15,12 +15,26 @@ import contextlib
 import json
 import ssl
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
 FIELD_MANAGER = "mlops-operator"
+
+
+async def lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The newline-delimited records of a byte stream, of any length."""
+    buffer = b""
+    async for chunk in chunks:
+        buffer += chunk
+        while (end := buffer.find(b"\n")) >= 0:
+            line, buffer = buffer[:end], buffer[end + 1:]
+            if line.strip():
+                yield line
+    if buffer.strip():
+        yield buffer
 
 
 class ApiError(RuntimeError):
@@ -63,7 +77,8 @@ def _verb_and_resource(method: str, path: str) -> tuple[str, str]:
         i = parts.index("namespaces")
         collection = len(parts) == i + 3
         return ("LIST" if method == "GET" and collection else method), parts[i + 2]
-    return method, parts[-1]
+    collection = len(parts) == (4 if parts[1:2] == ["api"] else 5)  # /api/v1/PLURAL, /apis/GROUP/VERSION/PLURAL
+    return ("LIST" if method == "GET" and collection else method), parts[-1]
 
 
 class Api:
@@ -92,6 +107,7 @@ class Api:
                 ctx.load_cert_chain(cert_path, key_path)
             self._ssl = ctx
         self._session: aiohttp.ClientSession | None = None
+        self._watches: aiohttp.ClientSession | None = None
         self.requests: collections.Counter[tuple[str, str]] = collections.Counter()
         self.by_namespace: collections.Counter[tuple[str, str, str]] = collections.Counter()
         """(namespace, verb, resource) → requests: what the objects of one namespace cost."""
@@ -114,9 +130,26 @@ class Api:
         )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._watches):
+            if session is not None:
+                await session.close()
+        self._session = self._watches = None
+
+    async def stream(self, path: str, params: dict[str, str], read_timeout: float) -> AsyncIterator[dict[str, Any]]:
+        """The events of a watch request, decoded. Watches have connections of their own (a request
+        each, held open), so writes never wait behind them."""
+        if self._watches is None:
+            self._watches = aiohttp.ClientSession(headers=self._headers,
+                                                  connector=aiohttp.TCPConnector(ssl=self._ssl, limit=0))
+        resource = path.rstrip("/").rsplit("/", 1)[-1]
+        self.requests["WATCH", resource] += 1
+        self.by_namespace[_namespace(path), "WATCH", resource] += 1
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=read_timeout)
+        async with self._watches.get(self.server + path, params=params, timeout=timeout) as resp:
+            if resp.status >= 400:
+                raise ApiError(resp.status, "WATCH", path, await resp.text())
+            async for line in lines(resp.content.iter_any()):
+                yield json.loads(line)
 
     async def request(
         self,
@@ -164,7 +197,7 @@ class Api:
             body["metadata"] = {"resourceVersion": resource_version}
         return await self.request(
             "PATCH", res.path(namespace, name, "status"), body,
-            content_type="application/merge-patch+json", missing_ok=True,
+            content_type="application/merge-patch+json", missing_ok=True, params={"fieldManager": FIELD_MANAGER},
         )
 
     async def apply(self, res: Resource, obj: dict[str, Any]) -> dict[str, Any]:

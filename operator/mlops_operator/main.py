@@ -1,7 +1,7 @@
-"""kopf settings and handler registration: `kopf run -m mlops_operator.main` (or `mlops run`).
-
-Every kopf handler here is an event handler that only updates the cache and queues reconciles
-(see handlers/core.py): no kopf progress annotations, no finalizers, no per-object timers.
+"""The operator process: kopf runs it (`mlops run`, or `kopf run -m mlops_operator.main` with
+MLOPS_NAMESPACES), logs in, starts and cleans up; the operator's own informers (watching.py) feed
+the cache and queue reconciles (see handlers/core.py): no kopf progress annotations, no
+finalizers, no per-object timers or tasks.
 """
 
 from __future__ import annotations
@@ -15,15 +15,17 @@ import kopf
 from aiohttp import web
 
 from . import metrics
-from .api import DRIFT_POLICY, GROUP, KINDS, MODEL_DEPLOYMENT, TRAINING_RUN, VERSION
+from .api import DRIFT_POLICY, KINDS, MODEL_DEPLOYMENT, TRAINING_RUN
+from .builders.common import MANAGED_BY
 from .config import Settings
 from .handlers import driftpolicy, modeldeployment, trainingrun
-from .handlers.context import Ctx
+from .handlers.context import Ctx, resource
 from .handlers.core import Key, Store, WorkQueue, owner_of
-from .kube import Api
+from .kube import Api, Resource
+from .watching import Informer, Informers, Scope
 
 logger = logging.getLogger("mlops_operator")
-MANAGED_BY = {"app.kubernetes.io/managed-by": "mlops-operator"}
+MANAGED_BY_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())  # the children's watches
 # the child kinds whose events reconcile their owner: (group, version, plural, kind)
 CHILD_KINDS = (
     ("batch", "v1", "jobs", "Job"),
@@ -43,6 +45,9 @@ class Runtime:
     ctx: Ctx | None = None
     resync: asyncio.Task[None] | None = None
     metrics: web.AppRunner | None = None
+    informers: Informers | None = None
+    namespaces: tuple[str, ...] | None = None
+    """What `mlops run -n` (or the in-process runner) was given; None: MLOPS_NAMESPACES."""
 
 
 def make_store() -> Store:
@@ -63,33 +68,10 @@ def _credentials(settings: kopf.OperatorSettings) -> Any:
             or kopf.login_with_kubeconfig(settings=settings))
 
 
-class NoDiffBase(kopf.AnnotationsDiffBaseStorage):
-    """No diff base at all. The operator has no create/update handlers (only event and index handlers
-    feeding its own queue), yet kopf builds a deep copy of every object on every watch event to diff
-    it against the last handled one: the largest CPU cost with thousands of objects."""
-
-    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
-        return None
-
-    def fetch(self, *, body: kopf.Body) -> Any:
-        return None
-
-
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = NoDiffBase(prefix=GROUP, key="last-handled-configuration")
-    settings.posting.level = logging.WARNING
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
-    settings.watching.connect_timeout = 30
-    settings.networking.request_timeout = 60
     config = Settings.from_env()
     logging.getLogger("mlops_operator").setLevel(config.log_level)
-    if config.log_level != "DEBUG":
-        # kopf logs every handled watch event at INFO: thousands of lines a minute at scale
-        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     info = _credentials(settings)
     if info is None:
         raise kopf.PermanentError("no credentials: neither a service account nor a kubeconfig was found")
@@ -97,9 +79,18 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
               post_normal_events=config.normal_events)
     ctx.queue = WorkQueue({kind: _bind(fn, ctx) for kind, fn in RECONCILERS.items()}, workers=config.workers)
     Runtime.ctx = ctx
-    Runtime.resync = asyncio.create_task(_resync(ctx, config.resync_seconds))
+    namespaces = Runtime.namespaces if Runtime.namespaces is not None else config.namespaces
+    Runtime.informers = informers(ctx, Scope(tuple(namespaces)))
+    Runtime.informers.start()
+    Runtime.resync = asyncio.create_task(_open_then_resync(ctx, Runtime.informers, config.resync_seconds))
     if config.metrics_port:
         Runtime.metrics = await metrics.serve(ctx, config.metrics_port)
+
+
+def run_in(namespaces: list[str] | tuple[str, ...]) -> None:
+    """Say which namespaces the operator watches (before kopf starts it); none: the whole cluster.
+    Glob patterns (`team-*`) watch the cluster and keep what matches."""
+    Runtime.namespaces = tuple(namespaces)
 
 
 def _bind(fn: Callable[[Ctx, Key], Coroutine[Any, Any, None]], ctx: Ctx) -> Callable[[Key], Coroutine[Any, Any, None]]:
@@ -108,8 +99,12 @@ def _bind(fn: Callable[[Ctx, Key], Coroutine[Any, Any, None]], ctx: Ctx) -> Call
     return run
 
 
-async def _resync(ctx: Ctx, every: int) -> None:
-    """The slow periodic resync: every object is reconciled again (writes only what changed)."""
+async def _open_then_resync(ctx: Ctx, watches: Informers, every: int) -> None:
+    """Open the queue once everything was listed into the cache; then the slow periodic resync:
+    every object is reconciled again (writes only what changed)."""
+    assert ctx.queue is not None
+    await watches.listed()
+    ctx.queue.open.set()
     while True:
         await asyncio.sleep(every)
         assert ctx.queue is not None
@@ -122,6 +117,8 @@ async def _resync(ctx: Ctx, every: int) -> None:
 async def cleanup(**_: Any) -> None:
     if Runtime.resync is not None:
         Runtime.resync.cancel()
+    if Runtime.informers is not None:
+        await Runtime.informers.stop()
     if Runtime.metrics is not None:
         await Runtime.metrics.cleanup()
         Runtime.metrics = None
@@ -129,7 +126,7 @@ async def cleanup(**_: Any) -> None:
         if Runtime.ctx.queue is not None:
             await Runtime.ctx.queue.close()
         await Runtime.ctx.api.close()
-    Runtime.ctx = Runtime.resync = None
+    Runtime.ctx = Runtime.resync = Runtime.informers = None
 
 
 @kopf.on.login()
@@ -137,64 +134,49 @@ def login(settings: kopf.OperatorSettings, **_: Any) -> Any:
     return _credentials(settings)
 
 
-def _on_own_event(kind: str) -> Callable[..., Coroutine[Any, Any, None]]:
-    async def handler(event: dict[str, Any], **_: Any) -> None:
-        ctx = Runtime.ctx
-        if ctx is None or ctx.queue is None:
-            return
-        ctx.queue.open.set()  # kopf calls event handlers only once every index below is filled
-        body = event["object"]
-        meta = body.get("metadata", {})
-        if event.get("type") == "DELETED":
+def on_own_event(ctx: Ctx, kind: str) -> Callable[[str, dict[str, Any]], None]:
+    """Our kinds' events: the cache, and a reconcile of the object and of whoever refers to it."""
+    assert ctx.queue is not None
+    queue = ctx.queue
+
+    def handle(type_: str, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        if type_ == "DELETED":
             affected = ctx.store.delete(kind, meta.get("namespace", ""), meta["name"])
         else:
             affected = ctx.store.upsert(kind, body)
         for key in affected:
-            ctx.queue.enqueue(key)
-    handler.__name__ = f"on_{kind.lower()}_event"
-    return handler
+            queue.enqueue(key)
+    return handle
 
 
-def _on_child_event(child_kind: str) -> Callable[..., Coroutine[Any, Any, None]]:
-    async def handler(event: dict[str, Any], **_: Any) -> None:
-        ctx = Runtime.ctx
-        if ctx is None or ctx.queue is None:
-            return
-        ctx.queue.open.set()
-        body = event["object"]
+def on_child_event(ctx: Ctx, child_kind: str) -> Callable[[str, dict[str, Any]], None]:
+    """A child's events: the cache of its owner's children, and a reconcile of the owner."""
+    assert ctx.queue is not None
+    queue = ctx.queue
+
+    def handle(type_: str, body: dict[str, Any]) -> None:
         owner = owner_of(body, RECONCILERS)
         if owner is None:
             return
-        if event.get("type") == "DELETED":
+        if type_ == "DELETED":
             ctx.store.delete_child(owner, child_kind, body["metadata"]["name"])
         else:
             ctx.store.upsert_child(owner, child_kind, body)
-        ctx.queue.enqueue(owner)
-    handler.__name__ = f"on_child_{child_kind.lower()}_event"
-    return handler
+        queue.enqueue(owner)
+    return handle
 
 
-def _warm(kind: str, child: bool) -> Callable[..., None]:
-    """A kopf index handler that fills the cache and indexes nothing. kopf lists every indexed resource
-    before it calls any event handler, so after a restart no reconcile runs on a half-filled cache
-    (a ModelDeployment that had not seen its TrainingRuns yet would drop its candidate)."""
-    def warm(body: kopf.Body, **_: Any) -> None:
-        ctx = Runtime.ctx
-        if ctx is None or ctx.queue is None or ctx.queue.open.is_set():
-            return  # after start-up the event handlers keep the cache (and say whom a change affects)
-        if not child:
-            ctx.store.upsert(kind, body)
-        elif (owner := owner_of(body, RECONCILERS)) is not None:
-            ctx.store.upsert_child(owner, kind, body)
-    warm.__name__ = f"warm_{kind.lower()}"
-    return warm
-
-
-for _kind in KINDS:
-    kopf.on.event(GROUP, VERSION, _kind.plural, id=f"{_kind.singular}-events")(_on_own_event(_kind.kind))
-    kopf.index(GROUP, VERSION, _kind.plural, id=f"{_kind.singular}-cache")(_warm(_kind.kind, child=False))
-for _group, _version, _plural, _child in CHILD_KINDS:
-    kopf.on.event(_group, _version, _plural, labels=MANAGED_BY, id=f"{_child.lower()}-events")(
-        _on_child_event(_child))
-    kopf.index(_group, _version, _plural, labels=MANAGED_BY, id=f"{_child.lower()}-cache")(
-        _warm(_child, child=True))
+def informers(ctx: Ctx, scope: Scope, server_timeout: int = 300) -> Informers:
+    """Our three kinds and their three child kinds (only the operator's own, by label), in every
+    watched namespace."""
+    out = []
+    for namespace in scope.watched():
+        for kind in KINDS:
+            out.append(Informer(ctx.api, resource(kind), kind.kind, namespace, on_own_event(ctx, kind.kind),
+                                scope.accepts, server_timeout=server_timeout))
+        for group, version, plural, child in CHILD_KINDS:
+            out.append(Informer(ctx.api, Resource(group, version, plural), child, namespace,
+                                on_child_event(ctx, child), scope.accepts, label_selector=MANAGED_BY_SELECTOR,
+                                server_timeout=server_timeout))
+    return Informers(out)

@@ -167,6 +167,8 @@ def test_requests_are_counted_by_verb_and_resource() -> None:
         ("PATCH", "trainingruns")
     assert _verb_and_resource("POST", "/api/v1/namespaces/ns/events") == ("POST", "events")
     assert _verb_and_resource("GET", "/apis/gateway.networking.k8s.io/v1") == ("GET", "v1")
+    assert _verb_and_resource("GET", "/api/v1/configmaps") == ("LIST", "configmaps")  # cluster-wide
+    assert _verb_and_resource("GET", "/apis/apps/v1/deployments") == ("LIST", "deployments")
     from mlops_operator.kube import _namespace
 
     assert _namespace("/api/v1/namespaces/ns/pods?labelSelector=a") == "ns"

@@ -26,11 +26,12 @@ class OperatorThread:
     def _run(self) -> None:
         import kopf
 
-        from .. import main  # noqa: F401  (registers the handlers)
+        from .. import main
 
+        main.run_in(self.namespaces)
         try:
             asyncio.run(kopf.operator(
-                namespaces=self.namespaces, clusterwide=False, standalone=True,
+                clusterwide=True, standalone=True,  # the informers watch `namespaces` (see main.run_in)
                 stop_flag=self.stop_flag, ready_flag=self.ready_flag,
             ))
         except BaseException as exc:

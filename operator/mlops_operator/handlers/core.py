@@ -1,11 +1,11 @@
 """Level-based reconcile plumbing shared by the three kinds.
 
-kopf runs a kind's handler when *that* object changes. The design wants more: each kind has one
+A watch event says that *one* object changed. The design wants more: each kind has one
 reconcile function, called for its own events, for events of its children (mapped to the owner
 through ownerReferences), for events of objects it refers to (mapped through a reverse index),
 and by a slow periodic resync. So:
 
-* `Store` is the operator's cache, filled by kopf watch events (never a list call per reconcile):
+* `Store` is the operator's cache, filled by watch events (watching.py; never a list call per reconcile):
   slim copies of our objects, children grouped by owner, and a reverse index of references.
 * `WorkQueue` runs reconciles: a key queued several times runs once; a key never runs twice at
   the same time (a change during a run queues it again); `kopf.TemporaryError(delay=…)` requeues
