@@ -32,6 +32,20 @@ class Cond:
             raise ValueError(f"condition reason must be CamelCase, not {self.reason!r}")
 
 
+# a False condition with one of these reasons is what the user asked for (replicas 0, suspend) or the
+# ordinary way to a first version (nothing trained or promoted yet): its Event is Normal, not a Warning
+EXPECTED_REASONS = frozenset({"NoStableVersion", "NoModelVersion", "ScaledToZero", "Suspended"})
+_BAD_WHEN_FALSE = ("Ready", "Available", "Succeeded", "GatesPassed", "ServiceHealthy")
+_BAD_WHEN_TRUE = ("Degraded", "Drifted")
+
+
+def is_warning(c: Cond) -> bool:
+    """Whether a condition, as it newly is, deserves a Warning Event (something is wrong)."""
+    if c.type in _BAD_WHEN_TRUE:
+        return c.status == TRUE
+    return c.type in _BAD_WHEN_FALSE and c.status == FALSE and c.reason not in EXPECTED_REASONS
+
+
 def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

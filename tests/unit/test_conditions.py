@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlops_operator.conditions import FALSE, TRUE, UNKNOWN, Cond, find, is_true, merge
+from mlops_operator.conditions import FALSE, TRUE, UNKNOWN, Cond, find, is_true, is_warning, merge
 
 
 def test_new_condition_gets_time_and_generation() -> None:
@@ -48,3 +48,16 @@ def test_rerun_is_identical() -> None:
 def test_condition_values_are_checked(bad) -> None:
     with pytest.raises(ValueError):
         Cond(*bad)
+
+
+def test_warnings_are_for_what_is_wrong_not_for_the_way_to_a_first_version() -> None:
+    assert is_warning(Cond("Ready", FALSE, "GatesFailed", "accuracy 0.5 < 0.9"))
+    assert is_warning(Cond("Available", FALSE, "Unavailable", "no available pod"))
+    assert is_warning(Cond("Degraded", TRUE, "RolledBack")) and is_warning(Cond("Drifted", TRUE, "Drifted"))
+    # a new ModelDeployment before its first promotion, or one scaled to zero, is not a problem
+    assert not is_warning(Cond("Available", FALSE, "NoStableVersion", "no version has been promoted yet"))
+    assert not is_warning(Cond("Ready", FALSE, "NoModelVersion"))
+    assert not is_warning(Cond("Available", FALSE, "ScaledToZero"))
+    assert not is_warning(Cond("Ready", FALSE, "Suspended"))
+    assert not is_warning(Cond("Succeeded", UNKNOWN, "Running")) and not is_warning(Cond("Degraded", FALSE, "Healthy"))
+    assert not is_warning(Cond("Progressing", FALSE, "RolledBack"))

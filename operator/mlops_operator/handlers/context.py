@@ -10,7 +10,7 @@ from typing import Any
 import kopf
 
 from ..api import API_VERSION, GROUP, VERSION, Kind
-from ..conditions import FALSE, Cond, merge, now
+from ..conditions import FALSE, Cond, is_warning, merge, now
 from ..config import Settings
 from ..kube import Api, ApiError, Resource
 from ..validation import parse
@@ -69,10 +69,8 @@ class Ctx:
         for c in decided:
             before = old.get(c.type)
             if before is None or before.get("status") != c.status or before.get("reason") != c.reason:
-                warning = (c.status == FALSE and c.type in ("Ready", "Available", "Succeeded", "GatesPassed",
-                                                            "ServiceHealthy")) \
-                    or (c.type in ("Degraded", "Drifted") and c.status == "True")
-                await self.event(kind, body, c.reason, f"{c.type}={c.status}: {c.message}".rstrip(": "), warning)
+                await self.event(kind, body, c.reason, f"{c.type}={c.status}: {c.message}".rstrip(": "),
+                                 is_warning(c))
         return True
 
     def _remember(self, key: Key, version: str | None, stored: Mapping[str, Any]) -> None:
