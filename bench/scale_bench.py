@@ -367,7 +367,7 @@ async def measure(args: argparse.Namespace, client: Client, cp: ControlPlane, pr
             print(f"{label}: saw {args.models} {plural} in {took:.1f} s")
     if label == "mlops" and args.paced:
         await paced(args, client, cp, proc)
-    await asyncio.sleep(5)
+    await asyncio.sleep(15)  # steady state: everything reconciled and quiet for a while
     out["rss"] = proc.rss_mb()
     out["idle"] = 100 * proc.idle_cpu(30)
     if label == "mlops":

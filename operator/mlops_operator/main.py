@@ -7,6 +7,9 @@ finalizers, no per-object timers or tasks.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import gc
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -46,6 +49,7 @@ class Runtime:
     resync: asyncio.Task[None] | None = None
     metrics: web.AppRunner | None = None
     informers: Informers | None = None
+    trim: asyncio.Task[None] | None = None
     namespaces: tuple[str, ...] | None = None
     """What `mlops run -n` (or the in-process runner) was given; None: MLOPS_NAMESPACES."""
 
@@ -83,6 +87,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     Runtime.informers = informers(ctx, Scope(tuple(namespaces)))
     Runtime.informers.start()
     Runtime.resync = asyncio.create_task(_open_then_resync(ctx, Runtime.informers, config.resync_seconds))
+    Runtime.trim = asyncio.create_task(_trim_when_quiet(ctx))
     if config.metrics_port:
         Runtime.metrics = await metrics.serve(ctx, config.metrics_port)
 
@@ -113,10 +118,27 @@ async def _open_then_resync(ctx: Ctx, watches: Informers, every: int) -> None:
                 ctx.queue.enqueue(key)
 
 
+async def _trim_when_quiet(ctx: Ctx, every: float = 5.0) -> None:
+    """After a burst of work (a thousand objects created at once), give the memory it took back: the
+    C allocator keeps freed pages for reuse, and a steady operator would hold its peak for ever."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    if not hasattr(libc, "malloc_trim"):
+        return  # not glibc
+    trimmed_at = 0
+    while True:
+        await asyncio.sleep(every)
+        assert ctx.queue is not None
+        if ctx.queue.idle() and ctx.queue.reconciles != trimmed_at:
+            trimmed_at = ctx.queue.reconciles
+            gc.collect()
+            libc.malloc_trim(0)
+
+
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
-    if Runtime.resync is not None:
-        Runtime.resync.cancel()
+    for task in (Runtime.resync, Runtime.trim):
+        if task is not None:
+            task.cancel()
     if Runtime.informers is not None:
         await Runtime.informers.stop()
     if Runtime.metrics is not None:
@@ -126,7 +148,7 @@ async def cleanup(**_: Any) -> None:
         if Runtime.ctx.queue is not None:
             await Runtime.ctx.queue.close()
         await Runtime.ctx.api.close()
-    Runtime.ctx = Runtime.resync = Runtime.informers = None
+    Runtime.ctx = Runtime.resync = Runtime.trim = Runtime.informers = None
 
 
 @kopf.on.login()
