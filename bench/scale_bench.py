@@ -179,7 +179,8 @@ class Process:
 
 
 def metrics(port: int) -> dict[str, float]:
-    """Each series summed over its labels; API writes also as `mlops_api_requests_total_write`."""
+    """Each series summed over its labels; API writes also as `mlops_api_requests_total_write`, and per
+    resource as `writes:RESOURCE`."""
     from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
@@ -190,19 +191,9 @@ def metrics(port: int) -> dict[str, float]:
             out[s.name] = out.get(s.name, 0.0) + s.value
             if s.labels.get("verb") in ("POST", "PATCH", "PUT", "DELETE"):
                 out[f"{s.name}_write"] = out.get(f"{s.name}_write", 0.0) + s.value
-    return out
-
-
-def writes_by_resource(port: int) -> dict[str, float]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == "mlops_api_requests_total" and s.labels.get("verb") in ("POST", "PATCH", "PUT", "DELETE"):
-                out[s.labels["resource"]] = out.get(s.labels["resource"], 0.0) + s.value
+                if s.name == "mlops_api_requests_total":
+                    key = f"writes:{s.labels['resource']}"
+                    out[key] = out.get(key, 0.0) + s.value
     return out
 
 
@@ -377,7 +368,7 @@ async def measure(args: argparse.Namespace, client: Client, cp: ControlPlane, pr
         print(f"{label}: {reconciles:.0f} reconciles, {requests:.0f} API requests ({writes:.0f} writes): "
               f"{requests / reconciles:.2f} requests and {writes / reconciles:.2f} writes per reconcile")
         print(f"{label}: writes by resource: " + ", ".join(
-            f"{r} {n:.0f}" for r, n in sorted(writes_by_resource(port).items())))
+            f"{k.split(':', 1)[1]} {n:.0f}" for k, n in sorted(m.items()) if k.startswith("writes:")))
     print(f"{label}: RSS {out['rss']:.0f} MB with everything reconciled; idle CPU {out['idle']:.2f} % of a core")
     return out
 

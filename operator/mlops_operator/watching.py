@@ -125,16 +125,19 @@ class Informer:
         """One watch request from `version` until the server ends it; the last version seen."""
         params = self._params(watch="1", resourceVersion=version, allowWatchBookmarks="true",
                               timeoutSeconds=str(self.server_timeout))
-        async for event in self.api.stream(self.resource.path(self.namespace), params,
-                                           read_timeout=self.server_timeout + 30):
-            kind, obj = event.get("type"), event.get("object") or {}
-            if kind == "ERROR":
-                if obj.get("code") == 410:
-                    raise Gone(obj.get("message", ""))
-                raise ApiError(int(obj.get("code") or 500), "WATCH", self.resource.plural, json.dumps(obj))
-            version = obj.get("metadata", {}).get("resourceVersion") or version
-            if kind in ("ADDED", "MODIFIED", "DELETED"):
-                self._deliver(kind, obj)
+        try:
+            async for event in self.api.stream(self.resource.path(self.namespace), params,
+                                               read_timeout=self.server_timeout + 30):
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    raise ApiError(int(obj.get("code") or 500), "WATCH", self.resource.plural, json.dumps(obj))
+                version = obj.get("metadata", {}).get("resourceVersion") or version
+                if kind in ("ADDED", "MODIFIED", "DELETED"):
+                    self._deliver(kind, obj)
+        except ApiError as exc:  # as an event in the stream, or as the answer to the request
+            if exc.status == 410:
+                raise Gone(exc.message) from exc
+            raise
         return version
 
     async def run(self) -> None:
@@ -148,7 +151,9 @@ class Informer:
                 failures = 0
             except asyncio.CancelledError:
                 raise
-            except Gone:
+            except Gone as exc:
+                logger.info("watch of %s%s: %s; listing again", self.resource.plural,
+                            f" in {self.namespace}" if self.namespace else "", exc)
                 version = ""
             except Exception as exc:
                 failures += 1
