@@ -65,6 +65,15 @@ class Resource:
         return base
 
 
+# the built-in resources the operator touches
+CONFIGMAPS = Resource("", "v1", "configmaps")
+DEPLOYMENTS = Resource("apps", "v1", "deployments")
+EVENTS = Resource("", "v1", "events")
+JOBS = Resource("batch", "v1", "jobs")
+PODS = Resource("", "v1", "pods")
+SERVICES = Resource("", "v1", "services")
+
+
 def _namespace(path: str) -> str:
     parts = path.split("?")[0].split("/")
     return parts[parts.index("namespaces") + 1] if "namespaces" in parts[:-1] else ""

@@ -11,13 +11,12 @@ from typing import Any
 import pytest
 
 from mlops_operator.dev.controlplane import ControlPlane
-from mlops_operator.kube import Resource
+from mlops_operator.kube import CONFIGMAPS
 from mlops_operator.watching import Informer, Scope
 
 from .conftest import Cluster
 from .test_status_writes import _api
 
-CONFIGMAPS = Resource("", "v1", "configmaps")
 LABEL = "app.kubernetes.io/managed-by=mlops-operator"
 
 

@@ -12,12 +12,11 @@ import kopf
 from ..api import API_VERSION, GROUP, VERSION, Kind
 from ..conditions import FALSE, Cond, is_warning, merge, now
 from ..config import Settings
-from ..kube import Api, ApiError, Resource
+from ..kube import EVENTS, Api, ApiError, Resource
 from ..validation import parse
 from .core import Key, Store, WorkQueue
 
 logger = logging.getLogger("mlops_operator")
-EVENTS = Resource("", "v1", "events")
 
 
 def resource(kind: Kind) -> Resource:

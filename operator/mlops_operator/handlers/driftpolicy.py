@@ -19,14 +19,13 @@ from ..drift import evaluate as drift_evaluate
 from ..drift import retrain as drift_retrain
 from ..drift import spec as drift_spec
 from ..drift.window import WindowState, advance, after_evaluation
-from ..kube import Resource
+from ..kube import CONFIGMAPS
 from ..metrics import REGISTRY
 from ..runtime.artifacts import Profile
 from . import pods
 from .context import Ctx, resource
 from .core import Body, Key, RefKey
 
-CONFIGMAPS = Resource("", "v1", "configmaps")
 STATE_KEY = "window.json"
 EVALUATION_ANNOTATION = "mlops.dev/drift-evaluation"
 

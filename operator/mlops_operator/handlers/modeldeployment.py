@@ -14,7 +14,7 @@ from ..api import MODEL_DEPLOYMENT
 from ..api.modeldeployment import ModelDeploymentSpec, PodCounters, RevisionRef
 from ..builders import modeldeployment as build
 from ..conditions import FALSE, Cond
-from ..kube import FIELD_MANAGER, Resource
+from ..kube import DEPLOYMENTS, FIELD_MANAGER, JOBS, SERVICES, Resource
 from ..metrics import REGISTRY
 from ..rollout import analysis as rollout_analysis
 from ..rollout import machine
@@ -25,9 +25,6 @@ from . import pods
 from .context import Ctx
 from .core import Body, Key, RefKey
 
-DEPLOYMENTS = Resource("apps", "v1", "deployments")
-SERVICES = Resource("", "v1", "services")
-JOBS = Resource("batch", "v1", "jobs")
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 ROLLOUT_OUTCOMES = ("Promoted", "RolledBack")  # the events that end a rollout (an abort is a RolledBack)
 

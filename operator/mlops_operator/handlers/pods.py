@@ -13,11 +13,10 @@ from typing import Any
 import aiohttp
 
 from ..builders.modeldeployment import PORT
-from ..kube import Resource
+from ..kube import PODS
 from .context import Ctx
 
 logger = logging.getLogger("mlops_operator")
-PODS = Resource("", "v1", "pods")
 SCRAPE_TIMEOUT = 5.0
 
 

@@ -10,16 +10,13 @@ from ..api import TRAINING_RUN
 from ..api.trainingrun import TrainingRunSpec
 from ..builders.trainingrun import job_name, training_job
 from ..conditions import FALSE, Cond
-from ..kube import Resource
+from ..kube import CONFIGMAPS, JOBS, PODS
 from ..training import pipeline
 from ..training import spec as training_spec
 from ..training.run import decide
 from .context import Ctx
 from .core import Body, Key, RefKey
 
-JOBS = Resource("batch", "v1", "jobs")
-PODS = Resource("", "v1", "pods")
-CONFIGMAPS = Resource("", "v1", "configmaps")
 PIPELINE_RECHECK_SECONDS = 10
 
 
