@@ -7,9 +7,6 @@ finalizers, no per-object timers or tasks.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
-import gc
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -24,17 +21,13 @@ from .config import Settings
 from .handlers import driftpolicy, modeldeployment, trainingrun
 from .handlers.context import Ctx, resource
 from .handlers.core import Key, Store, WorkQueue, owner_of
-from .kube import Api, Resource
+from .kube import DEPLOYMENTS, JOBS, SERVICES, Api
 from .watching import Informer, Informers, Scope
 
 logger = logging.getLogger("mlops_operator")
 MANAGED_BY_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())  # the children's watches
-# the child kinds whose events reconcile their owner: (group, version, plural, kind)
-CHILD_KINDS = (
-    ("batch", "v1", "jobs", "Job"),
-    ("apps", "v1", "deployments", "Deployment"),
-    ("", "v1", "services", "Service"),
-)
+# the child kinds whose events reconcile their owner
+CHILD_KINDS = ((JOBS, "Job"), (DEPLOYMENTS, "Deployment"), (SERVICES, "Service"))
 RECONCILERS: dict[str, Callable[[Ctx, Key], Coroutine[Any, Any, None]]] = {
     TRAINING_RUN.kind: trainingrun.reconcile,
     MODEL_DEPLOYMENT.kind: modeldeployment.reconcile,
@@ -49,7 +42,6 @@ class Runtime:
     resync: asyncio.Task[None] | None = None
     metrics: web.AppRunner | None = None
     informers: Informers | None = None
-    trim: asyncio.Task[None] | None = None
     namespaces: tuple[str, ...] | None = None
     """What `mlops run -n` (or the in-process runner) was given; None: MLOPS_NAMESPACES."""
 
@@ -87,7 +79,6 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     Runtime.informers = informers(ctx, Scope(tuple(namespaces)))
     Runtime.informers.start()
     Runtime.resync = asyncio.create_task(_open_then_resync(ctx, Runtime.informers, config.resync_seconds))
-    Runtime.trim = asyncio.create_task(_trim_when_quiet(ctx))
     if config.metrics_port:
         Runtime.metrics = await metrics.serve(ctx, config.metrics_port)
 
@@ -118,27 +109,10 @@ async def _open_then_resync(ctx: Ctx, watches: Informers, every: int) -> None:
                 ctx.queue.enqueue(key)
 
 
-async def _trim_when_quiet(ctx: Ctx, every: float = 5.0) -> None:
-    """After a burst of work (a thousand objects created at once), give the memory it took back: the
-    C allocator keeps freed pages for reuse, and a steady operator would hold its peak for ever."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    if not hasattr(libc, "malloc_trim"):
-        return  # not glibc
-    trimmed_at = 0
-    while True:
-        await asyncio.sleep(every)
-        assert ctx.queue is not None
-        if ctx.queue.idle() and ctx.queue.reconciles != trimmed_at:
-            trimmed_at = ctx.queue.reconciles
-            gc.collect()
-            libc.malloc_trim(0)
-
-
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
-    for task in (Runtime.resync, Runtime.trim):
-        if task is not None:
-            task.cancel()
+    if Runtime.resync is not None:
+        Runtime.resync.cancel()
     if Runtime.informers is not None:
         await Runtime.informers.stop()
     if Runtime.metrics is not None:
@@ -148,7 +122,7 @@ async def cleanup(**_: Any) -> None:
         if Runtime.ctx.queue is not None:
             await Runtime.ctx.queue.close()
         await Runtime.ctx.api.close()
-    Runtime.ctx = Runtime.resync = Runtime.trim = Runtime.informers = None
+    Runtime.ctx = Runtime.resync = Runtime.informers = None
 
 
 @kopf.on.login()
@@ -197,8 +171,8 @@ def informers(ctx: Ctx, scope: Scope, server_timeout: int = 300) -> Informers:
         for kind in KINDS:
             out.append(Informer(ctx.api, resource(kind), kind.kind, namespace, on_own_event(ctx, kind.kind),
                                 scope.accepts, server_timeout=server_timeout))
-        for group, version, plural, child in CHILD_KINDS:
-            out.append(Informer(ctx.api, Resource(group, version, plural), child, namespace,
+        for res, child in CHILD_KINDS:
+            out.append(Informer(ctx.api, res, child, namespace,
                                 on_child_event(ctx, child), scope.accepts, label_selector=MANAGED_BY_SELECTOR,
                                 server_timeout=server_timeout))
     return Informers(out)

@@ -44,7 +44,7 @@ _KEEP_META = ("name", "namespace", "uid", "generation", "labels", "annotations",
 def shared(value: Any) -> Any:
     """`value` with its keys and short strings shared (interned): thousands of cached objects repeat the
     same keys, label values, condition types, reasons and timestamps, and each JSON decode makes a copy
-    of every one of them (about half of the cache's memory)."""
+    of every one of them (about a third of the cache's memory)."""
     if isinstance(value, dict):
         return {sys.intern(k): shared(v) for k, v in value.items()}
     if isinstance(value, list):
