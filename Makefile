@@ -3,7 +3,11 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: setup demo kind-demo test lint crds clean
+.PHONY: setup system-demo system-test demo kind-demo test lint crds clean
+
+# the Debian packages each command needs (installed when missing; quick when present)
+system-demo system-test:
+	$(PYTHON) operator/mlops_operator/dev/system.py $(@:system-%=%)
 
 $(BIN)/mlops: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,13 +18,13 @@ $(BIN)/mlops: pyproject.toml
 setup: $(BIN)/mlops
 	$(BIN)/mlops dev binaries
 
-demo: setup
+demo: system-demo setup
 	$(BIN)/mlops dev demo --down
 
 kind-demo: $(BIN)/mlops
 	MLOPS=$(BIN)/mlops examples/kind/run.sh
 
-test: setup
+test: system-test setup
 	$(BIN)/mlops crds --check
 	$(BIN)/ruff check operator tests
 	$(BIN)/mypy

@@ -115,6 +115,12 @@ def cmd_dev_binaries(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dev_system(args: argparse.Namespace) -> int:
+    from .dev import system
+
+    return system.ensure(args.purpose)
+
+
 def cmd_dev_demo(args: argparse.Namespace) -> int:
     from .dev import controlplane, demo
 
@@ -285,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_dev_loop)
     p = dev_sub.add_parser("binaries", help="find, or build once into the cache, the control plane binaries")
     p.set_defaults(func=cmd_dev_binaries)
+    p = dev_sub.add_parser("system", help="install the Debian packages the demo or the tests need, when missing")
+    p.add_argument("purpose", nargs="?", choices=("demo", "test"), default="test")
+    p.set_defaults(func=cmd_dev_system)
     p = dev_sub.add_parser("demo", help="run the operator on the local control plane against examples/")
     p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     p.add_argument("--down", action="store_true", help="stop the control plane at the end")

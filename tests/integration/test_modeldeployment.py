@@ -448,8 +448,8 @@ def test_a_version_failing_live_traffic_after_its_promotion_is_rolled_back_to_th
 
 @pytest.fixture
 def prometheus(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A real Prometheus (Debian's package; .ci/run installs it) scraping the pods the test lists in a
-    file_sd targets file, labelled with namespace and pod as Kubernetes service discovery would."""
+    """A real Prometheus (Debian's package; `make test` installs it: dev/system.py) scraping the pods the test lists
+    in a file_sd targets file, labelled with namespace and pod as Kubernetes service discovery would."""
     import shutil
     import socket
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import config
+from . import system
 
 K8S_VERSION = "1.20.2"
 COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
@@ -145,10 +146,8 @@ def ensure_binaries(progress: Progress = _stderr) -> dict[str, Path]:
     found = find_binaries()
     if found is not None:
         return found
-    if shutil.which("etcd") is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        progress("installing etcd from Debian (etcd-server)")
-        _run(["apt-get", "install", "-y", "-q", "etcd-server"], progress,
-             env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    if shutil.which("etcd") is None and system.can_install() is None:
+        system.ensure("demo")  # etcd and the rest the control plane needs, from Debian
         found = find_binaries()
         if found is not None:
             return found
