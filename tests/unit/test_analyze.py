@@ -30,9 +30,11 @@ def analyze(model_dir: Path, tmp: Path, candidate: Served, stable: Served | None
             windows: str = "2") -> tuple[int, str]:
     log = tmp / "termination-log"
     args = [sys.executable, "-m", "mlops_operator.cli", "analyze", "--model-dir", str(model_dir), "--name", "iris",
-            "--candidate", f"http://127.0.0.1:{candidate.port}", "--duration-seconds", seconds, "--windows", windows]
+            # the pods' monitoring port, as the operator passes them (replayed rows never count as live data)
+            "--candidate", f"http://127.0.0.1:{candidate.monitoring_port}", "--duration-seconds", seconds,
+            "--windows", windows]
     if stable is not None:
-        args += ["--stable", f"127.0.0.1:{stable.port}"]
+        args += ["--stable", f"127.0.0.1:{stable.monitoring_port}"]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=120,
                           env={"MLOPS_TERMINATION_LOG": str(log), "PATH": "/usr/bin:/bin"})
     return proc.returncode, log.read_text()
@@ -44,7 +46,7 @@ def test_champion_and_challenger_are_both_replayed_and_judged(model: tuple[Path,
     champion, challenger = Served(model_dir, "iris", "--digest", digest), Served(model_dir, "iris")
     try:
         code, message = analyze(model_dir, tmp_path, challenger, champion)
-        _, counted = challenger.request("GET", "/v2/models/iris/monitoring")
+        _, counted = challenger.request("GET", "/v2/models/iris/monitoring", port=challenger.monitoring_port)
     finally:
         champion.stop(), challenger.stop()
     assert code == 0

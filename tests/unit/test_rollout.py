@@ -614,7 +614,8 @@ def test_counters_from_prometheus_answers() -> None:
     from mlops_operator.rollout.analysis import counters_from_prometheus, prometheus_queries
 
     queries = prometheus_queries("ns", "iris-abc")
-    assert queries["requests"] == 'sum by (pod) (mlops_requests_total{namespace="ns",pod=~"iris-abc-.+"})'
+    assert queries["requests"] == \
+        'sum by (pod) (mlops_requests_total{namespace="ns",pod=~"iris-abc-.+",code!~"4.."})'
 
     def vector(*rows: tuple[dict[str, str], float]) -> dict[str, Any]:
         return {"status": "success", "data": {"resultType": "vector",

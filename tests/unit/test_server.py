@@ -31,16 +31,17 @@ def free_port() -> int:
 
 class Served:
     def __init__(self, model_dir: Path, name: str, *extra: str) -> None:
-        self.port = free_port()
+        self.port, self.grpc_port, self.monitoring_port = free_port(), free_port(), free_port()
         self.log = model_dir.parent / f"serve-{self.port}.log"
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "mlops_operator.cli", "serve", "--model-dir", str(model_dir), "--name", name,
-                 "--host", "127.0.0.1", "--port", str(self.port), *extra], stdout=out, stderr=subprocess.STDOUT)
+                 "--host", "127.0.0.1", "--port", str(self.port), "--grpc-port", str(self.grpc_port),
+                 "--monitoring-port", str(self.monitoring_port), *extra], stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while True:
             try:
-                self.request("GET", "/v2/health/live")
+                self.request("GET", "/v2/health/live", port=self.monitoring_port)
                 break
             except OSError:
                 assert self.proc.poll() is None, self.log.read_text()
@@ -48,15 +49,22 @@ class Served:
                 time.sleep(0.05)
 
     def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, Any]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                headers: dict[str, str] | None = None, port: int | None = None) -> tuple[int, Any]:
+        return self.exchange(method, path, body, raw, headers, port)[:2]
+
+    def exchange(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
+                 headers: dict[str, str] | None = None, port: int | None = None) -> tuple[int, Any, dict[str, str]]:
+        """status, body (JSON decoded when JSON), response headers (lower-case names)."""
+        conn = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=30)
         try:
             data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
             conn.request(method, path, body=data, headers=headers or {})
             resp = conn.getresponse()
             payload = resp.read()
             ctype = resp.getheader("content-type", "")
-            return resp.status, json.loads(payload) if "json" in ctype else payload.decode()
+            answer = (json.loads(payload) if payload else "") if "json" in ctype else \
+                payload if "octet" in ctype else payload.decode()
+            return resp.status, answer, {k.lower(): v for k, v in resp.getheaders()}
         finally:
             conn.close()
 
@@ -113,7 +121,7 @@ def test_health_metadata_and_ready(server: Served, iris: tuple[Path, Any, Any, s
     status, model = server.request("GET", "/v2/models/iris")
     assert status == 200 and model["name"] == "iris" and model["versions"] == [iris[3]]
     assert [i["name"] for i in model["inputs"]] == list(iris[2].columns)
-    status, profile = server.request("GET", "/v2/models/iris/profile")
+    status, profile = server.request("GET", "/v2/models/iris/profile", port=server.monitoring_port)
     assert status == 200 and profile == json.loads((iris[0] / "profile.json").read_text())
 
 
@@ -122,7 +130,9 @@ def test_predictions_equal_the_models_own(server: Served, iris: tuple[Path, Any,
     rows = X.sample(25, random_state=1).to_numpy().tolist()
     status, body = server.infer({"id": "req-1", "parameters": {"trace": True}, "inputs": [tensor(rows)]})
     assert status == 200 and body["id"] == "req-1" and body["model_name"] == "iris"
-    (out,) = body["outputs"]
+    # every output the model has when the request names none (the protocol's default): predict first
+    assert [o["name"] for o in body["outputs"]] == ["predict", "probabilities"]
+    out = body["outputs"][0]
     assert out["datatype"] == "INT64" and out["shape"] == [25]
     assert out["data"] == model.predict(np.asarray(rows)).tolist()
     # flattened row-major data and one tensor per feature mean the same
@@ -191,7 +201,7 @@ def test_routing_errors(server: Served, method: str, path: str, status: int, mes
 
 
 def monitoring(server: Served) -> dict[str, Any]:
-    status, snap = server.request("GET", "/v2/models/iris/monitoring")
+    status, snap = server.request("GET", "/v2/models/iris/monitoring", port=server.monitoring_port)
     assert status == 200
     return snap
 
@@ -206,7 +216,8 @@ def test_monitoring_counts_equal_an_independent_count(tmp_path: Path, iris: tupl
         for b in batches:
             rows = [[None if np.isnan(v) else float(v) for v in r] for r in b]
             assert s.infer({"inputs": [tensor(rows)]})[0] == 200
-        s.infer({"inputs": [tensor([[1, 2, 3]])]})  # an error counts as a request and an error, not as data
+        # a client's mistake is counted apart: not a request served, not an error of the model, not data
+        assert s.infer({"inputs": [tensor([[1, 2, 3]])]})[0] == 400
         snap = monitoring(s)
         everything = np.vstack(batches)
         profile = artifacts.read_profile(model_dir)
@@ -221,7 +232,8 @@ def test_monitoring_counts_equal_an_independent_count(tmp_path: Path, iris: tupl
             got = next(f for f in snap["features"] if f["name"] == dist.name)
             assert got["counts"] == counts.tolist() == expected.snapshot()["counts"]
             assert got["missing"] == int(np.isnan(col).sum())
-        assert snap["requests"] == len(batches) + 1 and snap["errors"] == 1 and snap["rows"] == len(everything)
+        assert snap["requests"] == len(batches) and snap["errors"] == 0 and snap["clientErrors"] == 1
+        assert snap["rows"] == len(everything)
         predictions = model.predict(np.nan_to_num(everything[:-1])).tolist()
         pred_counts = {c: predictions.count(int(c)) for c in profile.prediction.categories}
         assert sum(snap["prediction"]["counts"]) == len(everything)
@@ -232,10 +244,13 @@ def test_monitoring_counts_equal_an_independent_count(tmp_path: Path, iris: tupl
         # /metrics is valid Prometheus text with the same numbers
         from prometheus_client.parser import text_string_to_metric_families
 
-        _, text = s.request("GET", "/metrics")
+        _, text = s.request("GET", "/metrics", port=s.monitoring_port)
         families = {f.name: f for f in text_string_to_metric_families(text)}
-        assert sum(x.value for x in families["mlops_requests"].samples if x.name == "mlops_requests_total") == \
-            snap["requests"]
+        by_code = {x.labels["code"]: x.value for x in families["mlops_requests"].samples
+                   if x.name == "mlops_requests_total"}
+        assert by_code == {"200": snap["requests"], "400": 1}
+        assert families["mlops_request_client_errors"].samples[0].value == 1
+        assert families["mlops_request_errors"].samples[0].value == 0
         info = families["mlops_model_info"].samples[0].labels
         assert info == {"model": "iris", "digest": digest, "format": "sklearn"}
         hist = [x for x in families["mlops_request_duration_seconds"].samples if x.name.endswith("_count")]

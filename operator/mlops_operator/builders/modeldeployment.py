@@ -15,7 +15,7 @@ from typing import Any
 from ..api.modeldeployment import ModelDeploymentSpec
 from .common import TMP_VOLUME, container_security, env_list, labels, owner_reference, pod_security, short_hash
 
-PORT = 8080
+PORT, GRPC_PORT, MONITORING_PORT = 8080, 8081, 8082  # REST, gRPC (both routed), monitoring (pod IP only)
 MODEL_DIR = "/mnt/models"
 MODEL_VOLUME = "model"
 SERVER = "server"
@@ -87,7 +87,8 @@ def deployment(md: Mapping[str, Any], spec: ModelDeploymentSpec, rev: str, *, mo
     runtime = spec.runtime
     own = revision_labels(md, rev)
     args = ["serve", "--model-dir", MODEL_DIR, "--name", meta["name"], *(["--digest", digest] if digest else []),
-            "--host", "$(POD_IP)", "--port", str(PORT)]
+            "--host", "$(POD_IP)", "--port", str(PORT), "--grpc-port", str(GRPC_PORT),
+            "--monitoring-port", str(MONITORING_PORT)]
     if runtime is not None and runtime.allow_unsafe_formats:
         args.append("--allow-unsafe-formats")
     args += list(runtime.args or []) if runtime is not None else []
@@ -96,10 +97,13 @@ def deployment(md: Mapping[str, Any], spec: ModelDeploymentSpec, rev: str, *, mo
         "name": SERVER, "image": image, "command": ["mlops"], "args": args,
         "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
                 *env_list(runtime.env if runtime else None)],
-        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-        "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 2,
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"},
+                  {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+                  {"name": "monitoring", "containerPort": MONITORING_PORT, "protocol": "TCP"}],
+        # probes on the monitoring port: plain HTTP and no token, whatever the inference ports require
+        "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "monitoring"}, "periodSeconds": 2,
                            "failureThreshold": 3},
-        "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"}, "periodSeconds": 10,
+        "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "monitoring"}, "periodSeconds": 10,
                           "initialDelaySeconds": 10, "failureThreshold": 3},
     }
     if runtime is not None and runtime.resources is not None:
@@ -161,7 +165,10 @@ def service(md: Mapping[str, Any], rev: str | None, preview: bool = False,
                      "labels": labels(md, {"mlops.dev/modeldeployment": meta["name"]}, copy_labels),
                      "ownerReferences": [owner_reference(md)]},
         "spec": {"selector": selector,
-                 "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]},
+                 # the inference ports only: the monitoring port is reached by pod IP, never through a Service
+                 "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+                           {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP",
+                            "appProtocol": "kubernetes.io/h2c"}]},
     }
 
 
@@ -178,8 +185,15 @@ def http_route(md: Mapping[str, Any], spec: ModelDeploymentSpec, api_version: st
         "metadata": {"name": meta["name"], "namespace": meta["namespace"],
                      "labels": labels(md, {"mlops.dev/modeldeployment": meta["name"]}, copy_labels),
                      "ownerReferences": [owner_reference(md)]},
-        "spec": {"parentRefs": parents, "rules": [{"backendRefs": backends}]},
+        # only the inference and health paths (the monitoring endpoints are not on these ports anyway)
+        "spec": {"parentRefs": parents, "rules": [{"matches": route_matches(meta["name"]), "backendRefs": backends}]},
     }
+
+
+def route_matches(name: str) -> list[dict[str, Any]]:
+    return [{"path": {"type": "PathPrefix", "value": "/v2/health"}},
+            {"path": {"type": "Exact", "value": "/v2"}},
+            {"path": {"type": "PathPrefix", "value": f"/v2/models/{name}"}}]
 
 
 def owned_by(child: Mapping[str, Any], md: Mapping[str, Any]) -> bool:

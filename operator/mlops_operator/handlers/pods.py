@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from ..builders.modeldeployment import PORT
+from ..builders.modeldeployment import MONITORING_PORT
 from ..kube import PODS
 from .context import Ctx
 
@@ -32,7 +32,8 @@ def ready(pod: dict[str, Any]) -> bool:
 
 
 def base_url(pod: dict[str, Any]) -> str:
-    return f"http://{pod['status']['podIP']}:{PORT}"
+    """The pod's monitoring port (monitoring, profile, metrics, replayed inference): no Service exposes it."""
+    return f"http://{pod['status']['podIP']}:{MONITORING_PORT}"
 
 
 async def ready_pods(ctx: Ctx, namespace: str, md_name: str, revision: str) -> list[dict[str, Any]]:

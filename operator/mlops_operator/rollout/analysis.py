@@ -175,7 +175,8 @@ def prometheus_queries(namespace: str, deployment: str) -> dict[str, str]:
     match = f'namespace="{namespace}",pod=~"{deployment}-.+"'
     return {
         "start": f"max by (pod) (mlops_start_time_seconds{{{match}}})",
-        "requests": f"sum by (pod) (mlops_requests_total{{{match}}})",
+        # calls that were not a client's mistake (4xx): nothing a client sends can fail a good version
+        "requests": f'sum by (pod) (mlops_requests_total{{{match},code!~"4.."}})',
         "errors": f"sum by (pod) (mlops_request_errors_total{{{match}}})",
         "buckets": f"sum by (pod, le) (mlops_request_duration_seconds_bucket{{{match}}})",
     }

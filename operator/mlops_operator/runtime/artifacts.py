@@ -46,9 +46,6 @@ TERMINATION_MESSAGE_LIMIT = 4096
 MAX_VALIDATION_ROWS = 2000
 # the server's latency histogram (seconds), as the monitoring endpoint reports it
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-# the V2 request parameter that marks a replayed validation row (`mlops analyze`): answered and timed
-# like any request, never counted into the drift sketches
-REPLAY = "mlops.dev/replay"
 _CHUNK = 1 << 20
 
 

@@ -1,16 +1,18 @@
-"""The model behind the server: loading (digest verified), Open Inference Protocol V2 request
-decoding and response encoding, and the monitoring counters. No HTTP here (see server.py).
+"""The model behind the server: loading (digest verified), Open Inference Protocol V2 requests decoded
+into model inputs, the model's outputs encoded back, and the monitoring counters. No transport here:
+rest.py (HTTP) and grpc.py (gRPC) both call `Served.infer`, so both validate, predict and count alike.
 
-Requests carry either one tensor of shape [N, F] (F = the model's features, in order), or one
-tensor per feature named as in the model's metadata, of shape [N] or [N, 1] (BYTES for
-categorical features). `null` is a missing value. Every client mistake raises `BadRequest` with a
-message that says what is wrong.
+Requests carry either one tensor of shape [N, F] (F = the model's features, in order), or one tensor
+per feature named as in the model's metadata, of shape [N] or [N, 1] (BYTES for categorical
+features). `null` (or NaN) is a missing value. Outputs: `predict` (class labels or values) and, for
+classifiers that give them, `probabilities` [N, classes] in the order of the metadata's `classes`;
+a request's `outputs` selects among them. Every client mistake raises `BadRequest` (a 4xx) with a
+message that says what is wrong; such a request is never counted as served.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -19,23 +21,30 @@ from typing import Any
 
 import numpy as np
 import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
-from . import artifacts, formats
+from . import artifacts, formats, tensors
 from .profile import Counts
 
 # models fitted on DataFrames get arrays here when every feature is numeric: same columns, same order
 warnings.filterwarnings("ignore", message="X does not have valid feature names")
+disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series: Prometheus has the start time from mlops_start_time_seconds
 
-NUMERIC_TYPES = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-                 "FP16", "FP32", "FP64"}
-DATATYPES = NUMERIC_TYPES | {"BYTES"}
 MAX_ROWS = 100_000
+PREDICT, PROBABILITIES = "predict", "probabilities"
 
 
 class BadRequest(ValueError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+
+@dataclass(frozen=True)
+class Output:
+    name: str
+    datatype: str
+    shape: list[int]
 
 
 @dataclass
@@ -49,6 +58,18 @@ class LoadedModel:
     profile_digest: str | None
     features: list[str]
     categorical: frozenset[str]
+    outputs: dict[str, Output] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        meta = self.metadata
+        classes = meta.classes or []
+        if meta.task == "classification":
+            label = "BYTES" if classes and isinstance(classes[0], str) else "INT64"
+        else:
+            label = "FP64"
+        self.outputs = {PREDICT: Output(PREDICT, label, [-1])}
+        if meta.task == "classification" and hasattr(self.model, "predict_proba"):
+            self.outputs[PROBABILITIES] = Output(PROBABILITIES, "FP64", [-1, len(classes) or -1])
 
     @classmethod
     def load(cls, name: str, directory: Path, digest: str | None, allow_unsafe: bool = False) -> LoadedModel:
@@ -67,213 +88,370 @@ class LoadedModel:
                    profile_digest=profile_digest, features=[f.name for f in meta.features],
                    categorical=frozenset(f.name for f in meta.features if f.type == "categorical"))
 
+    @property
+    def version(self) -> str:
+        return self.digest
+
     def metadata_response(self) -> dict[str, Any]:
         return {
-            "name": self.name, "versions": [self.digest], "platform": f"mlops-{self.metadata.format}",
+            "name": self.name, "versions": [self.version], "platform": f"mlops-{self.metadata.format}",
             "inputs": [{"name": f, "datatype": "BYTES" if f in self.categorical else "FP64", "shape": [-1]}
                        for f in self.features],
-            "outputs": [{"name": "predict", "datatype": "BYTES" if self.metadata.task == "classification"
-                         and isinstance((self.metadata.classes or [0])[0], str) else "FP64", "shape": [-1]}],
-            "parameters": {"digest": self.digest, "task": self.metadata.task, "format": self.metadata.format},
+            "outputs": [{"name": o.name, "datatype": o.datatype, "shape": o.shape} for o in self.outputs.values()],
+            "parameters": {"digest": self.digest, "task": self.metadata.task, "format": self.metadata.format,
+                           **({"classes": list(self.metadata.classes)} if self.metadata.classes else {})},
         }
 
 
 @dataclass
+class Tensor:
+    name: str
+    datatype: str
+    array: np.ndarray
+
+
+@dataclass
+class Request:
+    """A V2 inference request, whatever it came in (JSON, binary extension, gRPC)."""
+
+    id: str | None
+    inputs: list[Tensor]
+    outputs: dict[str, bool] | None = None  # requested output → binary; None: every output
+    binary_outputs: bool = False  # the request's `binary_data_output` parameter (every output binary)
+
+
+@dataclass
 class Decoded:
-    id: Any
     rows: int
-    columns: dict[str, Any]  # feature → 1-D array (float) or list (categorical)
+    columns: dict[str, Any]  # feature → 1-D float array, or list of str/None for a categorical feature
     matrix: np.ndarray | None  # [N, F] float when every feature is numeric
-    replay: bool = False
-    """A replayed validation row (`parameters: {"mlops.dev/replay": true}`, sent by `mlops analyze`):
-    answered and timed like any request, but not counted into the drift sketches."""
 
 
-def _flat(data: Any, where: str) -> list[Any]:
-    if not isinstance(data, list):
-        raise BadRequest(f"{where}.data must be a list")
-    if data and isinstance(data[0], list):
-        out: list[Any] = []
-        for row in data:
-            if not isinstance(row, list):
-                raise BadRequest(f"{where}.data mixes rows and values")
-            out.extend(row)
-        return out
-    return data
-
-
-def _tensor(spec: Any, i: int) -> tuple[str, list[int], str, list[Any]]:
+def _check_header(spec: Any, i: int) -> tuple[str, list[int], str]:
     where = f"inputs[{i}]"
     if not isinstance(spec, dict):
         raise BadRequest(f"{where} must be an object with name, shape, datatype and data")
-    for key in ("name", "shape", "datatype", "data"):
+    for key in ("name", "shape", "datatype"):
         if key not in spec:
             raise BadRequest(f"{where}.{key} is missing")
-    name, shape, datatype = spec["name"], spec["shape"], spec["datatype"]
+    name, datatype = spec["name"], spec["datatype"]
     if not isinstance(name, str):
         raise BadRequest(f"{where}.name must be a string")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                              for d in shape):
-        raise BadRequest(f"{where}.shape must be a list of non-negative integers")
-    if datatype not in DATATYPES:
-        raise BadRequest(f"{where}.datatype {datatype!r} is not a V2 datatype ({', '.join(sorted(DATATYPES))})")
+    shape = tensors.check_shape(spec["shape"], where)
+    if datatype not in tensors.DATATYPES:
+        raise BadRequest(f"{where}.datatype {datatype!r} is not a V2 datatype "
+                         f"({', '.join(sorted(tensors.DATATYPES))})")
     if shape and shape[0] > MAX_ROWS:
         raise BadRequest(f"{where}: {shape[0]} rows in one request; at most {MAX_ROWS}", 413)
-    data = _flat(spec["data"], where)
-    if math.prod(shape) != len(data):
-        raise BadRequest(f"{where}: shape {shape} holds {math.prod(shape)} values but data has {len(data)}")
-    return name, shape, datatype, data
+    params = spec.get("parameters")
+    if params is not None and not isinstance(params, dict):
+        raise BadRequest(f"{where}.parameters must be an object")
+    return name, shape, datatype
 
 
-def _numbers(values: list[Any], where: str) -> np.ndarray:
+def _binary_size(spec: dict[str, Any], i: int) -> int | None:
+    size = (spec.get("parameters") or {}).get("binary_data_size")
+    if size is None:
+        return None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise BadRequest(f"inputs[{i}].parameters.binary_data_size must be a non-negative integer")
+    if "data" in spec:
+        raise BadRequest(f"inputs[{i}] has both data and parameters.binary_data_size")
+    return size
+
+
+def _requested_outputs(request: dict[str, Any]) -> dict[str, bool] | None:
+    outputs = request.get("outputs")
+    if outputs is None:
+        return None
+    if not isinstance(outputs, list):
+        raise BadRequest("outputs must be a list of {name, parameters}")
+    wanted: dict[str, bool] = {}
+    for i, o in enumerate(outputs):
+        if not isinstance(o, dict) or not isinstance(o.get("name"), str):
+            raise BadRequest(f"outputs[{i}] must be an object with a name")
+        params = o.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise BadRequest(f"outputs[{i}].parameters must be an object")
+        binary = params.get("binary_data", False)
+        if not isinstance(binary, bool):
+            raise BadRequest(f"outputs[{i}].parameters.binary_data must be true or false")
+        wanted[o["name"]] = binary
+    return wanted
+
+
+def parse_json(body: bytes | memoryview, header_length: int | None = None) -> Request:
+    """A REST request: JSON, or with `Inference-Header-Content-Length` a JSON head followed by the
+    binary data of the inputs that give `parameters.binary_data_size`, in their order."""
+    view = memoryview(body)
+    if header_length is not None:
+        if header_length < 0 or header_length > len(view):
+            raise BadRequest(f"Inference-Header-Content-Length {header_length} is outside the body "
+                             f"({len(view)} bytes)")
+        head, binary = view[:header_length], view[header_length:]
+    else:
+        head, binary = view, memoryview(b"")
     try:
-        return np.asarray(values, dtype=float)  # null → NaN (a missing value)
-    except (TypeError, ValueError):
-        bad = next((v for v in values if v is not None and not isinstance(v, int | float)), None)
-        raise BadRequest(f"{where}: {bad!r} is not a number") from None
-
-
-def decode(body: bytes, model: LoadedModel) -> Decoded:
-    try:
-        request = orjson.loads(body)
+        request = orjson.loads(head)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
     if not isinstance(request, dict):
         raise BadRequest("the body must be a JSON object with an inputs list")
+    rid = request.get("id")
+    if rid is not None and not isinstance(rid, str):
+        raise BadRequest(f"id must be a string, not {type(rid).__name__}")
+    params = request.get("parameters")
+    if params is not None and not isinstance(params, dict):
+        raise BadRequest("parameters must be an object")
     inputs = request.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise BadRequest("inputs must be a non-empty list of tensors")
-    if "parameters" in request and not isinstance(request["parameters"], dict):
-        raise BadRequest("parameters must be an object")
-    tensors = [_tensor(t, i) for i, t in enumerate(inputs)]
-    n_features = len(model.features)
-    if len(tensors) == 1 and len(tensors[0][1]) == 2 and tensors[0][0] not in model.features:
-        name, shape, datatype, data = tensors[0]
-        if shape[1] != n_features:
-            raise BadRequest(f"inputs[0] has {shape[1]} features per row; the model takes {n_features} "
-                             f"({', '.join(model.features)})")
-        if datatype == "BYTES" and not model.categorical:
-            raise BadRequest("inputs[0].datatype BYTES: the model's features are all numeric (use FP64)")
-        rows = shape[0]
-        if datatype != "BYTES" and not model.categorical:
-            matrix = _numbers(data, "inputs[0].data").reshape(rows, n_features)
-            return Decoded(request.get("id"), rows, {f: matrix[:, j] for j, f in enumerate(model.features)}, matrix,
-                           _replay(request))
-        columns: dict[str, Any] = {f: ([None if v is None else str(v) for v in data[j::n_features]]
-                                       if f in model.categorical
-                       else data[j::n_features]) for j, f in enumerate(model.features)}
-    else:
-        columns = {}
-        rows = -1
-        for i, (name, shape, datatype, data) in enumerate(tensors):
-            if name not in model.features:
-                raise BadRequest(f"inputs[{i}].name {name!r} is not a feature of the model "
-                                 f"({', '.join(model.features)})")
-            if name in columns:
-                raise BadRequest(f"inputs[{i}]: feature {name!r} is given twice")
-            if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
-                raise BadRequest(f"inputs[{i}].shape must be [N] or [N, 1] for a per-feature tensor")
-            if rows not in (-1, shape[0]):
-                raise BadRequest(f"inputs[{i}] has {shape[0]} rows, the others {rows}")
-            rows = shape[0]
-            if name in model.categorical:
-                if datatype != "BYTES":
-                    raise BadRequest(f"inputs[{i}]: feature {name!r} is categorical: use datatype BYTES")
-                columns[name] = [None if v is None else str(v) for v in data]
-            else:
-                if datatype == "BYTES":
-                    raise BadRequest(f"inputs[{i}]: feature {name!r} is numeric: use a numeric datatype")
-                columns[name] = _numbers(data, f"inputs[{i}].data")
-        missing = [f for f in model.features if f not in columns]
-        if missing:
-            raise BadRequest(f"features missing from the request: {', '.join(missing)} "
-                             f"(the model takes {n_features}: {', '.join(model.features)})")
-    for f in model.features:
-        if f not in model.categorical and not isinstance(columns[f], np.ndarray):
-            columns[f] = _numbers(list(columns[f]), f"feature {f!r}")
-    if not model.categorical:
-        return Decoded(request.get("id"), rows, columns, np.column_stack([columns[f] for f in model.features]),
-                       _replay(request))
-    return Decoded(request.get("id"), rows, columns, None, _replay(request))
-
-
-
-def _replay(request: dict[str, Any]) -> bool:
-    return (request.get("parameters") or {}).get(artifacts.REPLAY) is True
-
-
-def predict(model: LoadedModel, decoded: Decoded) -> np.ndarray:
-    if decoded.rows == 0:
-        return np.asarray([])
-    if decoded.matrix is not None:
-        X: Any = decoded.matrix
-    else:
-        import pandas as pd
-
-        X = pd.DataFrame({f: decoded.columns[f] for f in model.features})
+    decoded, offset = [], 0
     try:
-        return np.asarray(model.model.predict(X))
+        for i, spec in enumerate(inputs):
+            name, shape, datatype = _check_header(spec, i)
+            size = _binary_size(spec, i)
+            if size is not None:
+                if offset + size > len(binary):
+                    raise BadRequest(f"inputs[{i}].parameters.binary_data_size {size} runs past the binary data "
+                                     f"({len(binary) - offset} bytes left)")
+                array = tensors.from_binary(binary[offset:offset + size], shape, datatype, f"inputs[{i}]")
+                offset += size
+            elif "data" not in spec:
+                raise BadRequest(f"inputs[{i}].data is missing")
+            else:
+                array = tensors.from_json(spec["data"], shape, datatype, f"inputs[{i}]")
+            decoded.append(Tensor(name, datatype, array))
+    except tensors.BadTensor as exc:
+        raise BadRequest(str(exc)) from None
+    if offset != len(binary):
+        raise BadRequest(f"{len(binary) - offset} bytes of binary data follow the inputs that claim them")
+    return Request(rid, decoded, _requested_outputs(request), bool((params or {}).get("binary_data_output")))
+
+
+def _strings(values: np.ndarray) -> list[str | None]:
+    return [None if v is None else v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+            for v in values.tolist()]
+
+
+def _floats(t: Tensor, where: str) -> np.ndarray:
+    if t.datatype == "BYTES":
+        raise BadRequest(f"{where}: BYTES for a numeric feature (use a numeric datatype)")
+    return t.array.astype(np.float64, copy=False)
+
+
+def prepare(model: LoadedModel, request: Request) -> Decoded:
+    """The model's columns from the request's tensors."""
+    n_features = len(model.features)
+    tensors_ = request.inputs
+    if len(tensors_) == 1 and tensors_[0].array.ndim == 2 and tensors_[0].name not in model.features:
+        t = tensors_[0]
+        rows, width = t.array.shape
+        if width != n_features:
+            raise BadRequest(f"inputs[0] has {width} features per row; the model takes {n_features} "
+                             f"({', '.join(model.features)})")
+        if t.datatype == "BYTES" and not model.categorical:
+            raise BadRequest("inputs[0].datatype BYTES: the model's features are all numeric (use FP64)")
+        if t.datatype != "BYTES" and not model.categorical:
+            matrix = t.array.astype(np.float64, copy=False)
+            return Decoded(rows, {f: matrix[:, j] for j, f in enumerate(model.features)}, matrix)
+        if t.datatype != "BYTES":
+            raise BadRequest(f"inputs[0]: the model has categorical features ({', '.join(sorted(model.categorical))}); "
+                             "send a BYTES [N, F] tensor or one tensor per feature")
+        columns: dict[str, Any] = {}
+        for j, f in enumerate(model.features):
+            values = _strings(t.array[:, j])
+            if f in model.categorical:
+                columns[f] = values
+            else:
+                try:
+                    columns[f] = np.asarray([np.nan if v in (None, "") else float(v) for v in values])
+                except ValueError:
+                    bad = next(v for v in values if v is not None and not _is_float(v))
+                    raise BadRequest(f"feature {f!r}: {bad!r} is not a number") from None
+        return Decoded(rows, columns, None)
+    columns = {}
+    rows = -1
+    for i, t in enumerate(tensors_):
+        if t.name not in model.features:
+            raise BadRequest(f"inputs[{i}].name {t.name!r} is not a feature of the model "
+                             f"({', '.join(model.features)})")
+        if t.name in columns:
+            raise BadRequest(f"inputs[{i}]: feature {t.name!r} is given twice")
+        shape = t.array.shape
+        if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+            raise BadRequest(f"inputs[{i}].shape must be [N] or [N, 1] for a per-feature tensor")
+        if rows not in (-1, shape[0]):
+            raise BadRequest(f"inputs[{i}] has {shape[0]} rows, the others {rows}")
+        rows = shape[0]
+        flat = t.array.reshape(-1)
+        if t.name in model.categorical:
+            if t.datatype != "BYTES":
+                raise BadRequest(f"inputs[{i}]: feature {t.name!r} is categorical: use datatype BYTES")
+            columns[t.name] = _strings(flat)
+        else:
+            columns[t.name] = _floats(Tensor(t.name, t.datatype, flat), f"inputs[{i}]: feature {t.name!r}")
+    missing = [f for f in model.features if f not in columns]
+    if missing:
+        raise BadRequest(f"features missing from the request: {', '.join(missing)} "
+                         f"(the model takes {n_features}: {', '.join(model.features)})")
+    if model.categorical:
+        return Decoded(rows, columns, None)
+    return Decoded(rows, columns, np.column_stack([columns[f] for f in model.features]))
+
+
+def _is_float(v: str) -> bool:
+    try:
+        float(v)
+    except ValueError:
+        return False
+    return True
+
+
+def _model_input(model: LoadedModel, decoded: Decoded) -> Any:
+    if decoded.matrix is not None:
+        return decoded.matrix
+    import pandas as pd
+
+    return pd.DataFrame({f: decoded.columns[f] for f in model.features})
+
+
+def run(model: LoadedModel, decoded: Decoded, wanted: list[str]) -> dict[str, np.ndarray]:
+    """The requested outputs, each cast to the datatype the metadata advertises."""
+    if decoded.rows == 0:
+        return {name: np.zeros((0, *([len(model.metadata.classes or [])] if name == PROBABILITIES else [])),
+                               dtype=object if model.outputs[name].datatype == "BYTES" else np.float64)
+                for name in wanted}
+    X = _model_input(model, decoded)
+    out: dict[str, np.ndarray] = {}
+    try:
+        if PREDICT in wanted:
+            out[PREDICT] = np.asarray(model.model.predict(X))
+        if PROBABILITIES in wanted:
+            out[PROBABILITIES] = np.asarray(model.model.predict_proba(X), dtype=np.float64)
     except ValueError as exc:
         # what the model refuses (NaN or infinity it cannot take, values it cannot encode): the caller's
         raise BadRequest(f"the model cannot take these inputs: {exc}") from None
+    if PREDICT in out:
+        datatype = model.outputs[PREDICT].datatype
+        p = out[PREDICT]
+        if datatype == "BYTES":
+            out[PREDICT] = np.asarray([str(v) for v in p.tolist()], dtype=object)
+        elif datatype == "INT64":
+            out[PREDICT] = p.astype(np.int64)
+        else:
+            out[PREDICT] = p.astype(np.float64)
+    return out
 
 
-def encode(model: LoadedModel, decoded: Decoded, predictions: np.ndarray) -> bytes:
-    kind = predictions.dtype.kind
-    datatype = "INT64" if kind in "iub" else "FP64" if kind == "f" else "BYTES"
-    data = predictions.tolist() if kind in "iubf" else [str(p) for p in predictions]
-    response: dict[str, Any] = {"model_name": model.name, "model_version": model.digest,
-                                "outputs": [{"name": "predict", "datatype": datatype,
-                                             "shape": [len(data)], "data": data}]}
-    if decoded.id is not None:
-        response["id"] = decoded.id
-    return orjson.dumps(response)
+def wanted_outputs(model: LoadedModel, request: Request) -> list[str]:
+    if request.outputs is None:
+        return list(model.outputs)
+    unknown = [n for n in request.outputs if n not in model.outputs]
+    if unknown:
+        raise BadRequest(f"outputs: {', '.join(repr(n) for n in unknown)} is not an output of the model "
+                         f"({', '.join(model.outputs)})")
+    return list(request.outputs)
 
 
-@dataclass
+def encode_json(model: LoadedModel, request: Request, outputs: dict[str, np.ndarray]) -> tuple[bytes, int | None]:
+    """The REST response body, and the JSON head's length when some output is sent binary (the
+    binary tensor extension), else None."""
+    items, binary = [], []
+    for name, array in outputs.items():
+        datatype = model.outputs[name].datatype
+        item: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        as_binary = request.binary_outputs if request.outputs is None else request.outputs[name]
+        if as_binary:
+            raw = tensors.to_binary(array, datatype)
+            item["parameters"] = {"binary_data_size": len(raw)}
+            binary.append(raw)
+        else:
+            item["data"] = tensors.to_json(array, datatype)
+        items.append(item)
+    response: dict[str, Any] = {"model_name": model.name, "model_version": model.version, "outputs": items}
+    if request.id is not None:
+        response["id"] = request.id
+    head = orjson.dumps(response)
+    if not binary:
+        return head, None
+    return head + b"".join(binary), len(head)
+
+
 class Monitor:
-    """Cumulative counters since the process started: requests, errors, latency, drift sketches.
+    """Cumulative counters since the process started, in a prometheus-client registry of its own:
+    this model's inference calls by status code, server errors (5xx) and client errors (4xx) apart,
+    latency of the calls that were not a client's mistake, and the drift sketches.
 
     No window state: a scraper diffs two snapshots for any window; counters of several Pods add up.
-    Memory is O(features x bins), whatever the traffic.
+    Memory is O(features x bins), whatever the traffic. Only calls to this model's own inference
+    endpoints are counted (another model's 404 is nobody's); replayed validation rows (the monitoring
+    port) are timed like any call but never counted into the drift sketches.
     """
 
-    model: LoadedModel | None
-    enabled: bool = True
-    started: float = field(default_factory=time.time)
-    requests: int = 0
-    errors: int = 0
-    rows: int = 0
-    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(artifacts.LATENCY_BUCKETS) + 1))
-    latency_sum: float = 0.0
-    by_code: dict[int, int] = field(default_factory=dict)
-    features: dict[str, Counts] = field(default_factory=dict)
-    prediction: Counts | None = None
-
-    def __post_init__(self) -> None:
-        profile = self.model.profile if self.model else None
+    def __init__(self, model: LoadedModel | None, enabled: bool = True) -> None:
+        self.model, self.enabled = model, enabled
+        self.started = time.time()
+        self.rows = 0
+        self.registry = CollectorRegistry(auto_describe=True)
+        name = model.name if model else ""
+        reg = self.registry
+        Gauge("mlops_start_time_seconds", "When this server process started (a restart resets the counters).",
+              ["model"], registry=reg).labels(name).set(self.started)
+        self._by_code = Counter("mlops_requests", "Inference calls of this model by status code.", ["model", "code"],
+                                registry=reg)
+        self._errors = Counter("mlops_request_errors", "Inference calls answered with a server error (5xx).",
+                               ["model"], registry=reg).labels(name)
+        self._client_errors = Counter("mlops_request_client_errors",
+                                      "Inference calls refused as the client's mistake (4xx).", ["model"],
+                                      registry=reg).labels(name)
+        self._latency = Histogram("mlops_request_duration_seconds",
+                                  "Latency of inference calls that were not a client error.", ["model"],
+                                  buckets=artifacts.LATENCY_BUCKETS, registry=reg).labels(name)
+        info = Gauge("mlops_model_info", "The model being served.", ["model", "digest", "format"], registry=reg)
+        if model is not None:
+            info.labels(name, model.digest, model.metadata.format).set(1)
+        self._codes: dict[int, Any] = {}
+        self._name = name
+        self.requests = self.errors = self.client_errors = 0
+        self.latency_counts = [0] * (len(artifacts.LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
+        profile = model.profile if model else None
+        self.features: dict[str, Counts] = {}
+        self.prediction: Counts | None = None
         if profile is not None:
             self.features = {d.name: Counts(d) for d in profile.features}
             self.prediction = Counts(profile.prediction) if profile.prediction else None
 
     def observe(self, seconds: float, code: int) -> None:
+        """One inference call of this model answered with `code` after `seconds`."""
+        child = self._codes.get(code)
+        if child is None:
+            child = self._codes[code] = self._by_code.labels(self._name, str(code))
+        child.inc()
+        if 400 <= code < 500:
+            self.client_errors += 1
+            self._client_errors.inc()
+            return
         self.requests += 1
-        if code >= 400:
+        if code >= 500:
             self.errors += 1
-        self.by_code[code] = self.by_code.get(code, 0) + 1
+            self._errors.inc()
+        self._latency.observe(seconds)
         self.latency_sum += seconds
         i = 0
         while i < len(artifacts.LATENCY_BUCKETS) and seconds > artifacts.LATENCY_BUCKETS[i]:
             i += 1
         self.latency_counts[i] += 1
 
-    def count(self, decoded: Decoded, predictions: np.ndarray) -> None:
-        if not self.enabled or not self.features or decoded.replay:
+    def count(self, decoded: Decoded, predictions: np.ndarray | None) -> None:
+        """Live rows into the drift sketches (after the answer is computed: a refused request never counts)."""
+        if not self.enabled or not self.features:
             return
         self.rows += decoded.rows
         for name, counts in self.features.items():
             counts.add(decoded.columns[name])
-        if self.prediction is not None:
+        if self.prediction is not None and predictions is not None:
             self.prediction.add(predictions if self.prediction.dist.type == "numeric"
                                 else [str(p) for p in predictions.tolist()])
 
@@ -282,36 +460,36 @@ class Monitor:
         return {
             "model": m.name if m else None, "digest": m.digest if m else None,
             "profileDigest": m.profile_digest if m else None,
-            "startTime": self.started, "requests": self.requests, "errors": self.errors, "rows": self.rows,
+            "startTime": self.started, "requests": self.requests, "errors": self.errors,
+            "clientErrors": self.client_errors, "rows": self.rows,
             "latency": {"buckets": list(artifacts.LATENCY_BUCKETS), "counts": list(self.latency_counts),
                         "sum": self.latency_sum},
             "features": [{"name": n, **c.snapshot()} for n, c in self.features.items()],
             "prediction": self.prediction.snapshot() if self.prediction else None,
         }
 
-    def prometheus(self) -> bytes:
-        name = self.model.name if self.model else ""
-        lines = [
-            "# HELP mlops_start_time_seconds When this server process started (a restart resets the counters).",
-            "# TYPE mlops_start_time_seconds gauge",
-            f'mlops_start_time_seconds{{model="{name}"}} {self.started}',
-            "# HELP mlops_requests_total Inference requests by status code.",
-            "# TYPE mlops_requests_total counter",
-            *(f'mlops_requests_total{{model="{name}",code="{code}"}} {n}' for code, n in sorted(self.by_code.items())),
-            "# HELP mlops_request_errors_total Inference requests answered with an error.",
-            "# TYPE mlops_request_errors_total counter",
-            f'mlops_request_errors_total{{model="{name}"}} {self.errors}',
-            "# HELP mlops_request_duration_seconds Inference latency.",
-            "# TYPE mlops_request_duration_seconds histogram",
-        ]
-        cumulative = 0
-        for bound, n in zip([*map(str, artifacts.LATENCY_BUCKETS), "+Inf"], self.latency_counts, strict=True):
-            cumulative += n
-            lines.append(f'mlops_request_duration_seconds_bucket{{model="{name}",le="{bound}"}} {cumulative}')
-        lines += [f'mlops_request_duration_seconds_sum{{model="{name}"}} {self.latency_sum}',
-                  f'mlops_request_duration_seconds_count{{model="{name}"}} {cumulative}',
-                  "# HELP mlops_model_info The model being served.", "# TYPE mlops_model_info gauge"]
-        if self.model is not None:
-            lines.append(f'mlops_model_info{{model="{name}",digest="{self.model.digest}",'
-                         f'format="{self.model.metadata.format}"}} 1')
-        return ("\n".join(lines) + "\n").encode()
+
+@dataclass
+class Served:
+    """What both transports serve: the model (or why there is none) and its monitor."""
+
+    name: str
+    model: LoadedModel | None
+    problem: str | None
+    monitor: Monitor
+
+    def not_ready(self) -> BadRequest:
+        return BadRequest(f"model {self.name} is not ready: {self.problem}", 503)
+
+    def infer(self, request: Request, replay: bool = False) -> tuple[LoadedModel, dict[str, np.ndarray]]:
+        """Validate, predict, count into the sketches (unless replayed). Raises BadRequest."""
+        model = self.model
+        if model is None:
+            raise self.not_ready()
+        wanted = wanted_outputs(model, request)
+        decoded = prepare(model, request)
+        counted = wanted if PREDICT in wanted or self.monitor.prediction is None else [*wanted, PREDICT]
+        outputs = run(model, decoded, counted)
+        if not replay:
+            self.monitor.count(decoded, outputs.get(PREDICT))
+        return model, {k: outputs[k] for k in wanted}

@@ -41,6 +41,29 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def as_frame(X: Any, names: list[str] | None, what: str) -> Any:
+    """A DataFrame of X: given as one, or as a 2-D array or list of rows (named f0… unless named)."""
+    import pandas as pd
+
+    if isinstance(X, pd.DataFrame):
+        return X
+    if isinstance(X, pd.Series | dict | str | bytes) or not hasattr(X, "__len__"):
+        raise TypeError(f"{what} must be a pandas DataFrame, a 2-D numpy array or a list of rows, "
+                        f"not {type(X).__name__}")
+    try:
+        array = np.asarray(X)
+    except ValueError as exc:  # ragged rows
+        raise TypeError(f"{what}: rows of different lengths ({exc})") from None
+    if array.ndim != 2:
+        raise TypeError(f"{what} must be 2-D (rows x features); this one has shape {array.shape}")
+    columns = names or [f"f{i}" for i in range(array.shape[1])]
+    if len(columns) != array.shape[1]:
+        raise TypeError(f"{what} has {array.shape[1]} features but {len(columns)} names were given")
+    if array.dtype == object:  # a list of rows mixing numbers and strings: each column on its own
+        return pd.DataFrame({c: pd.Series(list(array[:, j])).infer_objects() for j, c in enumerate(columns)})
+    return pd.DataFrame(array, columns=columns)
+
+
 def _versions() -> dict[str, str]:
     out = {}
     for dist in ("scikit-learn", "skops", "numpy", "pandas", "mlops-operator"):
@@ -62,16 +85,25 @@ def save_model(
     fmt: str = "sklearn",
     bins: int = profile.DEFAULT_BINS,
     seed: int = 0,
+    feature_names: list[str] | None = None,
 ) -> str:
-    """Write the model directory and return its digest. reference_X: a pandas DataFrame."""
+    """Write the model directory and return its digest.
+
+    reference_X (and the validation X): a pandas DataFrame, a 2-D numpy array or a list of rows
+    (features named `f0`, `f1`, … unless `feature_names` gives them; a model fitted on arrays is
+    then served from arrays with those names). The model must have been fitted on the same layout."""
     from sklearn.base import is_classifier
 
+    given = reference_X  # what the model was fitted on, arrays or a frame: predicted as it is
+    reference_X = as_frame(reference_X, feature_names, "reference_X")
+    if validation is not None:
+        validation = (as_frame(validation[0], list(reference_X.columns), "validation[0]"), validation[1])
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     task = task or ("classification" if is_classifier(model) else "regression")
     names = [str(c) for c in reference_X.columns]
     types = {n: _column_type(reference_X[n]) for n in names}
-    predictions = model.predict(reference_X)
+    predictions = model.predict(given)
     ptype = "categorical" if task == "classification" else "numeric"
     prof = profile.build({n: (types[n], list(reference_X[n])) for n in names},
                          (ptype, [_plain(p) for p in predictions]), bins)

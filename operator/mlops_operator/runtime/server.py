@@ -1,284 +1,41 @@
-"""`mlops serve`: an Open Inference Protocol V2 (REST) server with built-in drift sketches.
+"""`mlops serve`: an Open Inference Protocol V2 server (REST and gRPC) with built-in drift sketches.
 
-    mlops serve --model-dir DIR --name NAME [--digest sha256:…] [--host H] [--port 8080]
+    mlops serve --model-dir DIR --name NAME [--digest sha256:…] [--host H]
+                [--port 8080] [--grpc-port 8081] [--monitoring-port 8082]
+                [--auth-tokens-file F] [--tls-cert F --tls-key F]
 
-Endpoints: /v2/health/live, /v2/health/ready, /v2, /v2/models/NAME, /v2/models/NAME/ready,
-/v2/models/NAME/infer, /v2/models/NAME/monitoring (cumulative counters and sketches),
-/v2/models/NAME/profile (the reference profile), /metrics (Prometheus text).
+Ports: REST inference on `--port` and gRPC (`inference.GRPCInferenceService`) on `--grpc-port` (0 turns
+it off) — the ones Services expose, covered by `--auth-tokens-file` (bearer tokens, one a line) and
+`--tls-cert/--tls-key` when given; `--monitoring-port` for the operator, the analysis Job and
+Prometheus (by pod IP): health, metadata, replayed inference, `/v2/models/NAME/monitoring`,
+`/v2/models/NAME/profile`, `/metrics`; never behind a token. See rest.py for the paths.
 
-The HTTP layer is a small HTTP/1.1 server on asyncio with httptools' parser (uvloop when
-installed): a request is parsed, predicted and answered in one pass of the event loop, with no
-framework in between. A digest mismatch, or a model that cannot be loaded, leaves the server
-live but not ready, with the reason in the log and in the ready endpoints. SIGTERM stops
-accepting connections, lets requests in flight finish, then exits.
+The HTTP layer is granian (hyper underneath), embedded in this process's event loop: chosen by
+bench/serve_bench.py over uvicorn (httptools) for its throughput and because it has the limits the
+protocol needs as options (rest.py lists them). gRPC is grpcio's asyncio server in the same loop.
+A digest mismatch, or a model that cannot be loaded, leaves the server live but not ready, with the
+reason in the log and in the ready endpoints. SIGTERM stops accepting connections, lets requests in
+flight finish, then exits.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
-import time
-from http import HTTPStatus
 from pathlib import Path
-from typing import Any
-
-import httptools
-import orjson
 
 from . import artifacts
-from .inference import BadRequest, LoadedModel, Monitor, decode, encode, predict
+from .inference import LoadedModel, Monitor, Served
+from .rest import BodyBudget, Faults, Limits, RestApp
 
 log = logging.getLogger("mlops.serve")
-VERSION = "0.1.0"
-JSON = b"application/json"
-TEXT = b"text/plain; version=0.0.4; charset=utf-8"
+PORT, GRPC_PORT, MONITORING_PORT = 8080, 8081, 8082
 
 
-class Faults:
-    """Injected faults, to rehearse a rollback: a fraction of answered inference requests turned into
-    500s, and a delay added to every inference answer (without blocking the other connections); with
-    `live_only`, replayed validation rows are spared (a model that passes its replay and fails live).
-    Off by default."""
-
-    def __init__(self, error_rate: float = 0.0, delay_ms: float = 0.0, live_only: bool = False) -> None:
-        if not 0.0 <= error_rate <= 1.0 or delay_ms < 0:
-            raise ValueError("--inject-error-rate must be within [0, 1] and --inject-delay-ms not negative")
-        self.error_rate, self.delay, self.live_only = error_rate, delay_ms / 1000.0, live_only
-        self.seen = 0
-
-    def apply_to(self, replay: bool) -> bool:
-        return (self.error_rate > 0 or self.delay > 0) and not (self.live_only and replay)
-
-    def error(self) -> bool:
-        """Deterministic: exactly floor(n * rate) of the first n requests fail."""
-        self.seen += 1
-        return int(self.seen * self.error_rate) > int((self.seen - 1) * self.error_rate)
-
-
-class App:
-    """Routing and state: the model (or why there is none), the monitor, the limits."""
-
-    def __init__(self, name: str, model: LoadedModel | None, problem: str | None, max_body: int,
-                 monitoring: bool = True, faults: Faults | None = None) -> None:
-        self.name = name
-        self.faults = faults or Faults()
-        self.last_replay = False  # whether the last answered inference was a replayed validation row
-        self.model = model
-        self.problem = problem
-        self.max_body = max_body
-        self.monitor = Monitor(model, enabled=monitoring)
-        self.profile_body = (model.directory / artifacts.PROFILE_FILE).read_bytes() \
-            if model is not None and model.profile is not None else None
-        prefix = f"/v2/models/{name}"
-        self.routes = {
-            ("GET", "/v2/health/live"): self.live, ("GET", "/v2/health/ready"): self.ready,
-            ("GET", "/v2"): self.server_metadata, ("GET", prefix): self.model_metadata,
-            ("GET", prefix + "/ready"): self.ready, ("POST", prefix + "/infer"): self.infer,
-            ("GET", prefix + "/monitoring"): self.monitoring, ("GET", prefix + "/profile"): self.profile,
-            ("GET", "/metrics"): self.metrics,
-        }
-        self.paths = {p for _, p in self.routes}
-
-    def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes, bytes]:
-        route = self.routes.get((method, path))
-        if route is None:
-            if path in self.paths:
-                return _error(405, f"{method} is not allowed on {path}")
-            if path.startswith("/v2/models/"):
-                model = path[len("/v2/models/"):].split("/", 1)[0]
-                if model != self.name:
-                    return _error(404, f"unknown model {model!r}: this server serves {self.name!r}")
-            return _error(404, f"no such endpoint: {method} {path}")
-        return route(body)
-
-    def live(self, _: bytes) -> tuple[int, bytes, bytes]:
-        return 200, orjson.dumps({"live": True}), JSON
-
-    def ready(self, _: bytes) -> tuple[int, bytes, bytes]:
-        if self.model is None:
-            return 503, orjson.dumps({"ready": False, "error": self.problem}), JSON
-        return 200, orjson.dumps({"ready": True, "name": self.name}), JSON
-
-    def server_metadata(self, _: bytes) -> tuple[int, bytes, bytes]:
-        return 200, orjson.dumps({"name": "mlops-serve", "version": VERSION, "extensions": ["monitoring"]}), JSON
-
-    def model_metadata(self, _: bytes) -> tuple[int, bytes, bytes]:
-        if self.model is None:
-            return _error(503, f"model {self.name} is not ready: {self.problem}")
-        return 200, orjson.dumps(self.model.metadata_response()), JSON
-
-    def infer(self, body: bytes) -> tuple[int, bytes, bytes]:
-        if self.model is None:
-            return _error(503, f"model {self.name} is not ready: {self.problem}")
-        decoded = decode(body, self.model)
-        self.last_replay = decoded.replay
-        predictions = predict(self.model, decoded)
-        self.monitor.count(decoded, predictions)
-        return 200, encode(self.model, decoded, predictions), JSON
-
-    def monitoring(self, _: bytes) -> tuple[int, bytes, bytes]:
-        return 200, orjson.dumps(self.monitor.snapshot()), JSON
-
-    def profile(self, _: bytes) -> tuple[int, bytes, bytes]:
-        if self.profile_body is None:
-            return _error(404, f"model {self.name} has no reference profile")
-        return 200, self.profile_body, JSON
-
-    def metrics(self, _: bytes) -> tuple[int, bytes, bytes]:
-        return 200, self.monitor.prometheus(), TEXT
-
-
-def _error(status: int, message: str) -> tuple[int, bytes, bytes]:
-    return status, orjson.dumps({"error": message}), JSON
-
-
-_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
-
-
-class HttpProtocol(asyncio.Protocol):
-    """HTTP/1.1 with keep-alive; one request at a time per connection (no pipelining needed)."""
-
-    __slots__ = (
-        "app",
-        "body",
-        "busy",
-        "keep_alive",
-        "parser",
-        "server",
-        "size",
-        "too_large",
-        "transport",
-        "url",
-    )
-
-    def __init__(self, app: App, server: Server) -> None:
-        self.app, self.server = app, server
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
-        self.url = b""
-        self.body: list[bytes] = []
-        self.size = 0
-        self.too_large = False
-        self.keep_alive = True
-        self.busy = False
-
-    # -- asyncio
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.server.connections.add(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.server.connections.discard(self)
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._respond(400, *_error(400, "protocol upgrades are not supported")[1:])
-        except httptools.HttpParserError as exc:
-            self.keep_alive = False
-            self._respond(400, *_error(400, f"malformed HTTP request: {exc}")[1:])
-
-    # -- httptools callbacks
-    def on_message_begin(self) -> None:
-        self.busy = True
-        self.url, self.body, self.size, self.too_large = b"", [], 0, False
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_body(self, body: bytes) -> None:
-        self.size += len(body)
-        if self.size > self.app.max_body:
-            self.too_large = True
-        elif not self.too_large:
-            self.body.append(body)
-
-    def on_message_complete(self) -> None:
-        started = time.perf_counter()
-        method = self.parser.get_method().decode()
-        self.keep_alive = self.parser.should_keep_alive() and not self.server.stopping
-        path = self.url.split(b"?", 1)[0].decode(errors="replace")
-        infer = path.endswith("/infer")
-        faults = self.app.faults
-        if self.too_large:
-            status, body, ctype = _error(413, f"the body is {self.size} bytes; at most {self.app.max_body} "
-                                              "(--max-body-bytes)")
-        else:
-            try:
-                status, body, ctype = self.app.handle(method, path, b"".join(self.body))
-            except BadRequest as exc:
-                status, body, ctype = _error(exc.status, str(exc))
-            except Exception:  # a bug must not take the server down: log it, answer 500, keep serving
-                log.exception("error answering %s %s", method, path)
-                status, body, ctype = _error(500, "internal error (see the server log)")
-        faulty = infer and status < 400 and faults.apply_to(self.app.last_replay)
-        if faulty and faults.error_rate and faults.error():
-            status, body, ctype = _error(500, "injected fault (--inject-error-rate)")
-        if faulty and faults.delay:
-            asyncio.get_running_loop().call_later(faults.delay, self._finish, status, body, ctype, infer, started)
-        else:
-            self._finish(status, body, ctype, infer, started)
-
-    def _finish(self, status: int, body: bytes, ctype: bytes, infer: bool, started: float) -> None:
-        self._respond(status, body, ctype)
-        if infer:
-            self.app.monitor.observe(time.perf_counter() - started, status)
-        self.busy = False
-        self.server.request_done()
-
-    def _respond(self, status: int, body: bytes, ctype: bytes) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
-        head = b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s\r\n" % (
-            status, _REASONS.get(status, b"Unknown"), ctype, len(body),
-            b"" if self.keep_alive else b"connection: close\r\n")
-        self.transport.write(head + body)
-        if not self.keep_alive:
-            self.transport.close()
-
-
-class Server:
-    def __init__(self, app: App) -> None:
-        self.app = app
-        self.connections: set[HttpProtocol] = set()
-        self.stopping = False
-        self.idle = asyncio.Event()
-
-    def request_done(self) -> None:
-        if self.stopping and not any(c.busy for c in self.connections):
-            self.idle.set()
-
-    async def serve(self, host: str, port: int, ready: asyncio.Event | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: HttpProtocol(self.app, self), host, port, backlog=1024,
-                                          reuse_address=True)
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        log.info("serving model %s on http://%s:%d (%s)", self.app.name, host, port,
-                 "ready" if self.app.model else f"NOT ready: {self.app.problem}")
-        if ready is not None:
-            ready.set()
-        await stop.wait()
-        # graceful: no new connections; finish what is in flight; close idle keep-alive connections
-        self.stopping = True
-        server.close()
-        if any(c.busy for c in self.connections):
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.idle.wait(), timeout=30)
-        for c in list(self.connections):
-            if c.transport is not None:
-                c.transport.close()
-        await server.wait_closed()
-        log.info("stopped")
-
-
-def load_app(args: argparse.Namespace) -> App:
+def load(args: argparse.Namespace) -> Served:
     model: LoadedModel | None = None
     problem: str | None = None
     try:
@@ -289,21 +46,94 @@ def load_app(args: argparse.Namespace) -> App:
         problem = f"the model cannot be loaded: {exc}"
     if problem:
         log.error("model %s is not ready: %s", args.name, problem)
-    return App(args.name, model, problem, args.max_body_bytes, monitoring=not args.no_monitoring,
-               faults=Faults(args.inject_error_rate, args.inject_delay_ms, args.inject_live_only))
+    return Served(args.name, model, problem, Monitor(model, enabled=not args.no_monitoring))
 
 
-def main(argv: list[str] | None = None) -> int:
+def read_tokens(path: str | None) -> frozenset[str]:
+    if not path:
+        return frozenset()
+    tokens = frozenset(line.strip() for line in Path(path).read_text().splitlines() if line.strip())
+    if not tokens:
+        raise SystemExit(f"mlops serve: {path} holds no token")
+    return tokens
+
+
+def _granian(app: RestApp, host: str, port: int, limits: Limits, tls: tuple[str, str] | None) -> object:
+    from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings
+    from granian.server.embed import Server
+
+    return Server(app, address=host, port=port, interface=Interfaces.RSGI, http=HTTPModes.http1,
+                  websockets=False, backlog=1024, backpressure=limits.max_concurrent, log_enabled=False,
+                  http1_settings=HTTP1Settings(header_read_timeout=limits.header_timeout_ms,
+                                               max_buffer_size=max(8192, limits.max_head)),
+                  ssl_cert=Path(tls[0]) if tls else None, ssl_key=Path(tls[1]) if tls else None)
+
+
+async def serve(args: argparse.Namespace, served: Served, ready: asyncio.Event | None = None) -> None:
+    limits = Limits(max_body=args.max_body_bytes, header_timeout_ms=int(args.header_timeout * 1000),
+                    body_timeout=args.body_timeout, body_budget=args.body_budget_bytes)
+    budget = BodyBudget(limits.body_budget)
+    faults = Faults(args.inject_error_rate, args.inject_delay_ms, args.inject_live_only)
+    tokens = read_tokens(args.auth_tokens_file)
+    tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
+    inference = RestApp(served, monitoring_port=False, limits=limits, budget=budget, tokens=tokens, faults=faults)
+    monitoring = RestApp(served, monitoring_port=True, limits=limits, budget=budget, faults=faults)
+    servers = [_granian(inference, args.host, args.port, limits, tls)]
+    if args.monitoring_port:
+        servers.append(_granian(monitoring, args.host, args.monitoring_port, limits, None))
+    grpc_server = None
+    if args.grpc_port:
+        from .grpc_server import start as start_grpc
+
+        grpc_server = await start_grpc(served, args.host, args.grpc_port, tokens=tokens, tls=tls,
+                                       max_message=args.max_body_bytes, faults=faults)
+    tasks = [asyncio.ensure_future(s.serve()) for s in servers]  # type: ignore[attr-defined]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("serving model %s: REST on %s:%d%s, gRPC on %s, monitoring on %s (%s)", served.name, args.host,
+             args.port, " (TLS)" if tls else "", args.grpc_port or "off", args.monitoring_port or "off",
+             "ready" if served.model else f"NOT ready: {served.problem}")
+    if ready is not None:
+        ready.set()
+    done, _ = await asyncio.wait([*tasks, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    for t in done:
+        if t in tasks and (exc := t.exception()) is not None:
+            raise exc
+    # graceful: no new connections, requests in flight finish, then the process exits
+    if grpc_server is not None:
+        await grpc_server.stop(grace=30)
+    for s in servers:
+        s.stop()  # type: ignore[attr-defined]
+    await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=35)
+    log.info("stopped")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops serve", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--name", required=True)
     parser.add_argument("--digest", help="expected digest of the model directory (sha256:…); refused on mismatch")
     parser.add_argument("--host", default="0.0.0.0")
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--port", type=int, default=PORT, help="REST inference")
+    parser.add_argument("--grpc-port", type=int, default=GRPC_PORT, help="gRPC inference (0: off)")
+    parser.add_argument("--monitoring-port", type=int, default=MONITORING_PORT,
+                        help="monitoring, profile, metrics and replayed inference (0: off)")
+    parser.add_argument("--auth-tokens-file", help="bearer tokens (one a line) the inference ports require")
+    parser.add_argument("--tls-cert", help="PEM certificate for the inference ports (with --tls-key)")
+    parser.add_argument("--tls-key", help="PEM private key (PKCS#8) for the inference ports")
     parser.add_argument("--allow-unsafe-formats", action="store_true",
                         help="load joblib/pickle models (they run code from the file)")
     parser.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
+    parser.add_argument("--header-timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="time a client has to send a request's headers; also the keep-alive idle timeout")
+    parser.add_argument("--body-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="time a client has to send a request's body (408 after it)")
+    parser.add_argument("--body-budget-bytes", type=int, default=64 * 1024 * 1024,
+                        help="request body bytes held at once over every connection (503 past it)")
     parser.add_argument("--no-monitoring", action="store_true", help="do not count inputs into drift sketches")
     parser.add_argument("--inject-error-rate", type=float, default=0.0, metavar="FRACTION",
                         help="answer this fraction of inference requests with 500 (to rehearse a rollback)")
@@ -311,18 +141,29 @@ def main(argv: list[str] | None = None) -> int:
                         help="delay every inference answer by this much (to rehearse a rollback)")
     parser.add_argument("--inject-live-only", action="store_true",
                         help="spare replayed validation rows (mlops analyze) from the injected faults")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not 0.0 <= args.inject_error_rate <= 1.0 or args.inject_delay_ms < 0:
         parser.error("--inject-error-rate must be within [0, 1] and --inject-delay-ms not negative")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    if not 1 <= args.header_timeout <= 60:
+        parser.error("--header-timeout must be within [1, 60] seconds")
+    if args.body_timeout <= 0 or args.body_budget_bytes < args.max_body_bytes:
+        parser.error("--body-timeout must be positive and --body-budget-bytes at least --max-body-bytes")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    app = load_app(args)
+    logging.getLogger("granian").setLevel(logging.ERROR)  # it warns that embedding is experimental, at every start
+    served = load(args)
     try:
         import uvloop
 
-        runner: Any = uvloop.run
+        uvloop.run(serve(args, served))
     except ImportError:
-        runner = asyncio.run
-    runner(Server(app).serve(args.host, args.port))
+        asyncio.run(serve(args, served))
     return 0
 
 
