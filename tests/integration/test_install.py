@@ -269,8 +269,10 @@ def test_the_operator_as_the_charts_service_account_reconciles_every_kind_and_no
 
 def test_monitoring_values_render_and_the_dashboard_reads_only_series_that_exist() -> None:
 
+    from prometheus_client import generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
+    from mlops_operator.builders.modeldeployment import MONITORING_PORT
     from mlops_operator.metrics import Registry
     from mlops_operator.runtime.inference import Monitor
 
@@ -280,13 +282,16 @@ def test_monitoring_values_render_and_the_dashboard_reads_only_series_that_exist
     service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("-metrics"))
     assert by_kind["ServiceMonitor"]["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert service["spec"]["ports"][0]["port"] == 9090
-    relabeled = {r["targetLabel"] for r in by_kind["PodMonitor"]["spec"]["podMetricsEndpoints"][0]["relabelings"]}
+    endpoint = by_kind["PodMonitor"]["spec"]["podMetricsEndpoints"][0]
+    relabeled = {r["targetLabel"] for r in endpoint["relabelings"]}
+    # model servers' /metrics is on their monitoring port, the one no Service exposes
+    assert endpoint["port"] == "monitoring" and MONITORING_PORT == 8082
     dashboard = json.loads((CHART / "dashboards" / "mlops-loop.json").read_text())
     assert json.loads(by_kind["ConfigMap"]["data"]["mlops-loop.json"]) == dashboard
     assert by_kind["ConfigMap"]["metadata"]["labels"]["grafana_dashboard"] == "1"
 
     # every series a panel reads is one the operator or a model server exports
-    families = list(text_string_to_metric_families(Monitor(model=None).prometheus().decode()))
+    families = list(text_string_to_metric_families(generate_latest(Monitor(model=None).registry).decode()))
     server = {s.name for f in families for s in f.samples} | {f"{f.name}_total" for f in families
                                                                if f.type == "counter"}
     operator = set(Registry().help)

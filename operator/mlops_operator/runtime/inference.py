@@ -138,7 +138,7 @@ def _check_header(spec: Any, i: int) -> tuple[str, list[int], str]:
     if not isinstance(name, str):
         raise BadRequest(f"{where}.name must be a string")
     shape = tensors.check_shape(spec["shape"], where)
-    if datatype not in tensors.DATATYPES:
+    if not isinstance(datatype, str) or datatype not in tensors.DATATYPES:
         raise BadRequest(f"{where}.datatype {datatype!r} is not a V2 datatype "
                          f"({', '.join(sorted(tensors.DATATYPES))})")
     if shape and shape[0] > MAX_ROWS:
@@ -226,7 +226,10 @@ def parse_json(body: bytes | memoryview, header_length: int | None = None) -> Re
         raise BadRequest(str(exc)) from None
     if offset != len(binary):
         raise BadRequest(f"{len(binary) - offset} bytes of binary data follow the inputs that claim them")
-    return Request(rid, decoded, _requested_outputs(request), bool((params or {}).get("binary_data_output")))
+    binary_outputs = (params or {}).get("binary_data_output", False)
+    if not isinstance(binary_outputs, bool):
+        raise BadRequest("parameters.binary_data_output must be true or false")
+    return Request(rid, decoded, _requested_outputs(request), binary_outputs)
 
 
 def _strings(values: np.ndarray) -> list[str | None]:
