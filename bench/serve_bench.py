@@ -1,18 +1,20 @@
-"""Model-server benchmark: the same iris scikit-learn model, the same V2 JSON payload, served by
+"""Model-server benchmark, every peer measured in the same run, one worker each, the server pinned to
+CPU 0 and the load generator to CPU 1, over loopback:
 
-  * mlops serve (this project), with and without monitoring (drift sketches)
-  * KServe's Python ModelServer (the kserve package, a small Model subclass)
-  * MLServer (mlserver + mlserver-sklearn)
-  * a bare Starlette + uvicorn + orjson endpoint doing only the same parse and predict (the
-    framework ceiling)
+  rest    the iris model (KServe's own example: an SVC, predict about 0.2 ms), one 1x4 FP64 JSON row:
+          mlops serve with and without monitoring, KServe's ModelServer, MLServer, a bare Starlette +
+          uvicorn endpoint, and granian itself answering a fixed body (the HTTP ceiling); wrk.
+  binary  a 30-feature model (scikit-learn's breast-cancer data, logistic regression) with binary
+          tensors (Inference-Header-Content-Length) of 1x30, 100x30 and 1000x30 FP32: mlops vs KServe.
+  grpc    the iris row as ModelInfer (raw_input_contents): mlops, KServe, MLServer, and a no-op grpcio
+          servicer (the generator's ceiling); throughput by h2load (Debian nghttp2-client) with a
+          prebuilt gRPC frame, p99 by a paced grpcio client.
+  ceiling the same decode -> predict -> encode -> count as mlops serve, called in a loop in-process
+          (no network): the server's req/s as a fraction of it.
 
-each in its own virtual environment (they conflict), one worker each, the server pinned to CPU 0
-and the load generator (wrk, Debian package `wrk`) to CPU 1, over loopback. Prints requests/s,
-p50 and p99 for each, and the ratios.
+    python bench/serve_bench.py [--duration 10] [--connections 8] [--repeat 3] [--only rest binary grpc]
 
-    python bench/serve_bench.py [--duration 10] [--connections 8]
-
-The peers' virtual environments are created once under ~/.cache/mlops-operator/bench-venvs.
+The peers' virtual environments are created once in the cache (mlops_operator/dev/venvs.py).
 """
 
 from __future__ import annotations
@@ -24,24 +26,27 @@ import re
 import shutil
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mlops_operator.dev.venvs import cached_venv
+
 ROW = [5.1, 3.5, 1.4, 0.2]
 PAYLOAD = {"id": "1", "inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [ROW]}]}
-VENVS = Path(os.environ.get("MLOPS_BENCH_VENVS", Path.home() / ".cache/mlops-operator/bench-venvs"))
 
 KSERVE_SERVER = '''
 import sys, joblib, numpy as np
 from kserve import Model, ModelServer, InferRequest, InferResponse, InferOutput
 
-class Iris(Model):
+class M(Model):
     def __init__(self, name, path):
         super().__init__(name)
         self.model = joblib.load(path)
@@ -50,12 +55,14 @@ class Iris(Model):
     def predict(self, payload: InferRequest, headers=None, response_headers=None):
         x = payload.inputs[0].as_numpy()
         result = self.model.predict(x)
-        out = InferOutput(name="predict", shape=list(result.shape), datatype="INT64", data=result.tolist())
+        out = InferOutput(name="predict", shape=list(result.shape), datatype="INT64")
+        out.set_data_from_numpy(result.astype(np.int64), binary_data=bool(headers and
+                                "inference-header-content-length" in {k.lower() for k in headers}))
         return InferResponse(model_name=self.name, infer_outputs=[out], response_id=payload.id)
 
 if __name__ == "__main__":
-    ModelServer(http_port=int(sys.argv[2]), grpc_port=int(sys.argv[3]), workers=1,
-                enable_grpc=False).start([Iris("iris", sys.argv[1])])
+    ModelServer(http_port=int(sys.argv[3]), grpc_port=int(sys.argv[4]), workers=1,
+                enable_grpc=True).start([M(sys.argv[1], sys.argv[2])])
 '''
 
 BARE_SERVER = '''
@@ -83,6 +90,45 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), workers=1, access_log=
             loop="uvloop", http="httptools")
 '''
 
+# granian answering a fixed body: what the HTTP layer alone costs (runs in our own environment)
+GRANIAN_NOOP = '''
+import sys, uvloop
+from granian.constants import Interfaces
+from granian.server.embed import Server
+
+BODY = b'{"model_name":"iris","outputs":[{"name":"predict","datatype":"INT64","shape":[1],"data":[0]}]}'
+
+class App:
+    async def __rsgi__(self, scope, proto):
+        await proto()
+        proto.response_bytes(200, [("content-type", "application/json")], BODY)
+
+uvloop.run(Server(App(), address="127.0.0.1", port=int(sys.argv[1]), interface=Interfaces.RSGI,
+                  log_enabled=False).serve())
+'''
+
+# a grpcio servicer answering a fixed ModelInferResponse: the gRPC generator's ceiling
+GRPC_NOOP = '''
+import asyncio, sys, grpc
+from mlops_operator.runtime.oip import open_inference_grpc_pb2 as pb
+
+RESPONSE = pb.ModelInferResponse(model_name="iris").SerializeToString()
+
+async def infer(request, context):
+    return RESPONSE
+
+async def main():
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {
+        "ModelInfer": grpc.unary_unary_rpc_method_handler(infer, request_deserializer=lambda b: b,
+                                                          response_serializer=lambda b: b)}),))
+    server.add_insecure_port(f"127.0.0.1:{sys.argv[1]}")
+    await server.start()
+    await server.wait_for_termination()
+
+asyncio.run(main())
+'''
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -96,20 +142,6 @@ def sklearn_version() -> str:
     return str(sklearn.__version__)
 
 
-def peer_venv(name: str, packages: list[str]) -> Path:
-    venv = VENVS / name
-    python = venv / "bin" / "python"
-    marker = venv / ".installed"
-    wanted = "\n".join(packages)
-    if not marker.exists() or marker.read_text() != wanted:
-        shutil.rmtree(venv, ignore_errors=True)
-        print(f"# creating the {name} environment ({', '.join(packages)})", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *packages], check=True)
-        marker.write_text(wanted)
-    return python
-
-
 def make_model(work: Path) -> tuple[Path, Path]:
     """The iris model: a model directory for mlops serve and the same model as joblib for the peers."""
     import joblib
@@ -118,14 +150,12 @@ def make_model(work: Path) -> tuple[Path, Path]:
 
     from mlops_operator.runtime import sdk
 
-    # KServe's own iris example model; its predict costs about 0.2 ms, so the servers' own costs show
     X, y = load_iris(return_X_y=True, as_frame=True)
     model = SVC().fit(X, y)
     model_dir = work / "model"
     sdk.save_model(model, X, model_dir, validation=(X, y))
     pickled = work / "model.joblib"
     joblib.dump(model, pickled)
-    # MLServer's sklearn runtime reads a model-settings.json next to the model
     mls = work / "mlserver"
     mls.mkdir()
     shutil.copy(pickled, mls / "model.joblib")
@@ -135,32 +165,54 @@ def make_model(work: Path) -> tuple[Path, Path]:
     return model_dir, pickled
 
 
+def make_wide_model(work: Path) -> tuple[Path, Path, Any]:
+    """The breast-cancer model (30 features): model directory, joblib file, its data."""
+    import joblib
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+
+    from mlops_operator.runtime import sdk
+
+    X, y = load_breast_cancer(return_X_y=True)
+    model = LogisticRegression(max_iter=5000).fit(X, y)
+    model_dir = work / "wide"
+    sdk.save_model(model, X, model_dir)
+    pickled = work / "wide.joblib"
+    joblib.dump(model, pickled)
+    return model_dir, pickled, X
+
+
 def start(cmd: list[str], port: int, ready_path: str, log: Path, cpu: int = 0, env: dict[str, str] | None = None,
           cwd: Path | None = None) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         proc = subprocess.Popen(["taskset", "-c", str(cpu), *cmd], stdout=out, stderr=subprocess.STDOUT,
                                 env={**os.environ, **(env or {})}, cwd=cwd)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{cmd[0]} exited: {log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{ready_path}", timeout=2) as r:
-                if r.status == 200:
+        if ready_path.startswith("tcp:"):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
                     return proc
-        except OSError:
-            pass
+        else:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{ready_path}", timeout=2) as r:
+                    if r.status == 200:
+                        return proc
+            except OSError:
+                pass
         time.sleep(0.2)
     proc.kill()
     raise RuntimeError(f"{cmd} did not become ready: {log.read_text()[-3000:]}")
 
 
-def check_answer(port: int) -> list[Any]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/iris/infer", data=json.dumps(PAYLOAD).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        body = json.loads(r.read())
-    return list(body["outputs"][0]["data"])
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def _ms(text: str) -> float:
@@ -168,41 +220,152 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(port: int, work: Path, duration: int, connections: int, cpu: int = 1) -> dict[str, float]:
+def wrk(url: str, body: bytes, headers: dict[str, str], work: Path, duration: int, connections: int,
+        cpu: int = 1) -> dict[str, float]:
+    data = work / "body.bin"
+    data.write_bytes(body)
     script = work / "post.lua"
+    lines = [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
     script.write_text(textwrap.dedent(f'''
+        local f = io.open("{data}", "rb")
+        wrk.body = f:read("*all")
+        f:close()
         wrk.method = "POST"
-        wrk.body = {json.dumps(json.dumps(PAYLOAD))}
-        wrk.headers["Content-Type"] = "application/json"
-    '''))
-    url = f"http://127.0.0.1:{port}/v2/models/iris/infer"
+    ''') + "\n".join(lines) + "\n")
     subprocess.run(["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{connections}", "-d2s", "-s", str(script), url],
                    capture_output=True, check=True)  # warm-up
     out = subprocess.run(["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
                           "-s", str(script), url], capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise RuntimeError(f"{errors.group(1)} error responses during the run:\n{out}")
-    return {"rps": rps, "p50": p50, "p99": p99}
+    return {"rps": float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1)),  # type: ignore[union-attr]
+            "p50": _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
+            "p99": _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))}  # type: ignore[union-attr]
 
 
-def counting_cost(model_dir: Path, n: int = 20000) -> float:
-    """Milliseconds that counting one request's features and prediction into the sketches takes."""
+def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+    req = urllib.request.Request(url, data=body, headers=headers)
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.read(), {k.lower(): v for k, v in r.headers.items()}
+
+
+def predictions_of(body: bytes, headers: dict[str, str]) -> list[Any]:
+    if "inference-header-content-length" in headers:
+        n = int(headers["inference-header-content-length"])
+        out = json.loads(body[:n])["outputs"][0]
+        if "data" in out:
+            return list(out["data"])
+        import numpy as np
+
+        return np.frombuffer(body[n:n + out["parameters"]["binary_data_size"]], "<i8").tolist()
+    return list(json.loads(body)["outputs"][0]["data"])
+
+
+def binary_body(rows: Any) -> tuple[bytes, dict[str, str]]:
     import numpy as np
 
-    from mlops_operator.runtime.inference import LoadedModel, Monitor, decode
+    raw = np.asarray(rows, dtype="<f4").tobytes()
+    head = json.dumps({"inputs": [{"name": "input-0", "shape": list(np.shape(rows)), "datatype": "FP32",
+                                   "parameters": {"binary_data_size": len(raw)}}],
+                       "outputs": [{"name": "predict", "parameters": {"binary_data": True}}]}).encode()
+    return head + raw, {"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"}
 
-    model = LoadedModel.load("iris", model_dir, None)
-    monitor = Monitor(model)
-    decoded = decode(json.dumps(PAYLOAD).encode(), model)
-    predictions = np.asarray([0])
-    started = time.perf_counter()
-    for _ in range(n):
-        monitor.count(decoded, predictions)
-    return (time.perf_counter() - started) / n * 1000
+
+def grpc_request(model: str, rows: list[list[float]]) -> bytes:
+    import numpy as np
+
+    from mlops_operator.runtime.oip import open_inference_grpc_pb2 as pb
+
+    req = pb.ModelInferRequest(model_name=model, id="1")
+    req.inputs.add(name="input-0", datatype="FP64", shape=[len(rows), len(rows[0])])
+    req.raw_input_contents.append(np.asarray(rows, dtype="<f8").tobytes())
+    return req.SerializeToString()
+
+
+def grpc_check(port: int, request: bytes) -> list[int]:
+    import grpc
+    import numpy as np
+
+    from mlops_operator.runtime.oip import open_inference_grpc_pb2 as pb
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer", request_serializer=lambda b: b,
+                                   response_deserializer=pb.ModelInferResponse.FromString)
+        resp = call(request, timeout=10)
+    if resp.raw_output_contents:
+        return list(np.frombuffer(resp.raw_output_contents[0], "<i8").tolist())
+    return list(resp.outputs[0].contents.int64_contents)
+
+
+def h2load(port: int, request: bytes, work: Path, duration: int, connections: int, cpu: int = 1) -> float:
+    frame = work / "frame.bin"
+    frame.write_bytes(b"\0" + struct.pack(">I", len(request)) + request)
+    cmd = ["taskset", "-c", str(cpu), "h2load", "-c", str(connections), "-m", "8", "-D", str(duration),
+           "--warm-up-time", "2", "-H", "content-type: application/grpc", "-H", "te: trailers", "-d", str(frame),
+           f"http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelInfer"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    ok = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed", out)
+    if ok is None or int(ok.group(2)):
+        raise RuntimeError(f"h2load reported failures:\n{out}")
+    return float(re.search(r"finished in [0-9.]+\w+, ([0-9.]+) req/s", out).group(1))  # type: ignore[union-attr]
+
+
+def paced_grpc_p99(port: int, request: bytes, seconds: float = 5, rate: float = 300) -> float:
+    """p99 (ms) of unary calls sent at a steady rate from one grpcio client (on CPU 1)."""
+    import grpc
+
+    os.sched_setaffinity(0, {1})
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
+                                       request_serializer=lambda b: b, response_deserializer=lambda b: b)
+            latencies, start = [], time.perf_counter()
+            n = int(seconds * rate)
+            for i in range(n):
+                due = start + i / rate
+                if (wait := due - time.perf_counter()) > 0:
+                    time.sleep(wait)
+                t = time.perf_counter()
+                call(request, timeout=10)
+                latencies.append((time.perf_counter() - t) * 1000)
+    finally:
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 2)))
+    return statistics.quantiles(latencies, n=100)[98]
+
+
+def ceiling(model_dir: Path, body: bytes, header_length: int | None, n: int = 5000) -> float:
+    """Requests/s of mlops serve's own per-request work, in-process: decode, predict, encode, count."""
+    from mlops_operator.runtime.inference import LoadedModel, Monitor, Served, encode_json, parse_json
+
+    model = LoadedModel.load("m", model_dir, None)
+    served = Served("m", model, None, Monitor(model))
+    os.sched_setaffinity(0, {0})
+    try:
+        for _ in range(200):  # warm-up
+            request = parse_json(body, header_length)
+            m, outputs = served.infer(request)
+            encode_json(m, request, outputs)
+        started = time.perf_counter()
+        for _ in range(n):
+            t = time.perf_counter()
+            request = parse_json(body, header_length)
+            m, outputs = served.infer(request)
+            encode_json(m, request, outputs)
+            served.monitor.observe(time.perf_counter() - t, 200)
+        return n / (time.perf_counter() - started)
+    finally:
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 2)))
+
+
+def mlops_cmd(model_dir: Path, name: str, port: int, grpc_port: int = 0, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "mlops_operator.cli", "serve", "--model-dir", str(model_dir), "--name", name,
+            "--host", "127.0.0.1", "--port", str(port), "--grpc-port", str(grpc_port), "--monitoring-port", "0",
+            *extra]
+
+
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
 def main() -> int:
@@ -210,80 +373,161 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3, help="rounds over all servers; medians are printed")
-    parser.add_argument("--only", nargs="*", help="run only these servers")
+    parser.add_argument("--only", nargs="*", choices=("rest", "binary", "grpc"), default=("rest", "binary", "grpc"))
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("wrk is needed: apt-get install wrk", file=sys.stderr)
-        return 1
+    for tool, package in (("wrk", "wrk"), ("h2load", "nghttp2-client")):
+        if shutil.which(tool) is None:
+            print(f"{tool} is needed: apt-get install {package}", file=sys.stderr)
+            return 1
     sk = f"scikit-learn=={sklearn_version()}"
+    kserve_py = cached_venv("bench-kserve", ["kserve==0.21.0", "pandas<3", sk, "joblib"])
+    mlserver_bin = cached_venv("bench-mlserver", ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", sk, "joblib"]).parent
+    bare_py = cached_venv("bench-bare", ["starlette", "uvicorn[standard]", "orjson", "numpy", sk, "joblib"])
     work = Path(tempfile.mkdtemp(prefix="serve-bench-"))
-    model_dir, pickled = make_model(work)
-    servers: dict[str, Any] = {
-        "mlops (monitoring)": lambda p: ([sys.executable, "-m", "mlops_operator.cli", "serve", "--model-dir",
-                                          str(model_dir), "--name", "iris", "--host", "127.0.0.1", "--port", str(p)],
-                                         "/v2/health/ready", None),
-        "mlops (no monitoring)": lambda p: ([sys.executable, "-m", "mlops_operator.cli", "serve", "--model-dir",
-                                             str(model_dir), "--name", "iris", "--host", "127.0.0.1", "--port",
-                                             str(p), "--no-monitoring"], "/v2/health/ready", None),
-        "kserve": lambda p: ([str(peer_venv("kserve", ["kserve", "pandas<3", sk, "joblib"])),
-                              str(work / "kserve_server.py"), str(pickled), str(p), str(free_port())],
-                             "/v2/health/ready", None),
-        "mlserver": lambda p: ([str(peer_venv("mlserver", ["mlserver", "mlserver-sklearn", sk, "joblib"]).parent
-                                    / "mlserver"), "start", str(work / "mlserver")], "/v2/health/ready",
-                               {"MLSERVER_HTTP_PORT": str(p), "MLSERVER_GRPC_PORT": str(free_port()),
-                                "MLSERVER_METRICS_PORT": str(free_port()), "MLSERVER_PARALLEL_WORKERS": "0",
-                                "MLSERVER_LOGGING_LEVEL": "WARNING"}),
-        "bare starlette": lambda p: ([str(peer_venv("bare", ["starlette", "uvicorn[standard]", "orjson", "numpy",
-                                                             sk, "joblib"])),
-                                      str(work / "bare_server.py"), str(pickled), str(p)], "/v2/health/ready", None),
-    }
     (work / "kserve_server.py").write_text(KSERVE_SERVER)
     (work / "bare_server.py").write_text(BARE_SERVER)
-    expected = None
-    runs: dict[str, list[dict[str, float]]] = {}
-    # rounds interleave the servers, so a noisy minute on a shared machine does not favour one of them
-    for round_ in range(args.repeat):
-        for name, make in servers.items():
-            if args.only and name not in args.only:
-                continue
-            port = free_port()
-            cmd, ready, env = make(port)
-            proc = start(cmd, port, ready, work / f"{name.replace(' ', '_')}.log", env=env)
-            try:
-                answer = check_answer(port)
-                expected = expected or answer
-                if answer != expected:
-                    raise RuntimeError(f"{name} answered {answer}, not {expected}")
-                r = wrk(port, work, args.duration, args.connections)
-            finally:
-                proc.terminate()
+    (work / "granian_noop.py").write_text(GRANIAN_NOOP)
+    (work / "grpc_noop.py").write_text(GRPC_NOOP)
+    model_dir, pickled = make_model(work)
+    json_body = json.dumps(PAYLOAD).encode()
+    json_headers = {"Content-Type": "application/json"}
+    print(f"# wrk -t1 -c{args.connections} -d{args.duration}s and h2load -c{args.connections} -m8, server on CPU 0, "
+          f"generator on CPU 1; medians of {args.repeat} rounds", flush=True)
+
+    def mlserver(port: int, grpc_port: int) -> tuple[list[str], dict[str, str], Path]:
+        return ([str(mlserver_bin / "mlserver"), "start", str(work / "mlserver")],
+                {"MLSERVER_HTTP_PORT": str(port), "MLSERVER_GRPC_PORT": str(grpc_port),
+                 "MLSERVER_METRICS_PORT": str(free_port()), "MLSERVER_PARALLEL_WORKERS": "0",
+                 "MLSERVER_LOGGING_LEVEL": "WARNING"}, work)
+
+    if "rest" in args.only:
+        servers: dict[str, Callable[[int], tuple[list[str], str, dict[str, str] | None]]] = {
+            "mlops (monitoring)": lambda p: (mlops_cmd(model_dir, "iris", p), "/v2/health/ready", None),
+            "mlops (no monitoring)": lambda p: (mlops_cmd(model_dir, "iris", p, 0, "--no-monitoring"),
+                                                "/v2/health/ready", None),
+            "kserve": lambda p: ([str(kserve_py), str(work / "kserve_server.py"), "iris", str(pickled), str(p),
+                                  str(free_port())], "/v2/health/ready", None),
+            "mlserver": lambda p: (mlserver(p, free_port())[0], "/v2/health/ready", mlserver(p, free_port())[1]),
+            "bare starlette": lambda p: ([str(bare_py), str(work / "bare_server.py"), str(pickled), str(p)],
+                                         "/v2/health/ready", None),
+            "granian, fixed answer": lambda p: ([sys.executable, str(work / "granian_noop.py"), str(p)], "tcp:", None),
+        }
+        runs: dict[str, list[dict[str, float]]] = {}
+        expected = None
+        for round_ in range(args.repeat):
+            for name, make in servers.items():
+                port = free_port()
+                cmd, ready, env = make(port)
+                proc = start(cmd, port, ready, work / f"{name.split()[0]}.log", env=env, cwd=work)
                 try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            runs.setdefault(name, []).append(r)
-            print(f"# round {round_ + 1}: {name:24s} {r['rps']:8.0f} req/s   p50 {r['p50']:6.2f} ms   "
-                  f"p99 {r['p99']:6.2f} ms", flush=True)
-    results = {name: {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p99")}
-               for name, rs in runs.items()}
-    print(f"\nmedians of {args.repeat} rounds:")
-    for name, r in results.items():
-        print(f"{name:24s} {r['rps']:10.0f} req/s   p50 {r['p50']:7.2f} ms   p99 {r['p99']:7.2f} ms")
-    ours, off = results.get("mlops (monitoring)"), results.get("mlops (no monitoring)")
-    print(f"\nwrk -t1 -c{args.connections} -d{args.duration}s, server on CPU 0, wrk on CPU 1, payload 1 row x 4 FP64")
-    if ours:
+                    url = f"http://127.0.0.1:{port}/v2/models/iris/infer"
+                    if not name.startswith("granian"):
+                        answer = predictions_of(*post(url, json_body, json_headers))
+                        expected = expected or answer
+                        if answer != expected:
+                            raise RuntimeError(f"{name} answered {answer}, not {expected}")
+                    r = wrk(url, json_body, json_headers, work, args.duration, args.connections)
+                finally:
+                    stop(proc)
+                runs.setdefault(name, []).append(r)
+                print(f"# rest round {round_ + 1}: {name:24s} {r['rps']:8.0f} req/s  p50 {r['p50']:6.2f} ms  "
+                      f"p99 {r['p99']:6.2f} ms", flush=True)
+        res = {name: median_of(rs) for name, rs in runs.items()}
+        top = ceiling(model_dir, json_body, None)
+        print("\nREST, 1x4 FP64 JSON (iris SVC)")
+        for name, r in res.items():
+            print(f"  {name:24s} {r['rps']:8.0f} req/s   p50 {r['p50']:6.2f} ms   p99 {r['p99']:6.2f} ms")
+        ours = res["mlops (monitoring)"]
+        print(f"  in-process ceiling       {top:8.0f} req/s (decode, predict, encode, count; no network)")
+        print(f"  mlops (monitoring) = {ours['rps'] / top:.2f} of the ceiling")
         for peer in ("kserve", "mlserver", "bare starlette"):
-            if peer in results:
-                p = results[peer]
-                print(f"mlops vs {peer:15s} throughput {ours['rps'] / p['rps']:5.2f}x   "
-                      f"p99 {ours['p99'] / p['p99']:5.2f}x   p50 {ours['p50'] / p['p50']:5.2f}x")
-    if ours and off:
-        rps, p50 = 100 * (ours["rps"] / off["rps"] - 1), 100 * (ours["p50"] / off["p50"] - 1)
-        print(f"monitoring on vs off (end to end, within noise): throughput {rps:+.1f} %, p50 latency {p50:+.1f} %")
-        per_request = counting_cost(model_dir)
-        service = 1000.0 / off["rps"]  # ms of server time per request at saturation (one worker)
-        print(f"monitoring per request (counted in-process): {per_request * 1000:.1f} us = "
-              f"{100 * per_request / service:.1f} % of the {service * 1000:.0f} us a request costs the server")
+            p = res[peer]
+            print(f"  mlops vs {peer:15s} throughput {ours['rps'] / p['rps']:5.2f}x   "
+                  f"p99 {ours['p99'] / p['p99']:5.2f}x")
+        off = res["mlops (no monitoring)"]
+        print(f"  monitoring on vs off: throughput {100 * (ours['rps'] / off['rps'] - 1):+.1f} %")
+
+    if "binary" in args.only:
+        wide_dir, wide_pickled, X = make_wide_model(work)
+        sizes = (1, 100, 1000)
+        bruns: dict[tuple[str, int], list[dict[str, float]]] = {}
+        for round_ in range(args.repeat):
+            for name in ("mlops", "kserve"):
+                port = free_port()
+                cmd = mlops_cmd(wide_dir, "wide", port) if name == "mlops" else \
+                    [str(kserve_py), str(work / "kserve_server.py"), "wide", str(wide_pickled), str(port),
+                     str(free_port())]
+                proc = start(cmd, port, "/v2/health/ready", work / f"wide-{name}.log", cwd=work)
+                try:
+                    url = f"http://127.0.0.1:{port}/v2/models/wide/infer"
+                    for n in sizes:
+                        rows = X[:n] if n <= len(X) else X[[i % len(X) for i in range(n)]]
+                        body, headers = binary_body(rows)
+                        got = predictions_of(*post(url, body, headers))
+                        if len(got) != n:
+                            raise RuntimeError(f"{name} answered {len(got)} predictions for {n} rows")
+                        r = wrk(url, body, headers, work, args.duration, args.connections)
+                        bruns.setdefault((name, n), []).append(r)
+                        print(f"# binary round {round_ + 1}: {name:7s} {n:5d}x30 {r['rps']:8.0f} req/s  "
+                              f"p99 {r['p99']:7.2f} ms", flush=True)
+                finally:
+                    stop(proc)
+        bres = {k: median_of(v) for k, v in bruns.items()}
+        print("\nbinary tensors, breast-cancer logistic regression, FP32 in, INT64 out")
+        for n in sizes:
+            body, headers = binary_body(X[:n] if n <= len(X) else X[[i % len(X) for i in range(n)]])
+            top = ceiling(wide_dir, body, int(headers["Inference-Header-Content-Length"]), n=2000)
+            m, k = bres[("mlops", n)], bres[("kserve", n)]
+            print(f"  {n:5d}x30: mlops {m['rps']:7.0f} req/s (p99 {m['p99']:6.2f} ms)   kserve {k['rps']:7.0f} req/s "
+                  f"(p99 {k['p99']:6.2f} ms)   ratio {m['rps'] / k['rps']:5.2f}x   mlops = {m['rps'] / top:.2f} of "
+                  f"its ceiling ({top:.0f} req/s)")
+
+    if "grpc" in args.only:
+        request_iris = grpc_request("iris", [ROW])
+        grpc_servers: dict[str, Callable[[int, int], tuple[list[str], dict[str, str] | None, int]]] = {
+            "no-op servicer": lambda hp, gp: ([sys.executable, str(work / "grpc_noop.py"), str(gp)], None, gp),
+            "mlops": lambda hp, gp: (mlops_cmd(model_dir, "iris", hp, gp), None, hp),
+            "kserve": lambda hp, gp: ([str(kserve_py), str(work / "kserve_server.py"), "iris", str(pickled),
+                                       str(hp), str(gp)], None, hp),
+            "mlserver": lambda hp, gp: (*mlserver(hp, gp)[:2], hp),
+        }
+        gruns: dict[str, list[dict[str, float]]] = {}
+        for round_ in range(args.repeat):
+            for name, make in grpc_servers.items():
+                http_port, grpc_port = free_port(), free_port()
+                cmd, env, ready_port = make(http_port, grpc_port)
+                ready = "tcp:" if name == "no-op servicer" else "/v2/health/ready"
+                proc = start(cmd, ready_port, ready, work / f"grpc-{name.split()[0]}.log", env=env, cwd=work)
+                try:
+                    if ready == "tcp:":
+                        time.sleep(0.5)  # the servicer listens a moment before it answers; no health to poll
+                    else:
+                        deadline = time.monotonic() + 30
+                        while True:  # the gRPC port may open after the REST one
+                            try:
+                                grpc_check(grpc_port, request_iris)
+                                break
+                            except Exception:
+                                if time.monotonic() > deadline:
+                                    raise
+                                time.sleep(0.2)
+                    rps = h2load(grpc_port, request_iris, work, args.duration, args.connections)
+                    p99 = paced_grpc_p99(grpc_port, request_iris)
+                finally:
+                    stop(proc)
+                gruns.setdefault(name, []).append({"rps": rps, "p99": p99})
+                print(f"# grpc round {round_ + 1}: {name:16s} {rps:8.0f} req/s  paced p99 {p99:6.2f} ms", flush=True)
+        gres = {k: median_of(v) for k, v in gruns.items()}
+        generator = gres["no-op servicer"]["rps"]
+        print("\ngRPC ModelInfer, 1x4 FP64 raw_input_contents (iris SVC)")
+        for name, r in gres.items():
+            bound = "  (within 80 % of the generator's ceiling: generator-bound)" \
+                if name != "no-op servicer" and r["rps"] >= 0.8 * generator else ""
+            print(f"  {name:16s} {r['rps']:8.0f} req/s   paced p99 {r['p99']:6.2f} ms{bound}")
+        ours = gres["mlops"]
+        for peer in ("kserve", "mlserver"):
+            print(f"  mlops vs {peer:9s} throughput {ours['rps'] / gres[peer]['rps']:5.2f}x   "
+                  f"p99 {ours['p99'] / gres[peer]['p99']:5.2f}x")
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -89,7 +89,8 @@ def main() -> int:
     model_dir, _ = make_model(work)
     port = free_port()
     proc = start([sys.executable, "-m", "mlops_operator.cli", "serve", "--model-dir", str(model_dir), "--name",
-                  "iris", "--host", "127.0.0.1", "--port", str(port)], port, "/v2/health/ready", work / "server.log")
+                  "iris", "--host", "127.0.0.1", "--port", str(port), "--grpc-port", "0", "--monitoring-port", "0"],
+                 port, "/v2/health/ready", work / "server.log")
     try:
         os.sched_setaffinity(0, {1})
         result = asyncio.run(load(port, proc.pid, args.minutes * 60, args.rate))

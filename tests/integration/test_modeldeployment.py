@@ -136,6 +136,69 @@ def test_first_version_then_a_better_one_are_promoted_with_no_spec_change(
     assert {"Promoted", "AnalysisPassed", "RolloutStarted"} <= reasons
 
 
+def tls_pair() -> tuple[bytes, bytes]:
+    """A self-signed certificate and its PKCS#8 key, made here."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "iris")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
+def test_with_bearer_tokens_and_tls_the_inference_port_is_guarded_and_a_rollout_still_promotes(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str
+) -> None:
+    import ssl
+
+    ns = namespace
+    cert, key = tls_pair()
+    cluster.core.create_namespaced_secret(ns, {"metadata": {"name": "iris-tokens"},
+                                               "stringData": {"tokens": "t0ken\n"}})
+    cluster.core.create_namespaced_secret(ns, {"metadata": {"name": "iris-tls"}, "type": "kubernetes.io/tls",
+                                               "stringData": {"tls.crt": cert.decode(), "tls.key": key.decode()}})
+    md = model_deployment()
+    md["spec"]["runtime"] = {"auth": {"secretRef": {"name": "iris-tokens"}},
+                             "tls": {"secretRef": {"name": "iris-tls"}}}
+    rev1 = serving_first_version(cluster, ns, s3, md)
+    pod = next(p for p in cluster.core.list_namespaced_pod(ns, label_selector=f"mlops.dev/revision={rev1}").items
+               if p.status.pod_ip)
+    context = ssl.create_default_context(cadata=cert.decode())
+    context.check_hostname = False  # the certificate names no pod IP; it is the one the Secret holds
+    body = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64",
+                                   "data": [[5.1, 3.5, 1.4, 0.2]]}]}).encode()
+
+    def https(headers: dict[str, str]) -> int:
+        request = urllib.request.Request(f"https://{pod.status.pod_ip}:8080/v2/models/iris/infer", data=body,
+                                         headers={"Content-Type": "application/json", **headers})
+        try:
+            with urllib.request.urlopen(request, timeout=10, context=context) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    assert https({}) == 401 and https({"Authorization": "Bearer wrong"}) == 401
+    assert https({"Authorization": "Bearer t0ken"}) == 200
+    with pytest.raises(OSError):  # plain HTTP on the inference port is not spoken
+        infer(f"http://{pod.status.pod_ip}:8080", [[5.1, 3.5, 1.4, 0.2]])
+    # the analysis replays through the monitoring port: a better version is still judged and promoted
+    train(cluster, ns, "iris-v2", params={"n_estimators": 30})
+    st = wait_status(cluster, ns, lambda s: s if (s.get("stable") or {}).get("trainingRun") == "iris-v2" else None,
+                     "the new version to be promoted with auth and TLS on")
+    assert st["stable"]["revision"] != rev1 and st["lastAnalysis"]["verdict"] == "Passed"
+    assert st["lastAnalysis"]["measurements"]["candidateRequests"] >= 38
+
+
 def test_a_worse_model_is_rolled_back_and_deleting_the_stable_run_changes_nothing(
     cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str
 ) -> None:
@@ -230,6 +293,51 @@ def test_a_server_returning_errors_or_slow_answers_is_rolled_back_and_commands_a
     st = wait_status(cluster, ns, lambda s: s if cond(s, "Available").get("status") == "True" else None,
                      "the stable revision to be available", timeout=60)
     assert st["stable"]["revision"] == rev1 and "candidate" not in st and cond(st, "Degraded")["status"] == "False"
+
+
+def test_a_flood_of_client_errors_from_a_stranger_does_not_roll_a_good_canary_back(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str
+) -> None:
+    """Live analysis judges server errors and latency: 400s and other models' 404s sent to the
+    candidate's pods by someone else are client errors, counted apart, and fail nothing."""
+    ns = namespace
+    analysis = {**ANALYSIS, "minRequests": 5, "intervalSeconds": 1, "durationSeconds": 3}
+    serving_first_version(cluster, ns, s3, model_deployment(replicas=2, analysis=analysis, strategy={
+        "type": "Canary", "canary": {"steps": [{"weight": 50, "pauseSeconds": 4}]}}))
+    train(cluster, ns, "iris-v2", params={"n_estimators": 30})
+    st = wait_status(cluster, ns, lambda s: s if s.get("currentStep") == 0 else None, "the first canary step")
+    rev2 = st["candidate"]["revision"]
+    pod = next(p for p in cluster.core.list_namespaced_pod(ns, label_selector=f"mlops.dev/revision={rev2}").items
+               if p.status.pod_ip)
+    url = f"http://{pod.status.pod_ip}:8080"
+    bad = json.dumps({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]}).encode()
+    refused = {"400": 0, "404": 0}
+
+    def post(path: str, body: bytes) -> int:
+        request = urllib.request.Request(url + path, data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    def flood_until_judged() -> Any:
+        for _ in range(20):  # ten of each for every good request
+            refused["400"] += post("/v2/models/iris/infer", bad) == 400
+            refused["404"] += post("/v2/models/wine/infer", bad) == 404
+        assert infer(url, [[5.1, 3.5, 1.4, 0.2]]) == 200
+        s = status(cluster, ns)
+        return s if (s.get("stable") or {}).get("revision") == rev2 or rev2 in (s.get("rejected") or ()) else None
+
+    st = wait_for(flood_until_judged, 120, "the canary judged", show=lambda: status(cluster, ns))
+    assert st["lastAnalysis"]["verdict"] == "Passed", st["lastAnalysis"]
+    assert (st.get("stable") or {}).get("revision") == rev2
+    assert st["lastAnalysis"]["measurements"]["errors"] == 0
+    assert refused["400"] >= 100 and refused["404"] >= 100
+    # the pod counted the 400s as client errors, the 404s not at all
+    snap = json.loads(urllib.request.urlopen(f"http://{pod.status.pod_ip}:8082/v2/models/iris/monitoring",
+                                             timeout=10).read())
+    assert snap["clientErrors"] == refused["400"] and snap["errors"] == 0
 
 
 def test_manual_promotion_and_rollback_through_the_cli(
@@ -497,7 +605,7 @@ def test_canary_live_analysis_reads_prometheus_when_asked(
     def traffic_until_promoted() -> Any:
         pods = [p for p in cluster.core.list_namespaced_pod(ns, label_selector="mlops.dev/modeldeployment=iris").items
                 if p.status.pod_ip]
-        targets.write_text(json.dumps([{"targets": [f"{p.status.pod_ip}:8080"],
+        targets.write_text(json.dumps([{"targets": [f"{p.status.pod_ip}:8082"],  # the monitoring port
                                         "labels": {"namespace": ns, "pod": p.metadata.name}} for p in pods]))
         for p in pods:
             if p.metadata.labels.get("mlops.dev/revision") == rev2:

@@ -60,3 +60,49 @@ def test_services_select_the_stable_and_the_candidate_revisions() -> None:
     assert preview["spec"]["selector"]["mlops.dev/revision"] == "bbbb2222"
     # no candidate: the preview Service selects nothing rather than the stable Pods
     assert service(body, None, preview=True)["spec"]["selector"]["mlops.dev/revision"] == "none"
+
+
+def test_the_server_has_three_ports_and_only_the_inference_ones_are_exposed() -> None:
+    from mlops_operator.builders.modeldeployment import http_route
+
+    body, spec = md()
+    rev = revision(spec, DIGEST)
+    server = deployment(body, spec, rev, model_uri="s3://m", digest=DIGEST, replicas=1,
+                        runtime_image="runtime:1")["spec"]["template"]["spec"]["containers"][0]
+    assert {p["name"]: p["containerPort"] for p in server["ports"]} == {"http": 8080, "grpc": 8081,
+                                                                         "monitoring": 8082}
+    assert server["args"][server["args"].index("--grpc-port") + 1] == "8081"
+    assert server["args"][server["args"].index("--monitoring-port") + 1] == "8082"
+    # probes on the monitoring port: plain HTTP, no token, whatever the inference ports require
+    assert server["readinessProbe"]["httpGet"]["port"] == server["livenessProbe"]["httpGet"]["port"] == "monitoring"
+    svc = service(body, rev)
+    assert [(p["name"], p["targetPort"]) for p in svc["spec"]["ports"]] == [("http", "http"), ("grpc", "grpc")]
+    assert svc["spec"]["ports"][1]["appProtocol"] == "kubernetes.io/h2c"
+    gateway = md(traffic={"gateway": {"parentRefs": [{"name": "gw"}]}})
+    route = http_route(gateway[0], gateway[1], "gateway.networking.k8s.io/v1", (100, 0))
+    assert route["spec"]["rules"][0]["matches"] == [{"path": {"type": "PathPrefix", "value": "/v2/health"}},
+                                                    {"path": {"type": "Exact", "value": "/v2"}},
+                                                    {"path": {"type": "PathPrefix", "value": "/v2/models/iris"}}]
+
+
+def test_auth_and_tls_secrets_are_mounted_and_passed_and_make_a_new_revision() -> None:
+    _, plain = md()
+    body, spec = md(runtime={"auth": {"secretRef": {"name": "tokens"}}, "tls": {"secretRef": {"name": "cert"}}})
+    assert revision(spec, DIGEST) != revision(plain, DIGEST)
+    pod = deployment(body, spec, revision(spec, DIGEST), model_uri="s3://m", digest=DIGEST, replicas=1,
+                     runtime_image="runtime:1")["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--auth-tokens-file") + 1] == "/etc/mlops/auth/tokens"
+    assert args[args.index("--tls-cert") + 1] == "/etc/mlops/tls/tls.crt"
+    assert args[args.index("--tls-key") + 1] == "/etc/mlops/tls/tls.key"
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["auth"]["readOnly"] and mounts["tls"]["mountPath"] == "/etc/mlops/tls"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["auth"]["secret"]["secretName"] == "tokens" and volumes["tls"]["secret"]["secretName"] == "cert"
+    # without them, a revision is the hash it was before these fields existed (no rollout on upgrade)
+    import json
+
+    from mlops_operator.builders.common import short_hash
+
+    before = {k: None for k in ("image", "args", "env", "resources", "allowUnsafeFormats")}
+    assert revision(plain, DIGEST) == short_hash(DIGEST, json.dumps(before, sort_keys=True))

@@ -11,6 +11,7 @@ from .common import (
     Digest,
     EnvVar,
     Fraction,
+    LocalObjectReference,
     Name,
     ResourceRequirements,
     StatusBase,
@@ -37,6 +38,18 @@ class ModelSource(ApiModel):
     from_training_runs: FromTrainingRuns | None = None
 
 
+class ServerAuth(ApiModel):
+    secret_ref: LocalObjectReference
+    """A Secret in the same namespace whose key `tokens` holds the bearer tokens (one a line) that REST and
+    gRPC inference require (`Authorization: Bearer …`); health paths and the monitoring port need none."""
+
+
+class ServerTLS(ApiModel):
+    secret_ref: LocalObjectReference
+    """A kubernetes.io/tls Secret in the same namespace (`tls.crt`, `tls.key` as PKCS#8) the inference ports
+    serve TLS with; the monitoring port stays plain HTTP on the pod IP."""
+
+
 class Runtime(ApiModel):
     image: Annotated[str, Field(min_length=1, max_length=512)] | None = None
     """Server image (default: the operator's runtime image)."""
@@ -45,6 +58,8 @@ class Runtime(ApiModel):
     resources: ResourceRequirements | None = None
     allow_unsafe_formats: bool = False
     """Allow joblib/pickle model files (they can run arbitrary code when loaded)."""
+    auth: ServerAuth | None = None
+    tls: ServerTLS | None = None
 
 
 class BlueGreen(ApiModel):

@@ -17,6 +17,7 @@ from .common import TMP_VOLUME, container_security, env_list, labels, owner_refe
 
 PORT, GRPC_PORT, MONITORING_PORT = 8080, 8081, 8082  # REST, gRPC (both routed), monitoring (pod IP only)
 MODEL_DIR = "/mnt/models"
+AUTH_DIR, TLS_DIR = "/etc/mlops/auth", "/etc/mlops/tls"
 MODEL_VOLUME = "model"
 SERVER = "server"
 
@@ -24,6 +25,7 @@ SERVER = "server"
 def revision(spec: ModelDeploymentSpec, model_digest: str) -> str:
     runtime = spec.runtime.wire() if spec.runtime is not None else {}
     chosen = {k: runtime.get(k) for k in ("image", "args", "env", "resources", "allowUnsafeFormats")}
+    chosen |= {k: runtime[k] for k in ("auth", "tls") if runtime.get(k)}  # absent: revisions as before
     return short_hash(model_digest, json.dumps(chosen, sort_keys=True))
 
 
@@ -91,6 +93,13 @@ def deployment(md: Mapping[str, Any], spec: ModelDeploymentSpec, rev: str, *, mo
             "--monitoring-port", str(MONITORING_PORT)]
     if runtime is not None and runtime.allow_unsafe_formats:
         args.append("--allow-unsafe-formats")
+    secrets: list[tuple[str, str, str]] = []  # (volume, Secret, mount path)
+    if runtime is not None and runtime.auth is not None:
+        secrets.append(("auth", runtime.auth.secret_ref.name, AUTH_DIR))
+        args += ["--auth-tokens-file", f"{AUTH_DIR}/tokens"]
+    if runtime is not None and runtime.tls is not None:
+        secrets.append(("tls", runtime.tls.secret_ref.name, TLS_DIR))
+        args += ["--tls-cert", f"{TLS_DIR}/tls.crt", "--tls-key", f"{TLS_DIR}/tls.key"]
     args += list(runtime.args or []) if runtime is not None else []
     image = _image(spec, runtime_image)
     server: dict[str, Any] = {
@@ -109,6 +118,13 @@ def deployment(md: Mapping[str, Any], spec: ModelDeploymentSpec, rev: str, *, mo
     if runtime is not None and runtime.resources is not None:
         server["resources"] = runtime.resources.wire()
     pod_spec = {**_model_pod(spec, model_uri, digest, image, server), "terminationGracePeriodSeconds": 30}
+    if secrets:
+        main = pod_spec["containers"][0]
+        main["volumeMounts"] = [*main["volumeMounts"],
+                                *({"name": v, "mountPath": path, "readOnly": True} for v, _, path in secrets)]
+        pod_spec["volumes"] = [*pod_spec["volumes"],
+                               *({"name": v, "secret": {"secretName": name, "defaultMode": 0o440}}
+                                 for v, name, _ in secrets)]
     template = {"metadata": {"labels": labels(md, own, copy_labels)}, "spec": pod_spec}
     body: dict[str, Any] = {
         "apiVersion": "apps/v1", "kind": "Deployment",
