@@ -142,7 +142,7 @@ def cmd_dev_proxy(args: argparse.Namespace) -> int:
 
     from kubernetes import config
 
-    from .dev.proxy import Proxy, Resolver, parse_target
+    from .dev.proxy import Proxy, Resolver, TcpForwarder, parse_target
 
     try:
         service = parse_target(args.target)
@@ -150,15 +150,21 @@ def cmd_dev_proxy(args: argparse.Namespace) -> int:
         print(f"mlops dev proxy: {exc}", file=sys.stderr)
         return 2
     kubeconfig = _kubeconfig(args)
-    proxy = Proxy(Resolver(config.new_client_from_config(kubeconfig), args.namespace, service), port=args.port,
-                  via_api=args.via_apiserver)
-    print(f"forwarding {proxy.url} → svc/{service} in namespace {args.namespace} (Ctrl-C stops)", flush=True)
+    api = config.new_client_from_config(kubeconfig)
+    proxy = Proxy(Resolver(api, args.namespace, service), port=args.port, via_api=args.via_apiserver)
+    grpc = None
+    if args.grpc_port is not None and not args.via_apiserver:  # the pod proxy speaks HTTP/1 only
+        grpc = TcpForwarder(Resolver(api, args.namespace, service, port_name="grpc"), port=args.grpc_port).start()
+    print(f"forwarding {proxy.url} → svc/{service} in namespace {args.namespace}"
+          + (f"; gRPC {grpc.address} → its grpc port" if grpc else "") + " (Ctrl-C stops)", flush=True)
     try:
         proxy.server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         proxy.server.server_close()
+        if grpc is not None:
+            grpc.stop()
     return 0
 
 
@@ -277,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="svc/NAME")
     p.add_argument("-n", "--namespace", default="default")
     p.add_argument("--port", type=int, default=8000, help="local port (0: any free one)")
+    p.add_argument("--grpc-port", type=int, default=None,
+                   help="also forward connections on this local port to the Service's grpc port (0: any free one)")
     p.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="whose kubeconfig, unless KUBECONFIG is set")
     p.add_argument("--via-apiserver", action="store_true",
                    help="reach the pods through the apiserver's pod proxy (kind, remote clusters)")

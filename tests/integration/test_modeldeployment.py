@@ -199,6 +199,44 @@ def test_with_bearer_tokens_and_tls_the_inference_port_is_guarded_and_a_rollout_
     assert st["lastAnalysis"]["measurements"]["candidateRequests"] >= 38
 
 
+def test_grpc_through_the_service_port_and_the_dev_proxy(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str
+) -> None:
+    import grpc
+    import numpy as np
+
+    from mlops_operator.dev.proxy import Resolver, TcpForwarder
+    from mlops_operator.runtime.oip import open_inference_grpc_pb2 as pb
+
+    ns = namespace
+    rev = serving_first_version(cluster, ns, s3)
+    svc = cluster.core.read_namespaced_service("iris", ns)
+    assert {(p.name, p.target_port, p.app_protocol) for p in svc.spec.ports} == {
+        ("http", "http", None), ("grpc", "grpc", "kubernetes.io/h2c")}
+    forwarder = TcpForwarder(Resolver(cluster.api_client, ns, "iris", port_name="grpc")).start()
+    try:
+        with grpc.insecure_channel(forwarder.address) as channel:
+            infer_call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
+                                             request_serializer=pb.ModelInferRequest.SerializeToString,
+                                             response_deserializer=pb.ModelInferResponse.FromString)
+            req = pb.ModelInferRequest(model_name="iris")
+            req.inputs.add(name="x", datatype="FP64", shape=[2, 4]).contents.fp64_contents.extend(
+                [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3])
+            resp = infer_call(req, timeout=20)
+    finally:
+        forwarder.stop()
+    assert resp.model_name == "iris" and [o.name for o in resp.outputs] == ["predict", "probabilities"]
+    raw = resp.raw_output_contents[0]
+    if resp.outputs[0].datatype == "BYTES":  # each element: a 4-byte little-endian length, then the bytes
+        from mlops_operator.runtime.tensors import split_bytes
+
+        labels: list[Any] = [b.decode() for b in split_bytes(raw, "predict")]
+    else:
+        labels = np.frombuffer(raw, "<i8").tolist()
+    assert len(labels) == 2 and labels[0] != labels[1]  # a setosa and a virginica
+    assert status(cluster, ns)["stable"]["revision"] == rev
+
+
 def test_a_worse_model_is_rolled_back_and_deleting_the_stable_run_changes_nothing(
     cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str
 ) -> None:

@@ -12,9 +12,11 @@ pod proxy instead, for a cluster whose pod IPs this machine cannot reach (kind).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import itertools
 import json
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -76,8 +78,10 @@ def _container_port(pod: Any, target: int | str) -> int | None:
 class Resolver:
     """Where a Service's requests go now (looked up at most once per `ttl` seconds)."""
 
-    def __init__(self, api_client: Any, namespace: str, service: str, ttl: float = 1.0) -> None:
+    def __init__(self, api_client: Any, namespace: str, service: str, ttl: float = 1.0,
+                 port_name: str | None = None) -> None:
         self.api_client = api_client
+        self.port_name = port_name  # the Service port to forward to by name (grpc), else the route's or the first
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.namespace, self.service, self.ttl = namespace, service, ttl
@@ -128,7 +132,10 @@ class Resolver:
         if not selector:
             return []
         ports = svc.spec.ports or []
-        chosen = next((p for p in ports if port is None or p.port == port), None)
+        if self.port_name is not None:
+            chosen = next((p for p in ports if p.name == self.port_name), None)
+        else:
+            chosen = next((p for p in ports if port is None or p.port == port), None)
         if chosen is None:
             return []
         target = chosen.target_port if chosen.target_port is not None else chosen.port
@@ -229,6 +236,64 @@ class Proxy:
         self.server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+
+class TcpForwarder:
+    """Whole connections to what a `Resolver` says (gRPC's HTTP/2 among them): each new connection goes to
+    the next backend by the same weights as the HTTP proxy, and its bytes are copied both ways."""
+
+    def __init__(self, resolver: Resolver, port: int = 0, host: str = "127.0.0.1") -> None:
+        self.resolver = resolver
+        self.listener = socket.create_server((host, port))
+        self.address = f"{host}:{self.listener.getsockname()[1]}"
+        self._counter = itertools.count()
+        self._stopping = threading.Event()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while chunk := src.recv(65536):
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def _serve(self, conn: socket.socket) -> None:
+        backend = choose(self.resolver.groups(), next(self._counter))
+        if backend is None:
+            conn.close()
+            return
+        try:
+            upstream = socket.create_connection((backend.host, backend.port), timeout=10)
+        except OSError:
+            self.resolver.invalidate()
+            conn.close()
+            return
+        upstream.settimeout(None)
+        back = threading.Thread(target=self._pump, args=(upstream, conn), daemon=True)
+        back.start()
+        self._pump(conn, upstream)
+        back.join()
+        conn.close()
+        upstream.close()
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def start(self) -> TcpForwarder:
+        threading.Thread(target=self._accept, name="mlops-dev-tcp-forwarder", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.listener.close()
 
 
 def parse_target(target: str) -> str:
