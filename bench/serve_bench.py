@@ -266,7 +266,7 @@ def binary_body(rows: Any) -> tuple[bytes, dict[str, str]]:
     import numpy as np
 
     raw = np.asarray(rows, dtype="<f4").tobytes()
-    head = json.dumps({"inputs": [{"name": "input-0", "shape": list(np.shape(rows)), "datatype": "FP32",
+    head = json.dumps({"id": "1", "inputs": [{"name": "input-0", "shape": list(np.shape(rows)), "datatype": "FP32",
                                    "parameters": {"binary_data_size": len(raw)}}],
                        "outputs": [{"name": "predict", "parameters": {"binary_data": True}}]}).encode()
     return head + raw, {"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"}

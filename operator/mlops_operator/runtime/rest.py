@@ -65,10 +65,11 @@ class Faults:
         if not 0.0 <= error_rate <= 1.0 or delay_ms < 0:
             raise ValueError("--inject-error-rate must be within [0, 1] and --inject-delay-ms not negative")
         self.error_rate, self.delay, self.live_only = error_rate, delay_ms / 1000.0, live_only
+        self.active = error_rate > 0 or delay_ms > 0
         self.seen = 0
 
     def apply_to(self, replay: bool) -> bool:
-        return (self.error_rate > 0 or self.delay > 0) and not (self.live_only and replay)
+        return self.active and not (self.live_only and replay)
 
     def error(self) -> bool:
         """Deterministic: exactly floor(n * rate) of the first n requests fail."""
@@ -189,7 +190,7 @@ class RestApp:
             status, body, headers = await self._infer(scope, protocol)
         else:
             status, body, headers = self._route_error(method, path)
-        if infer and status < 400 and self.faults.apply_to(self.monitoring_port):
+        if infer and self.faults.active and status < 400 and self.faults.apply_to(self.monitoring_port):
             if self.faults.error_rate and self.faults.error():
                 status, body, headers = error(500, "injected fault (--inject-error-rate)")
             if self.faults.delay:
@@ -212,7 +213,8 @@ class RestApp:
                 return error(503, "too many request bodies are being received at once; retry shortly",
                              [("retry-after", "1")])
             try:
-                return await asyncio.wait_for(protocol(), self.limits.body_timeout)
+                async with asyncio.timeout(self.limits.body_timeout):  # a timer, not a task as wait_for makes
+                    return await protocol()  # type: ignore[no-any-return]
             except TimeoutError:
                 return error(408, f"the body did not arrive within {self.limits.body_timeout:g} s")
             finally:
