@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -17,7 +16,7 @@ import pytest
 import yaml
 
 from mlops_operator.dev.venvs import cached_venv
-from tests.unit.test_server import Served, make_model, monitoring
+from tests.unit.test_server import Served, monitoring
 
 CLIENTS = Path(__file__).resolve().parents[1] / "clients"
 SPEC = Path(__file__).resolve().parents[1] / "specs" / "open_inference_rest.yaml"
@@ -25,18 +24,6 @@ TRITON = ["tritonclient[http,grpc]==2.73.0"]
 KSERVE = ["kserve==0.21.0", "pandas<3"]
 OIP = ["open-inference-openapi==2.0.0.1"]
 SCHEMATHESIS = ["schemathesis==4.32.5"]
-
-
-@pytest.fixture(scope="module")
-def iris(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any, str]:
-    return make_model(tmp_path_factory.mktemp("clients"))
-
-
-@pytest.fixture(scope="module")
-def server(iris: tuple[Path, Any, Any, str]) -> Iterator[Served]:
-    s = Served(iris[0], "iris", "--digest", iris[3])
-    yield s
-    s.stop()
 
 
 def run(venv: list[str], name: str, script: str, *args: str) -> dict[str, Any]:

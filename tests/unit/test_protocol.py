@@ -22,18 +22,6 @@ from tests.unit.test_server import Served, make_model, monitoring, tensor
 ROW = [5.1, 3.5, 1.4, 0.2]
 
 
-@pytest.fixture(scope="module")
-def iris(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any, str]:
-    return make_model(tmp_path_factory.mktemp("proto"))
-
-
-@pytest.fixture(scope="module")
-def server(iris: tuple[Path, Any, Any, str]) -> Iterator[Served]:
-    s = Served(iris[0], "iris", "--digest", iris[3])
-    yield s
-    s.stop()
-
-
 def binary_request(arrays: list[tuple[str, str, np.ndarray]], **extra: Any) -> tuple[bytes, dict[str, str]]:
     inputs, raw = [], b""
     for name, datatype, array in arrays:

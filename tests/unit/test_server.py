@@ -11,7 +11,6 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,18 +93,6 @@ def make_model(tmp: Path, categorical: bool = False) -> tuple[Path, Any, Any, st
     out = tmp / ("model-cat" if categorical else "model")
     digest = sdk.save_model(model, X, out, validation=(X.head(20), y.head(20)))
     return out, model, X, digest
-
-
-@pytest.fixture(scope="module")
-def iris(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any, str]:
-    return make_model(tmp_path_factory.mktemp("iris"))
-
-
-@pytest.fixture(scope="module")
-def server(iris: tuple[Path, Any, Any, str]) -> Iterator[Served]:
-    s = Served(iris[0], "iris", "--digest", iris[3], "--max-body-bytes", "200000")
-    yield s
-    s.stop()
 
 
 def tensor(rows: list[list[float]], name: str = "input-0", datatype: str = "FP64") -> dict[str, Any]:

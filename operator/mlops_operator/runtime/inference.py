@@ -455,8 +455,7 @@ class Monitor:
         for name, counts in self.features.items():
             counts.add(decoded.columns[name])
         if self.prediction is not None and predictions is not None:
-            self.prediction.add(predictions if self.prediction.dist.type == "numeric"
-                                else [str(p) for p in predictions.tolist()])
+            self.prediction.add(predictions)  # categorical values are compared as str(value)
 
     def snapshot(self) -> dict[str, Any]:
         m = self.model

@@ -102,13 +102,17 @@ class Counts:
                                  minlength=len(self.counts))
             self.counts = [c + int(b) for c, b in zip(self.counts, binned, strict=True)]
             return
-        for v in values:
+        if isinstance(values, np.ndarray):
+            values = values.tolist()
+        # a large batch: count the distinct values first (C speed), then place each once
+        seen = Counter(values).items() if len(values) > self.SMALL else ((v, 1) for v in values)
+        for v, n in seen:
             if is_missing(v):
-                self.missing += 1
+                self.missing += n
             elif (i := self.index.get(str(v))) is not None:
-                self.counts[i] += 1
+                self.counts[i] += n
             else:
-                self.other += 1
+                self.other += n
 
     def snapshot(self) -> dict[str, Any]:
         return {"counts": list(self.counts), "missing": self.missing, "other": self.other}
