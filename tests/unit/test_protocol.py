@@ -382,6 +382,11 @@ def test_oversized_heads_and_upgrades(hostile: Served) -> None:
     # inside a larger buffer, which would let every connection hold more)
     assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large")
     assert len(answer) < 1000  # nothing of the URL is echoed back
+    # a long URL that fits the head: 414, and the URL is not echoed either
+    answer = raw_exchange(hostile.port, b"GET /v2/health/live?" + b"q" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+                          timeout=3)
+    assert answer.startswith(b"HTTP/1.1 414") and len(answer) < 1000
+    assert hostile.request("GET", "/v2/health/live?" + "q" * 1000)[0] == 200
     answer = raw_exchange(hostile.port, b"GET /x HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 200_000 + b"\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 431")
     answer = raw_exchange(hostile.port, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"

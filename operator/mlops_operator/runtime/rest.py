@@ -13,9 +13,10 @@ path; HEAD answers as GET; a known path with another method is 405 with `Allow`.
 binary tensor extension (`Inference-Header-Content-Length`) both ways.
 
 What the server (granian, on hyper) already enforces, configured by `Limits`: the header-read and
-keep-alive idle timeout, the request head size (431 when the head does not fit the buffer, 414 for a
-longer URI that does), `Expect: 100-continue`, one answer to an Upgrade request, percent-decoded paths.
-The one thin layer here, because granian has no option for it: the body limits — 413 past
+keep-alive idle timeout, the request head size (431 when the head does not fit its 64 KiB buffer, a
+long URL included), `Expect: 100-continue`, one answer to an Upgrade request, percent-decoded paths.
+The one thin layer here, because granian has no option for it: 414 for a request target past 8 KiB
+that fits the head buffer, and the body limits — 413 past
 `max_body` (from Content-Length before reading, or while reading a chunked body), a budget of body bytes
 held at once across every connection (503 with Retry-After when spent), and a body-read timeout (408)
 that gives a stalled upload's memory back.
@@ -51,7 +52,8 @@ class Limits:
     body_budget: int = 64 * 1024 * 1024  # body bytes held at once, over all connections of both ports
     body_timeout: float = 30.0
     header_timeout_ms: int = 10_000  # also the keep-alive idle timeout (hyper's header read timeout)
-    max_head: int = 64 * 1024  # request line + headers (granian's HTTP/1 buffer)
+    max_head: int = 64 * 1024  # request line + headers (granian's HTTP/1 buffer): 431 past it
+    max_target: int = 8 * 1024  # the request target (path and query): 414 past it, when the head fits
     max_concurrent: int = 512  # requests processed at once (granian's backpressure)
 
 
@@ -178,6 +180,10 @@ class RestApp:
         started = time.perf_counter()
         method = scope.method
         path = scope.path
+        if len(path) + len(scope.query_string) > self.limits.max_target:
+            status, body, headers = error(414, f"the request target is longer than {self.limits.max_target} bytes")
+            protocol.response_bytes(status, headers, body)
+            return
         if len(path) > 1 and path.endswith("/"):
             path = path.rstrip("/")
         infer = path in self.infer_paths
