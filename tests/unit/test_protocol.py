@@ -187,8 +187,10 @@ def test_the_monitoring_port_alone_serves_monitoring_and_its_inference_is_replay
 
 
 def test_http_details(server: Served) -> None:
-    status, body, headers = server.exchange("HEAD", "/v2/health/live")
+    status, body, headers = server.exchange("HEAD", "/v2/models/iris")
     assert status == 200 and body == ""
+    assert int(headers["content-length"]) == len(json.dumps(server.request("GET", "/v2/models/iris")[1],
+                                                            separators=(",", ":")))
     assert server.request("GET", "/v2/")[0] == 200 and server.request("GET", "/v2/models/iris/")[0] == 200
     status, _, headers = server.exchange("GET", "/v2/models/iris/infer")
     assert status == 405 and headers["allow"] == "POST"
