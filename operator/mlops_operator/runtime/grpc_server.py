@@ -13,7 +13,6 @@ service is registered with grpcio's generic handlers, so no generated service mo
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -26,7 +25,7 @@ import numpy as np
 from . import tensors
 from .inference import BadRequest, Request, Served, Tensor
 from .oip import open_inference_grpc_pb2 as pb
-from .rest import VERSION, Faults
+from .rest import VERSION, Faults, bearer_ok
 
 SERVICE = "inference.GRPCInferenceService"
 CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
@@ -85,9 +84,7 @@ class Servicer:
     async def _authorize(self, context: Any) -> None:
         if not self.tokens:
             return
-        auth = dict(context.invocation_metadata() or ()).get("authorization", "")
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not any(hmac.compare_digest(token.strip(), t) for t in self.tokens):
+        if not bearer_ok(dict(context.invocation_metadata() or ()).get("authorization", ""), self.tokens):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a bearer token is required (authorization metadata)")
 
     def _model_ok(self, name: str, version: str) -> bool:
@@ -128,15 +125,15 @@ class Servicer:
 
     async def model_infer(self, req: Any, context: Any) -> Any:
         await self._authorize(context)
-        if req.model_name != self.served.name:  # another model's call: not counted as this one's
+        model = self.served.model
+        if req.model_name != self.served.name or (model is not None and not self._model_ok(req.model_name,
+                                                                                            req.model_version)):
+            # another model's or version's call (a 404 on REST's routes): not counted as this one's
             await self._not_found(req.model_name, req.model_version, context)
         started = time.perf_counter()
         status, message, response = 200, "", None
         try:
-            if not self._model_ok(req.model_name, req.model_version):
-                raise BadRequest(f"model {req.model_name} has no version {req.model_version!r}", 404) \
-                    if self.served.model is not None else self.served.not_ready()
-            model, outputs = self.served.infer(to_request(req))
+            model, outputs = self.served.infer(to_request(req))  # not ready: 503, counted as on REST
             response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=req.id)
             for name, array in outputs.items():
                 datatype = model.outputs[name].datatype

@@ -95,6 +95,12 @@ class BodyBudget:
         self.held -= n
 
 
+def bearer_ok(authorization: str, tokens: frozenset[str]) -> bool:
+    """Whether an `Authorization` value (HTTP header or gRPC metadata) carries one of the tokens."""
+    scheme, _, token = authorization.partition(" ")
+    return scheme.lower() == "bearer" and any(hmac.compare_digest(token.strip(), t) for t in tokens)
+
+
 def error(status: int, message: str, headers: list[tuple[str, str]] | None = None) -> Reply:
     return status, orjson.dumps({"error": message}), [("content-type", JSON), *(headers or [])]
 
@@ -172,9 +178,7 @@ class RestApp:
     def _authorized(self, headers: Any, path: str) -> bool:
         if not self.tokens or self.monitoring_port or path in self.open_paths:
             return True
-        auth = headers.get("authorization") or ""
-        scheme, _, token = auth.partition(" ")
-        return scheme.lower() == "bearer" and any(hmac.compare_digest(token.strip(), t) for t in self.tokens)
+        return bearer_ok(headers.get("authorization") or "", self.tokens)
 
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
         started = time.perf_counter()
