@@ -408,17 +408,15 @@ class Monitor:
         self._client_errors = Counter("mlops_request_client_errors",
                                       "Inference calls refused as the client's mistake (4xx).", ["model"],
                                       registry=reg).labels(name)
-        self._latency = Histogram("mlops_request_duration_seconds",
-                                  "Latency of inference calls that were not a client error.", ["model"],
-                                  buckets=artifacts.LATENCY_BUCKETS, registry=reg).labels(name)
+        self._latency_metric = Histogram("mlops_request_duration_seconds",
+                                         "Latency of inference calls that were not a client error.", ["model"],
+                                         buckets=artifacts.LATENCY_BUCKETS, registry=reg)
+        self._latency = self._latency_metric.labels(name)
         info = Gauge("mlops_model_info", "The model being served.", ["model", "digest", "format"], registry=reg)
         if model is not None:
             info.labels(name, model.digest, model.metadata.format).set(1)
         self._codes: dict[int, Any] = {}
         self._name = name
-        self.requests = self.errors = self.client_errors = 0
-        self.latency_counts = [0] * (len(artifacts.LATENCY_BUCKETS) + 1)
-        self.latency_sum = 0.0
         profile = model.profile if model else None
         self.features: dict[str, Counts] = {}
         self.prediction: Counts | None = None
@@ -433,19 +431,11 @@ class Monitor:
             child = self._codes[code] = self._by_code.labels(self._name, str(code))
         child.inc()
         if 400 <= code < 500:
-            self.client_errors += 1
             self._client_errors.inc()
             return
-        self.requests += 1
         if code >= 500:
-            self.errors += 1
             self._errors.inc()
         self._latency.observe(seconds)
-        self.latency_sum += seconds
-        i = 0
-        while i < len(artifacts.LATENCY_BUCKETS) and seconds > artifacts.LATENCY_BUCKETS[i]:
-            i += 1
-        self.latency_counts[i] += 1
 
     def count(self, decoded: Decoded, predictions: np.ndarray | None) -> None:
         """Live rows into the drift sketches (after the answer is computed: a refused request never counts)."""
@@ -458,14 +448,25 @@ class Monitor:
             self.prediction.add(predictions)  # categorical values are compared as str(value)
 
     def snapshot(self) -> dict[str, Any]:
+        """The counters read back from the registry (one source for /metrics and /monitoring)."""
         m = self.model
+        by_code = {int(x.labels["code"]): int(x.value) for f in self._by_code.collect() for x in f.samples
+                   if x.name == "mlops_requests_total"}
+        cumulative, latency_sum = [], 0.0
+        for x in (x for f in self._latency_metric.collect() for x in f.samples):
+            if x.name.endswith("_bucket"):
+                cumulative.append(int(x.value))  # in bucket order, +Inf last
+            elif x.name.endswith("_sum"):
+                latency_sum = x.value
+        counts = [b - a for a, b in zip([0, *cumulative], cumulative, strict=False)]
         return {
             "model": m.name if m else None, "digest": m.digest if m else None,
             "profileDigest": m.profile_digest if m else None,
-            "startTime": self.started, "requests": self.requests, "errors": self.errors,
-            "clientErrors": self.client_errors, "rows": self.rows,
-            "latency": {"buckets": list(artifacts.LATENCY_BUCKETS), "counts": list(self.latency_counts),
-                        "sum": self.latency_sum},
+            "startTime": self.started, "requests": sum(n for c, n in by_code.items() if not 400 <= c < 500),
+            "errors": sum(n for c, n in by_code.items() if c >= 500),
+            "clientErrors": sum(n for c, n in by_code.items() if 400 <= c < 500), "rows": self.rows,
+            "latency": {"buckets": list(artifacts.LATENCY_BUCKETS),
+                        "counts": counts or [0] * (len(artifacts.LATENCY_BUCKETS) + 1), "sum": latency_sum},
             "features": [{"name": n, **c.snapshot()} for n, c in self.features.items()],
             "prediction": self.prediction.snapshot() if self.prediction else None,
         }
