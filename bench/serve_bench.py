@@ -407,7 +407,7 @@ def main() -> int:
                                                 "/v2/health/ready", None),
             "kserve": lambda p: ([str(kserve_py), str(work / "kserve_server.py"), "iris", str(pickled), str(p),
                                   str(free_port())], "/v2/health/ready", None),
-            "mlserver": lambda p: (mlserver(p, free_port())[0], "/v2/health/ready", mlserver(p, free_port())[1]),
+            "mlserver": lambda p: (lambda cmd, env, _: (cmd, "/v2/health/ready", env))(*mlserver(p, free_port())),
             "bare starlette": lambda p: ([str(bare_py), str(work / "bare_server.py"), str(pickled), str(p)],
                                          "/v2/health/ready", None),
             "granian, fixed answer": lambda p: ([sys.executable, str(work / "granian_noop.py"), str(p)], "tcp:", None),
