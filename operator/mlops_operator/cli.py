@@ -81,7 +81,7 @@ def cmd_dev_up(args: argparse.Namespace) -> int:
     from .dev import controlplane, install
 
     try:
-        cp = controlplane.up(Path(args.state_dir))
+        cp = controlplane.up(Path(args.state_dir), real_node=args.node == "real")
         if not args.no_crds:
             install.apply_crds(str(cp.kubeconfig))
     except controlplane.ControlPlaneError as exc:
@@ -95,10 +95,50 @@ def cmd_dev_up(args: argparse.Namespace) -> int:
 def cmd_dev_down(args: argparse.Namespace) -> int:
     from .dev import controlplane
 
-    if controlplane.down(Path(args.state_dir)):
-        print(f"stopped the control plane in {Path(args.state_dir).resolve()}")
-    else:
+    left = controlplane.down(Path(args.state_dir))
+    if left is None:
         print(f"no control plane is running in {Path(args.state_dir).resolve()}")
+        return 0
+    print(f"stopped the control plane in {Path(args.state_dir).resolve()}")
+    for item in left:
+        print(f"  left behind: {item}", file=sys.stderr)
+    return 1 if left else 0
+
+
+def cmd_dev_exec(args: argparse.Namespace) -> int:
+    import os
+
+    from .dev import controlplane, netns
+
+    cp = controlplane.ControlPlane.load(Path(args.state_dir).resolve())
+    if cp is None or not cp.netns:
+        print(f"mlops dev exec: no cluster with a network namespace runs in {args.state_dir}", file=sys.stderr)
+        return 1
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        print("mlops dev exec: give a command: mlops dev exec -- CMD [ARGS]", file=sys.stderr)
+        return 2
+    netns.enter(cp.netns)
+    os.environ["KUBECONFIG"] = str(cp.state_dir / "kubeconfig.internal")
+    try:
+        os.execvp(command[0], command)
+    except OSError as exc:
+        print(f"mlops dev exec: {command[0]}: {exc.strerror}", file=sys.stderr)
+        return 127
+
+
+def cmd_dev_images(args: argparse.Namespace) -> int:
+    from .dev import controlplane, imagebuild, node
+
+    cp = controlplane.ControlPlane.load(Path(args.state_dir).resolve())
+    target = imagebuild.Containerd(node.containerd_socket(cp.state_dir)) if cp and cp.real_node else None
+    try:
+        imagebuild.ensure(lambda msg: print(msg, file=sys.stderr, flush=True), target)
+    except imagebuild.ImageBuildError as exc:
+        print(f"mlops dev images: {exc}", file=sys.stderr)
+        return 1
+    for name in (imagebuild.OPERATOR_IMAGE, imagebuild.RUNTIME_IMAGE):
+        print(f"{name} {imagebuild.image_id(name)}")
     return 0
 
 
@@ -265,10 +305,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
     dev = sub.add_parser("dev", help="a local Kubernetes control plane for development and tests")
     dev_sub = dev.add_subparsers(dest="dev_command", required=True)
-    p = dev_sub.add_parser("up", help="start etcd + kube-apiserver + controller-manager + scheduler")
+    p = dev_sub.add_parser("up", help="start a cluster: etcd, the control plane and a node (kubelet + containerd)")
     p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     p.add_argument("--no-crds", action="store_true", help="do not install the CRDs")
+    p.add_argument("--node", choices=("real", "process"), default="real",
+                   help="real: kubelet + containerd in a network namespace of the cluster's own (default); "
+                        "process: the in-repo process runner on loopback (being retired)")
     p.set_defaults(func=cmd_dev_up)
+    p = dev_sub.add_parser("exec", help="run a command inside the cluster's network namespace")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS]")
+    p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    p.set_defaults(func=cmd_dev_exec)
+    p = dev_sub.add_parser("images", help="build the operator and runtime images (buildah) and import them")
+    p.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="whose containerd to import into, if one runs")
+    p.set_defaults(func=cmd_dev_images)
     p = dev_sub.add_parser("down", help="stop every process `mlops dev up` started")
     p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     p.set_defaults(func=cmd_dev_down)

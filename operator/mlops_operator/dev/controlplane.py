@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import config
-from . import system
+from . import netns, node, system
 
 K8S_VERSION = "1.20.2"
 COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+NODE_COMPONENTS = ("kubelet", "kube-proxy")
 Progress = Callable[[str], None]
 
 
@@ -75,8 +76,14 @@ def _run(cmd: list[str], progress: Progress, **kw: object) -> None:
         raise ControlPlaneError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
 
 
-def build_binaries(progress: Progress = _stderr) -> dict[str, Path]:
-    """Build the control plane from Debian's `kubernetes` source package into the cache."""
+def find_node_binaries() -> dict[str, Path] | None:
+    """Paths of kubelet and kube-proxy (built from the same source), or None when either is missing."""
+    found = {name: bin_cache() / name for name in NODE_COMPONENTS}
+    return found if all(p.is_file() and os.access(p, os.X_OK) for p in found.values()) else None
+
+
+def build_binaries(progress: Progress = _stderr, components: tuple[str, ...] = COMPONENTS) -> dict[str, Path]:
+    """Build components (the control plane by default) from Debian's `kubernetes` source package into the cache."""
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         raise ControlPlaneError(
             "kube-apiserver, kube-controller-manager and kube-scheduler were not found in "
@@ -119,22 +126,22 @@ def build_binaries(progress: Progress = _stderr) -> dict[str, Path]:
         gopath = src / ".go"
         (gopath / "src/k8s.io").mkdir(parents=True)
         (gopath / "src/k8s.io/kubernetes").symlink_to("../../..")
-        progress("[5/5] compiling kube-apiserver, kube-controller-manager, kube-scheduler (about 5 min)")
+        progress(f"[5/5] compiling {', '.join(components)} (about 5 min)")
         home = work / "home"
         home.mkdir()
-        _run(["make", f"WHAT={' '.join('cmd/' + c for c in COMPONENTS)}"], progress, cwd=src,
+        _run(["make", f"WHAT={' '.join('cmd/' + c for c in components)}"], progress, cwd=src,
              env={**env, "GOPATH": str(gopath), "CGO_ENABLED": "0", "HOME": str(home)})
         out = src / "_output/local/bin/linux" / _goarch()
         dest = bin_cache()
         dest.mkdir(parents=True, exist_ok=True)
-        for name in COMPONENTS:
+        for name in components:
             shutil.copy2(out / name, dest / f".{name}.tmp")
             (dest / f".{name}.tmp").replace(dest / name)
-    found = find_binaries()
-    if found is None:
-        raise ControlPlaneError(f"the build finished but binaries are still missing from {bin_cache()}")
-    progress(f"control plane binaries cached in {bin_cache()}")
-    return found
+    missing = [name for name in components if not (bin_cache() / name).is_file()]
+    if missing:
+        raise ControlPlaneError(f"the build finished but {', '.join(missing)} are still missing from {bin_cache()}")
+    progress(f"{', '.join(components)} cached in {bin_cache()}")
+    return {name: bin_cache() / name for name in components}
 
 
 def _goarch() -> str:
@@ -151,7 +158,16 @@ def ensure_binaries(progress: Progress = _stderr) -> dict[str, Path]:
         found = find_binaries()
         if found is not None:
             return found
-    return build_binaries(progress)
+    build_binaries(progress)
+    found = find_binaries()
+    if found is None:
+        raise ControlPlaneError(f"the build finished but etcd or a component is still missing from {bin_cache()}")
+    return found
+
+
+def ensure_node_binaries(progress: Progress = _stderr) -> dict[str, Path]:
+    """kubelet and kube-proxy from the cache, built once (same source and recipe as the control plane)."""
+    return find_node_binaries() or build_binaries(progress, NODE_COMPONENTS)
 
 
 def free_port() -> int:
@@ -167,6 +183,8 @@ class ControlPlane:
     state_dir: Path
     with_controllers: bool = True
     with_node: bool = True
+    real_node: bool = False
+    netns: str = ""
     pids: dict[str, int] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     token: str = ""
@@ -182,7 +200,8 @@ class ControlPlane:
 
     # -- persisted state (so `mlops dev down` in another process finds what `up` started)
     def _save(self) -> None:
-        state = {"pids": self.pids, "ports": self.ports, "token": self.token}
+        state = {"pids": self.pids, "ports": self.ports, "token": self.token, "real_node": self.real_node,
+                 "netns": self.netns}
         (self.state_dir / "state.json").write_text(json.dumps(state))
 
     @classmethod
@@ -191,7 +210,8 @@ class ControlPlane:
         if not path.exists():
             return None
         data = json.loads(path.read_text())
-        return cls(Path(state_dir), pids=data["pids"], ports=data["ports"], token=data["token"])
+        return cls(Path(state_dir), pids=data["pids"], ports=data["ports"], token=data["token"],
+                   real_node=data.get("real_node", False), netns=data.get("netns", ""))
 
     def alive(self) -> dict[str, bool]:
         return {name: _pid_alive(pid) for name, pid in self.pids.items()}
@@ -216,6 +236,8 @@ class ControlPlane:
     # -- start / stop
     def start(self, progress: Progress = _stderr, timeout: float = 90) -> None:
         binaries = ensure_binaries(progress)
+        if self.real_node:
+            binaries |= ensure_node_binaries(progress)
         self.started_at = time.monotonic()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         logs = self.state_dir / "logs"
@@ -223,11 +245,29 @@ class ControlPlane:
         certs = self.state_dir / "certs"
         certs.mkdir(exist_ok=True)
         self.token = secrets.token_hex(16)
-        (self.state_dir / "tokens.csv").write_text(f'{self.token},admin,admin,"system:masters"\n')
+        tokens = f'{self.token},admin,admin,"system:masters"\n'
+        if self.real_node:
+            node_token = secrets.token_hex(16)
+            tokens += f'{node_token},system:node:{node.NODE_NAME},kubelet,"system:nodes"\n'
+        (self.state_dir / "tokens.csv").write_text(tokens)
         self._service_account_keys(certs)
-        self.ports = {name: free_port() for name in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler")}
+        if self.real_node:
+            missing = node.missing_tools()
+            if missing:
+                raise ControlPlaneError(f"the real node needs {', '.join(missing)} ({node.NODE_PACKAGES_HINT})")
+            progress(f"[up] network namespace {node.netns_name(self.state_dir)} (node {node.NODE_IP}, "
+                     f"pods {node.POD_CIDR}, services {node.SERVICE_CIDR})")
+            self.netns = node.netns_name(self.state_dir)
+            netns.create(self.netns, (f"{node.NODE_IP}/32",))
+            node.make_certificates(certs)
+            # inside the namespace the ports are the usual ones; the host sees only the apiserver's forwarder
+            self.ports = {"etcd": 2379, "etcd-peer": 2380, "apiserver-internal": node.API_PORT, "kcm": 10257,
+                          "scheduler": 10259, "apiserver": free_port()}
+        else:
+            self.ports = {name: free_port() for name in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler")}
         self._save()
         try:
+            progress("[up] etcd, kube-apiserver")
             self._spawn("etcd", [
                 str(binaries["etcd"]), "--data-dir", str(self.state_dir / "etcd"),
                 "--listen-client-urls", f"http://127.0.0.1:{self.ports['etcd']}",
@@ -240,20 +280,23 @@ class ControlPlane:
             self._spawn("kube-apiserver", [
                 str(binaries["kube-apiserver"]),
                 f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
-                f"--cert-dir={certs}", f"--secure-port={self.ports['apiserver']}",
-                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
                 "--service-account-issuer=https://kubernetes.default.svc",
                 f"--service-account-key-file={certs / 'sa.pub'}",
                 f"--service-account-signing-key-file={certs / 'sa.key'}",
                 f"--token-auth-file={self.state_dir / 'tokens.csv'}",
-                "--authorization-mode=RBAC", "--service-cluster-ip-range=10.96.0.0/12",
-                "--allow-privileged=true", "--disable-admission-plugins=ServiceAccount",
-                "--endpoint-reconciler-type=none",
+                f"--service-cluster-ip-range={node.SERVICE_CIDR}", "--allow-privileged=true",
+                *self._apiserver_flags(certs),
             ], logs)
+            if self.real_node:
+                self._spawn("apiserver-forwarder", [
+                    sys.executable, "-m", "mlops_operator.dev.netns", "forward", f"--netns={self.netns}",
+                    f"{self.ports['apiserver']}=127.0.0.1:{node.API_PORT}"], logs, in_netns=False)
+                self._write_node_kubeconfigs(certs, node_token)
             self._write_kubeconfig()
             self._wait(lambda: self._get("/readyz") == 200, timeout, "kube-apiserver /readyz", logs)
-            if self.with_controllers:
-                kc = str(self.kubeconfig)
+            if self.with_controllers or self.real_node:
+                progress("[up] kube-controller-manager, kube-scheduler")
+                kc = str(self._internal_kubeconfig)
                 self._spawn("kube-controller-manager", [
                     str(binaries["kube-controller-manager"]), f"--kubeconfig={kc}",
                     f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
@@ -261,7 +304,8 @@ class ControlPlane:
                     f"--secure-port={self.ports['kcm']}",
                     f"--service-account-private-key-file={certs / 'sa.key'}",
                     "--use-service-account-credentials=false",
-                    "--controllers=*,-nodeipam,-serviceaccount-token",
+                    *([f"--root-ca-file={certs / 'ca.crt'}", "--controllers=*,-nodeipam"] if self.real_node
+                      else ["--controllers=*,-nodeipam,-serviceaccount-token"]),
                 ], logs)
                 self._spawn("kube-scheduler", [
                     str(binaries["kube-scheduler"]), f"--kubeconfig={kc}",
@@ -271,8 +315,13 @@ class ControlPlane:
                 ], logs)
                 for name, port in (("kube-controller-manager", self.ports["kcm"]),
                                    ("kube-scheduler", self.ports["scheduler"])):
-                    self._wait(functools.partial(_https_ok, port, "/healthz"), timeout, f"{name} /healthz", logs)
-            if self.with_node:
+                    check = functools.partial(_https_ok, port, "/healthz")
+                    if self.netns:
+                        check = functools.partial(netns.call, self.netns, check)
+                    self._wait(check, timeout, f"{name} /healthz", logs)
+            if self.real_node:
+                self._start_real_node(binaries, certs, progress, timeout)
+            elif self.with_node:
                 self._spawn("local-node", [
                     sys.executable, "-m", "mlops_operator.dev.localnode",
                     f"--kubeconfig={self.kubeconfig}", f"--state-dir={self.state_dir}",
@@ -282,20 +331,61 @@ class ControlPlane:
             self.stop()
             raise
 
+    def _apiserver_flags(self, certs: Path) -> list[str]:
+        if not self.real_node:
+            return [f"--cert-dir={certs}", f"--secure-port={self.ports['apiserver']}",
+                    "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--authorization-mode=RBAC",
+                    "--disable-admission-plugins=ServiceAccount", "--endpoint-reconciler-type=none"]
+        return [f"--secure-port={node.API_PORT}", "--bind-address=0.0.0.0", f"--advertise-address={node.NODE_IP}",
+                f"--tls-cert-file={certs / 'apiserver.crt'}", f"--tls-private-key-file={certs / 'apiserver.key'}",
+                f"--client-ca-file={certs / 'ca.crt'}",
+                f"--kubelet-client-certificate={certs / 'kubelet-client.crt'}",
+                f"--kubelet-client-key={certs / 'kubelet-client.key'}",
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
+                "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction"]
+
+    @property
+    def _internal_kubeconfig(self) -> Path:
+        """What the components inside the cluster's namespace use (the host's kubeconfig otherwise)."""
+        return self.state_dir / "kubeconfig.internal" if self.real_node else self.kubeconfig
+
+    def _write_node_kubeconfigs(self, certs: Path, node_token: str) -> None:
+        inside = f"https://127.0.0.1:{node.API_PORT}"
+        for path, token, user in ((self.state_dir / "kubeconfig.internal", self.token, "admin"),
+                                  (self.state_dir / "kubeconfig.node", node_token, f"system:node:{node.NODE_NAME}")):
+            path.write_text(node.kubeconfig_text(inside, certs / "ca.crt", token, user))
+            path.chmod(0o600)
+
+    def _start_real_node(self, binaries: dict[str, Path], certs: Path, progress: Progress, timeout: float) -> None:
+        from . import imagebuild
+        logs = self.state_dir / "logs"
+        node.save_sysctls(self.state_dir)
+        node.make_cgroups(self.state_dir)
+        cmds = node.commands(self.state_dir, binaries, certs, imagebuild.PAUSE_IMAGE)
+        progress("[up] containerd")
+        self._spawn("containerd", cmds["containerd"], logs)
+        self._wait(lambda: node.containerd_socket(self.state_dir).exists(), timeout, "containerd's socket", logs)
+        imagebuild.ensure(progress, imagebuild.Containerd(node.containerd_socket(self.state_dir)))
+        progress(f"[up] kubelet (node {node.NODE_NAME} at {node.NODE_IP}), kube-proxy, cluster DNS")
+        for name in ("kubelet", "kube-proxy", "cluster-dns"):
+            self._spawn(name, cmds[name], logs)
+        self._wait(self._node_ready, timeout, f"node {node.NODE_NAME} to be Ready", logs)
+
     def _node_ready(self) -> bool:
         ctx = ssl.create_default_context()
         ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-        req = urllib.request.Request(f"{self.server}/api/v1/nodes/mlops-local",
+        name = node.NODE_NAME if self.real_node else "mlops-local"
+        req = urllib.request.Request(f"{self.server}/api/v1/nodes/{name}",
                                      headers={"Authorization": f"Bearer {self.token}"})
         try:
             with urllib.request.urlopen(req, context=ctx, timeout=5) as resp:
-                node = json.loads(resp.read())
+                obj = json.loads(resp.read())
         except (OSError, urllib.error.URLError, ValueError):
             return False
         ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                    for c in node.get("status", {}).get("conditions", []))
+                    for c in obj.get("status", {}).get("conditions", []))
         # the node-lifecycle controller taints a new node not-ready until it has seen it Ready
-        return ready and not node.get("spec", {}).get("taints")
+        return ready and not obj.get("spec", {}).get("taints")
 
     def _service_account_keys(self, certs: Path) -> None:
         if (certs / "sa.pub").exists():
@@ -307,28 +397,16 @@ class ControlPlane:
                        check=True, capture_output=True)
 
     def _write_kubeconfig(self) -> None:
-        text = f"""apiVersion: v1
-kind: Config
-clusters:
-- name: mlops-dev
-  cluster:
-    server: {self.server}
-    certificate-authority: {self.state_dir / "certs" / "apiserver.crt"}
-users:
-- name: admin
-  user:
-    token: {self.token}
-contexts:
-- name: mlops-dev
-  context: {{cluster: mlops-dev, user: admin, namespace: default}}
-current-context: mlops-dev
-"""
+        certs = self.state_dir / "certs"
+        ca = certs / ("ca.crt" if self.real_node else "apiserver.crt")
         tmp = self.kubeconfig.with_suffix(".tmp")
-        tmp.write_text(text)
+        tmp.write_text(node.kubeconfig_text(self.server, ca, self.token, "admin"))
         tmp.chmod(0o600)
         tmp.replace(self.kubeconfig)
 
-    def _spawn(self, name: str, cmd: list[str], logs: Path) -> None:
+    def _spawn(self, name: str, cmd: list[str], logs: Path, in_netns: bool = True) -> None:
+        if self.netns and in_netns:
+            cmd = netns.wrap(self.netns, cmd)
         with (logs / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
@@ -352,18 +430,22 @@ current-context: mlops-dev
         pid = self.pids[name]
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
         _terminate(pid, 15)
-        self._spawn(name, [c.decode() for c in cmd], self.state_dir / "logs")
+        self._spawn(name, [c.decode() for c in cmd], self.state_dir / "logs", in_netns=name != "apiserver-forwarder")
         if name == "kube-apiserver":
             self._wait(lambda: self._get("/readyz") == 200, timeout, "kube-apiserver /readyz", self.state_dir / "logs")
 
-    def stop(self, grace: float = 15) -> None:
-        """Stop every process this control plane started: controllers, apiserver, then etcd."""
-        order = ["local-node", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
+    def stop(self, grace: float = 15) -> list[str]:
+        """Stop every process this control plane started: the node, controllers, apiserver, then etcd; for a
+        real node also its containers, mounts, cgroups and network namespace. Returns what is left behind."""
+        order = ["kubelet", "kube-proxy", "cluster-dns", "local-node", "kube-scheduler", "kube-controller-manager",
+                 "kube-apiserver", "etcd", "containerd", "apiserver-forwarder"]
         for name in sorted(self.pids, key=lambda n: order.index(n) if n in order else -1):
             _terminate(self.pids[name], grace)
         self.pids = {}
+        left = node.teardown(self.state_dir) if self.real_node else []
         with contextlib.suppress(FileNotFoundError):
             (self.state_dir / "state.json").unlink()
+        return left
 
 
 def _https_ok(port: int, path: str) -> bool:
@@ -413,24 +495,24 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def up(state_dir: Path, progress: Progress = _stderr) -> ControlPlane:
+def up(state_dir: Path, progress: Progress = _stderr, real_node: bool = False) -> ControlPlane:
     """Start a control plane in state_dir, or return the one already running there (idempotent)."""
     state_dir = Path(state_dir).resolve()
     existing = ControlPlane.load(state_dir)
     if existing is not None:
-        if existing.healthy():
+        if existing.healthy() and existing.real_node == real_node:
+            progress(f"[up] the cluster in {state_dir} is already up")
             return existing
-        progress(f"a previous control plane in {state_dir} is not healthy: stopping what is left of it")
+        progress(f"a previous control plane in {state_dir} is not healthy or of another kind: stopping it")
         existing.stop()
-    cp = ControlPlane(state_dir)
+    cp = ControlPlane(state_dir, real_node=real_node)
     cp.start(progress)
     return cp
 
 
-def down(state_dir: Path) -> bool:
-    """Stop the control plane of state_dir. False when nothing was running there."""
+def down(state_dir: Path) -> list[str] | None:
+    """Stop the control plane of state_dir: None when nothing was running there, else what is left behind."""
     cp = ControlPlane.load(Path(state_dir).resolve())
     if cp is None:
-        return False
-    cp.stop()
-    return True
+        return None
+    return cp.stop()

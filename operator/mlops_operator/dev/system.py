@@ -27,13 +27,15 @@ from pathlib import Path
 @dataclass(frozen=True)
 class Package:
     debian: str  # the Debian package name
-    provides: str  # a command on PATH, or "python:MODULE" for a module of the system's python3
+    provides: str  # a command on PATH, an absolute path, or "python:MODULE" for a module of the system's python3
     why: str
     needed_for: frozenset[str]
 
     def present(self) -> bool:
         if self.provides.startswith("python:"):
             return all(importlib.util.find_spec(m) is not None for m in self.provides[7:].split(","))
+        if self.provides.startswith("/"):
+            return os.access(self.provides, os.X_OK)
         if shutil.which(self.provides):
             return True
         # envtest's binaries (etcd among them) count where KUBEBUILDER_ASSETS points
@@ -46,6 +48,16 @@ PACKAGES = (
     Package("python3-venv", "python:venv,ensurepip", "the project's virtual environment (.venv)", BOTH),
     Package("openssl", "openssl", "the control plane's service-account key pair", BOTH),
     Package("etcd-server", "etcd", "the control plane's store", BOTH),
+    # the real node (dev/node.py) and the images it runs (dev/imagebuild.py)
+    Package("containerd", "containerd", "the node's container runtime (with runc)", BOTH),
+    Package("runc", "runc", "the node's OCI runtime", BOTH),
+    Package("containernetworking-plugins", "/usr/lib/cni/bridge", "the Pods' network (bridge, host-local)", BOTH),
+    Package("iptables", "iptables", "kube-proxy's Services", BOTH),
+    Package("iproute2", "ip", "the cluster's network namespace", BOTH),
+    Package("dnsmasq-base", "dnsmasq", "cluster DNS", BOTH),
+    Package("buildah", "buildah", "building images/Dockerfile without Docker", BOTH),
+    Package("debootstrap", "debootstrap", "the images' Debian base where no registry is reachable", BOTH),
+    Package("busybox-static", "busybox", "the Pods' sandbox (pause) image", BOTH),
     Package("prometheus", "prometheus", "the canary analysis that reads a real Prometheus", frozenset({"test"})),
 )
 
