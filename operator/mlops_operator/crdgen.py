@@ -205,8 +205,15 @@ def dump(obj: Any) -> str:
 
 def render_all(chart: bool = False) -> dict[str, str]:
     """File name → YAML text for every kind (with the chart's annotations for the chart's copy)."""
-    annotations = CHART_ANNOTATIONS if chart else None
-    return {f"{GROUP}_{k.plural}.yaml": HEADER + dump(crd(k, annotations)) for k in KINDS}
+    if not chart:
+        return {f"{GROUP}_{k.plural}.yaml": HEADER + dump(crd(k)) for k in KINDS}
+    # `crds.install: false` leaves CRDs that are already there (kubectl apply -f crds/, `mlops dev up`,
+    # another release) alone: Helm refuses to adopt objects it did not create
+    return {f"{GROUP}_{k.plural}.yaml": HEADER + CHART_GUARD + dump(crd(k, CHART_ANNOTATIONS)) + "{{- end }}\n"
+            for k in KINDS}
+
+
+CHART_GUARD = "{{- if .Values.crds.install }}\n"
 
 
 def write(directory: Path, chart: bool = False) -> list[Path]:

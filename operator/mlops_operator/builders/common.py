@@ -13,7 +13,7 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "mlops-operator"}
 # (Argo CD's app.kubernetes.io/instance, Flux's kustomize.toolkit.fluxcd.io/*): it would prune them
 COPIED_LABELS = frozenset({"app.kubernetes.io/name", "app.kubernetes.io/part-of", "app.kubernetes.io/version",
                            "app.kubernetes.io/component"})
-RUN_AS = 1000
+RUN_AS = 65532  # the user of the runtime image (images/Dockerfile)
 TMP_VOLUME = "tmp"
 
 
