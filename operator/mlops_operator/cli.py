@@ -81,7 +81,7 @@ def cmd_dev_up(args: argparse.Namespace) -> int:
     from .dev import controlplane, install
 
     try:
-        cp = controlplane.up(Path(args.state_dir), real_node=args.node == "real")
+        cp = controlplane.up(Path(args.state_dir))
         if not args.no_crds:
             install.apply_crds(str(cp.kubeconfig))
     except controlplane.ControlPlaneError as exc:
@@ -119,7 +119,7 @@ def cmd_dev_exec(args: argparse.Namespace) -> int:
         print("mlops dev exec: give a command: mlops dev exec -- CMD [ARGS]", file=sys.stderr)
         return 2
     netns.enter(cp.netns)
-    os.environ["KUBECONFIG"] = str(cp.state_dir / "kubeconfig.internal")
+    os.environ["KUBECONFIG"] = str(cp.kubeconfig)  # the same address inside the namespace
     try:
         os.execvp(command[0], command)
     except OSError as exc:
@@ -131,7 +131,7 @@ def cmd_dev_images(args: argparse.Namespace) -> int:
     from .dev import controlplane, imagebuild, node
 
     cp = controlplane.ControlPlane.load(Path(args.state_dir).resolve())
-    target = imagebuild.Containerd(node.containerd_socket(cp.state_dir)) if cp and cp.real_node else None
+    target = imagebuild.Containerd(node.containerd_socket(cp.state_dir)) if cp and cp.with_node else None
     try:
         imagebuild.ensure(lambda msg: print(msg, file=sys.stderr, flush=True), target)
     except imagebuild.ImageBuildError as exc:
@@ -146,7 +146,7 @@ def cmd_dev_binaries(args: argparse.Namespace) -> int:
     from .dev import controlplane
 
     try:
-        found = controlplane.ensure_binaries()
+        found = controlplane.ensure_binaries(with_node=True)
     except controlplane.ControlPlaneError as exc:
         print(f"mlops dev binaries: {exc}", file=sys.stderr)
         return 1
@@ -178,6 +178,18 @@ def _kubeconfig(args: argparse.Namespace) -> str:
     return os.environ.get("KUBECONFIG") or str(Path(args.state_dir) / "kubeconfig")
 
 
+def _enter_dev_cluster(args: argparse.Namespace) -> None:
+    """Move this process into the dev cluster's network namespace (where Pod IPs route), when the cluster is
+    the one of --state-dir (not another named by $KUBECONFIG)."""
+    import os
+
+    from .dev import controlplane, netns
+
+    cp = controlplane.ControlPlane.load(Path(args.state_dir).resolve())
+    if cp is not None and cp.netns and not os.environ.get("KUBECONFIG") and netns.exists(cp.netns):
+        netns.enter(cp.netns)
+
+
 def cmd_dev_proxy(args: argparse.Namespace) -> int:
 
     from kubernetes import config
@@ -194,7 +206,10 @@ def cmd_dev_proxy(args: argparse.Namespace) -> int:
     proxy = Proxy(Resolver(api, args.namespace, service), port=args.port, via_api=args.via_apiserver)
     grpc = None
     if args.grpc_port is not None and not args.via_apiserver:  # the pod proxy speaks HTTP/1 only
-        grpc = TcpForwarder(Resolver(api, args.namespace, service, port_name="grpc"), port=args.grpc_port).start()
+        grpc = TcpForwarder(Resolver(api, args.namespace, service, port_name="grpc"), port=args.grpc_port)
+    _enter_dev_cluster(args)  # after binding: the listeners stay on the host's loopback
+    if grpc is not None:
+        grpc.start()
     print(f"forwarding {proxy.url} → svc/{service} in namespace {args.namespace}"
           + (f"; gRPC {grpc.address} → its grpc port" if grpc else "") + " (Ctrl-C stops)", flush=True)
     try:
@@ -233,15 +248,13 @@ def cmd_dev_loop(args: argparse.Namespace) -> int:
 
 
 def cmd_dev_logs(args: argparse.Namespace) -> int:
-    from .dev.localnode import container_log
+    """`kubectl logs` (the real one) against the dev cluster: the kubelet serves the logs now."""
+    import os
 
-    try:
-        sys.stdout.write(container_log(Path(args.state_dir), args.namespace, args.pod, args.container,
-                                       previous=args.previous))
-    except LookupError as exc:
-        print(f"mlops dev logs: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    from .dev.tools import tool
+
+    kubeconfig = Path(args.state_dir).resolve() / "kubeconfig"
+    os.execv(tool("kubectl"), [tool("kubectl"), f"--kubeconfig={kubeconfig}", "logs", *args.kubectl_args])
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -308,9 +321,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = dev_sub.add_parser("up", help="start a cluster: etcd, the control plane and a node (kubelet + containerd)")
     p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     p.add_argument("--no-crds", action="store_true", help="do not install the CRDs")
-    p.add_argument("--node", choices=("real", "process"), default="real",
-                   help="real: kubelet + containerd in a network namespace of the cluster's own (default); "
-                        "process: the in-repo process runner on loopback (being retired)")
     p.set_defaults(func=cmd_dev_up)
     p = dev_sub.add_parser("exec", help="run a command inside the cluster's network namespace")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS]")
@@ -322,11 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = dev_sub.add_parser("down", help="stop every process `mlops dev up` started")
     p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     p.set_defaults(func=cmd_dev_down)
-    p = dev_sub.add_parser("logs", help="print a container's log from the local node")
-    p.add_argument("pod")
-    p.add_argument("-c", "--container", help="container name (default: the only one, or the first)")
-    p.add_argument("-n", "--namespace", default="default")
-    p.add_argument("-p", "--previous", action="store_true", help="the log of the previous run of the container")
+    p = dev_sub.add_parser("logs", help="kubectl logs against the dev cluster (its kubeconfig)")
+    p.add_argument("kubectl_args", nargs=argparse.REMAINDER, help="what kubectl logs takes: POD [-c C] [-n NS] [-p]")
     p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     p.set_defaults(func=cmd_dev_logs)
     p = dev_sub.add_parser("proxy", help="forward loopback traffic to a Service's ready pods (HTTPRoute weights too)")

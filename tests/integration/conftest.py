@@ -21,10 +21,12 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from mlops_operator.api import BY_KIND, GROUP, VERSION
-from mlops_operator.dev import install
+from mlops_operator.dev import install, netns
 from mlops_operator.dev.controlplane import ControlPlane
+from mlops_operator.dev.node import NODE_IP
 from mlops_operator.dev.runner import OperatorThread
 from mlops_operator.dev.tools import tool
+from tests.conftest import S3
 
 IN_PROCESS_PREFIX = "it-"  # namespaces the in-process operator watches
 SUBPROCESS_PREFIX = "sp-"  # namespaces left to operators started as subprocesses
@@ -54,19 +56,52 @@ def wait_for(check: Callable[[], Any], timeout: float = 30, what: str = "conditi
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last error: {last_exc}\n{shown}")
 
 
-@pytest.fixture(scope="session")
+HOST_NETNS: list[str] = []  # a path to the machine's own network namespace, while the tests run outside it
+
+
+@pytest.fixture(scope="package")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """The integration tests' cluster: the control plane and a real node (kubelet + containerd, images built
+    here) in a network namespace of its own, as `mlops dev up` makes it. The tests run inside that namespace:
+    this process's main thread enters it, and the threads and processes it starts afterwards (the in-process
+    operator, operators as subprocesses, the S3 server, Prometheus) are born there, so Pod IPs, ClusterIPs and
+    S3 are the same addresses for the tests, the operator and the Pods. The apiserver listens on the port of
+    its host forwarder, so the kubeconfig is the same on both sides. When the package is done the main thread
+    goes back to the host's namespace (the unit tests reach PyPI for their clients' environments)."""
+    for name in ("kubectl", "helm"):
+        tool(name)  # fetched while the way out is open
     cp = ControlPlane(tmp_path_factory.mktemp("controlplane"))
-    cp.start()
+    cp.start(timeout=300)
+    host = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    HOST_NETNS[:] = [f"/proc/{os.getpid()}/fd/{host}"]
     try:
+        netns.enter(cp.netns)
         install.apply_crds(str(cp.kubeconfig))
         os.environ["KUBECONFIG"] = str(cp.kubeconfig)
         yield cp
     finally:
+        netns.enter_fd(host)
+        os.close(host)
         cp.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
+def s3(control_plane: ControlPlane) -> Iterator[S3]:
+    """The tests' S3 (moto), inside the cluster's namespace on the node's address: where Pods reach it."""
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind((NODE_IP, 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address=NODE_IP, port=port, verbose=False)
+    server.start()
+    endpoint = f"http://{NODE_IP}:{port}"
+    yield S3(endpoint, {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint})
+    server.stop()
+
+
+@pytest.fixture(scope="package")
 def api(control_plane: ControlPlane) -> Iterator[client.ApiClient]:
     with install.api_client(str(control_plane.kubeconfig)) as api_client:
         yield api_client
@@ -140,7 +175,7 @@ class Cluster:
         return [e for e in self.core.list_namespaced_event(namespace).items if e.involved_object.name == name]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster(api: client.ApiClient, control_plane: ControlPlane) -> Cluster:
     return Cluster(api, control_plane.kubeconfig)
 
@@ -168,7 +203,7 @@ def sp_namespace(cluster: Cluster) -> Iterator[str]:
 METRICS_PORT: list[int] = []
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def operator(control_plane: ControlPlane) -> Iterator[OperatorThread]:
     os.environ["MLOPS_RESYNC_SECONDS"] = str(RESYNC_SECONDS)
     os.environ["MLOPS_ARTIFACT_ROOT"] = ARTIFACT_ROOT
@@ -236,3 +271,61 @@ def operator_process(control_plane: ControlPlane, sp_namespace: str, tmp_path: P
                          env={"MLOPS_RESYNC_SECONDS": "5", "MLOPS_ARTIFACT_ROOT": ARTIFACT_ROOT})
     yield op
     op.stop()
+
+
+class InClusterOperator:
+    """The operator as users run it: the chart installed by the real helm into a namespace of its own, the
+    operator Pod from the image built here, watching that namespace (the CRDs left to the session)."""
+
+    def __init__(self, cluster: Cluster, namespace: str) -> None:
+        self.cluster, self.namespace = cluster, namespace
+        self.release = f"mlops-{namespace[-8:]}"
+
+    def helm(self, *args: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([tool("helm"), f"--kubeconfig={self.cluster.kubeconfig}", *args],
+                              capture_output=True, text=True, timeout=400)
+        assert proc.returncode == 0, f"helm {' '.join(args)}: {proc.stderr}"
+        return proc
+
+    def install(self) -> None:
+        self.helm("install", self.release, str(Path(__file__).resolve().parents[2] / "charts" / "mlops-operator"),
+                  "--namespace", self.namespace, "--wait", "--timeout=300s",
+                  "--set", "crds.install=false", "--set", "image.pullPolicy=Never",
+                  "--set", "aggregateToUserRoles=false", "--set", f"artifactRoot={ARTIFACT_ROOT}",
+                  "--set", f"watchNamespaces={{{self.namespace}}}")
+
+    def pods(self) -> list[Any]:
+        return [p for p in self.cluster.core.list_namespaced_pod(
+            self.namespace, label_selector="app.kubernetes.io/name=mlops-operator").items
+            if not p.metadata.deletion_timestamp]
+
+    def pod(self) -> Any:
+        """The one running, ready operator Pod (waits for it)."""
+        def ready() -> Any:
+            pods = [p for p in self.pods() if any(c.type == "Ready" and c.status == "True"
+                                                  for c in p.status.conditions or ())]
+            return pods[0] if len(pods) == 1 else None
+        return wait_for(ready, 180, "the operator Pod to be Ready")
+
+    def kill_pod(self) -> str:
+        """Delete the operator Pod at once (no grace): its Deployment makes a new one. Returns the old uid."""
+        pod = self.pod()
+        self.cluster.core.delete_namespaced_pod(pod.metadata.name, self.namespace, grace_period_seconds=0)
+        return str(pod.metadata.uid)
+
+    def logs(self) -> str:
+        return self.cluster.kubectl("logs", "-n", self.namespace, f"deployment/{self.release}",
+                                    check=False).stdout
+
+    def uninstall(self) -> None:
+        subprocess.run([tool("helm"), f"--kubeconfig={self.cluster.kubeconfig}", "uninstall", self.release,
+                        "--namespace", self.namespace, "--wait", "--timeout=120s"], capture_output=True, timeout=200)
+
+
+@pytest.fixture
+def helm_operator(cluster: Cluster, sp_namespace: str) -> Iterator[InClusterOperator]:
+    """The chart installed into the test's sp- namespace (no in-process operator watches it)."""
+    op = InClusterOperator(cluster, sp_namespace)
+    op.install()
+    yield op
+    op.uninstall()

@@ -1,17 +1,21 @@
-"""`mlops dev up` / `mlops dev down` as a user runs them: a cluster kubectl can use, idempotent,
-nothing left running afterwards; a clear message when the binaries cannot be had."""
+"""`mlops dev up` / `mlops dev down` as a user runs them: a cluster kubectl can use, with a real node, idempotent,
+nothing left running afterwards; a clear message when the binaries cannot be had; the demo, with the operator
+installed by Helm."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
+from mlops_operator.dev import netns
 from mlops_operator.dev.controlplane import _pid_alive
+from mlops_operator.dev.imagebuild import BUSYBOX_IMAGE
+from mlops_operator.dev.node import NODE_IP, NODE_NAME
 from mlops_operator.dev.tools import tool
 
 from .conftest import wait_for
@@ -27,57 +31,84 @@ def listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_dev_up_kubectl_idempotent_down(tmp_path: Path) -> None:
+def test_dev_up_kubectl_exec_logs_idempotent_down(tmp_path: Path) -> None:
     state = tmp_path / "dev"
-    up = mlops("dev", "up", "--state-dir", str(state))
-    assert up.returncode == 0, up.stderr
-    assert up.stdout.strip() == f"export KUBECONFIG={state.resolve() / 'kubeconfig'}"
-    kubeconfig = up.stdout.strip().split("=", 1)[1]
-    out = subprocess.run([tool("kubectl"), "get", "crd,ns"], capture_output=True, text=True,
-                         env={**os.environ, "KUBECONFIG": kubeconfig}, timeout=60)
-    assert out.returncode == 0, out.stderr
-    for name in ("trainingruns.mlops.dev", "modeldeployments.mlops.dev", "driftpolicies.mlops.dev",
-                 "namespace/default"):
-        assert name in out.stdout
-    first = json.loads((state / "state.json").read_text())
-    assert set(first["pids"]) == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
-                                  "local-node"}
-    # a Pod runs on the local node as a process
-    env = {**os.environ, "KUBECONFIG": kubeconfig}
-    kubectl = [tool("kubectl")]
-    subprocess.run([*kubectl, "run", "sleeper", "--image=python:3.11", "--restart=Never", "--command", "--",
-                    "python", "-c", "import time; time.sleep(3600)"], check=True, env=env, capture_output=True)
+    try:
+        up = mlops("dev", "up", "--state-dir", str(state))
+        assert up.returncode == 0, up.stderr
+        assert up.stdout.strip() == f"export KUBECONFIG={state.resolve() / 'kubeconfig'}"
+        for step in ("[up] network namespace", "[up] etcd, kube-apiserver", "[up] containerd", "[up] kubelet"):
+            assert step in up.stderr, up.stderr
+        kubeconfig = up.stdout.strip().split("=", 1)[1]
+        env = {**os.environ, "KUBECONFIG": kubeconfig}
+        kubectl = [tool("kubectl")]
+        out = subprocess.run([*kubectl, "get", "crd,ns"], capture_output=True, text=True, env=env, timeout=60)
+        assert out.returncode == 0, out.stderr
+        for name in ("trainingruns.mlops.dev", "modeldeployments.mlops.dev", "driftpolicies.mlops.dev",
+                     "namespace/default"):
+            assert name in out.stdout
+        first = json.loads((state / "state.json").read_text())
+        assert set(first["pids"]) == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
+                                      "apiserver-forwarder", "containerd", "kubelet", "kube-proxy", "cluster-dns"}
+        # a Pod runs in a container on the node, from an image built here
+        subprocess.run([*kubectl, "run", "hello", f"--image={BUSYBOX_IMAGE}", "--image-pull-policy=Never",
+                        "--restart=Never", "--command", "--", "sh", "-c", "echo hello from $(hostname); sleep 3600"],
+                       check=True, env=env, capture_output=True)
 
-    def pid() -> int | None:
-        out = subprocess.run([*kubectl, "get", "pod", "sleeper", "-o",
-                              "jsonpath={.status.containerStatuses[0].containerID}"],
-                             env=env, capture_output=True, text=True).stdout
-        return int(out.removeprefix("local://")) if out.startswith("local://") else None
+        def running() -> bool:
+            got = subprocess.run([*kubectl, "get", "pod", "hello", "-o", "jsonpath={.status.phase}"],
+                                 env=env, capture_output=True, text=True)
+            return got.stdout == "Running"
 
-    sleeper = wait_for(pid, 60, "the sleeper Pod to run")
-    assert _pid_alive(sleeper)
-    nodes = subprocess.run([*kubectl, "get", "nodes"], env=env, capture_output=True, text=True).stdout
-    assert "mlops-local" in nodes and " Ready " in nodes, nodes
+        wait_for(running, 120, "the hello Pod to run")
+        nodes = subprocess.run([*kubectl, "get", "nodes", "-o", "wide"], env=env, capture_output=True, text=True).stdout
+        assert NODE_NAME in nodes and " Ready " in nodes and "containerd://" in nodes, nodes
+        logs = wait_for(lambda: mlops("dev", "logs", "--state-dir", str(state), "hello").stdout, 30, "the Pod's log")
+        assert logs == "hello from hello\n"
+        inside = mlops("dev", "exec", "--state-dir", str(state), "--", "ip", "-o", "addr")
+        assert inside.returncode == 0 and NODE_IP in inside.stdout, inside.stderr
 
-    again = mlops("dev", "up", "--state-dir", str(state))
-    assert again.returncode == 0, again.stderr
-    assert json.loads((state / "state.json").read_text())["pids"] == first["pids"]
+        # a Service from the host's loopback: `mlops dev proxy` (listens here, forwards from inside the namespace)
+        subprocess.run([*kubectl, "run", "web", f"--image={BUSYBOX_IMAGE}", "--image-pull-policy=Never",
+                        "--labels=app=web", "--port=8080", "--command", "--", "sh", "-c",
+                        "mkdir -p /tmp/www && echo served by $(hostname) > /tmp/www/index.html && "
+                        "exec httpd -f -p 8080 -h /tmp/www"], check=True, env=env, capture_output=True)
+        subprocess.run([*kubectl, "expose", "pod", "web", "--port=80", "--target-port=8080"], check=True, env=env,
+                       capture_output=True)
+        no_kubeconfig = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+        proxy = subprocess.Popen([sys.executable, "-m", "mlops_operator.cli", "dev", "proxy", "svc/web", "--port", "0",
+                                  "--state-dir", str(state)], stdout=subprocess.PIPE, text=True, env=no_kubeconfig)
+        try:
+            assert proxy.stdout is not None
+            url = proxy.stdout.readline().split()[1]
+            assert url.startswith("http://127.0.0.1:")
 
-    # the node deregisters when it stops (first thing `down` does)
-    os.kill(first["pids"]["local-node"], signal.SIGTERM)
+            def fetch() -> str | None:
+                try:
+                    with urllib.request.urlopen(url + "/index.html", timeout=5) as r:
+                        return r.read().decode()
+                except OSError:
+                    return None
+            assert wait_for(fetch, 60, "the web Pod through mlops dev proxy") == "served by web\n"
+        finally:
+            proxy.terminate()
+            proxy.wait(30)
 
-    def node_gone() -> bool:
-        got = subprocess.run([*kubectl, "get", "node", "mlops-local"], env=env, capture_output=True, text=True)
-        return got.returncode != 0 and "NotFound" in got.stderr
+        again = mlops("dev", "up", "--state-dir", str(state))
+        assert again.returncode == 0, again.stderr
+        assert "already up" in again.stderr
+        assert json.loads((state / "state.json").read_text())["pids"] == first["pids"]
 
-    wait_for(node_gone, 60, "the Node to be deleted when the local node stops")
-    wait_for(lambda: not _pid_alive(sleeper), 30, "the Pod's process to stop with the node")
-    down = mlops("dev", "down", "--state-dir", str(state))
-    assert down.returncode == 0, down.stderr
-    wait_for(lambda: not any(_pid_alive(p) for p in [*first["pids"].values(), sleeper]), 30,
-             "every process to exit, the Pod's too")
-    assert not any(listening(p) for p in first["ports"].values())
-    assert "no control plane" in mlops("dev", "down", "--state-dir", str(state)).stdout
+        down = mlops("dev", "down", "--state-dir", str(state))
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert "left behind" not in down.stderr
+        assert not any(_pid_alive(p) for p in first["pids"].values())
+        assert not netns.exists(first["netns"])
+        assert not listening(first["ports"]["apiserver"])
+        assert "no control plane" in mlops("dev", "down", "--state-dir", str(state)).stdout
+    finally:  # a failed check must not leave a cluster running
+        if (state / "state.json").exists():
+            mlops("dev", "down", "--state-dir", str(state))
 
 
 def test_dev_up_says_what_is_missing_and_how_to_get_it(tmp_path: Path) -> None:

@@ -48,6 +48,8 @@ def test_chart_lints_and_renders_least_privilege_rbac() -> None:
     docs = rendered()
     kinds = sorted(d["kind"] for d in docs)
     assert kinds.count("CustomResourceDefinition") == 3 and "Deployment" in kinds and "ServiceAccount" in kinds
+    # crds.install=false: CRDs already there (kubectl apply -f crds/, mlops dev up, another release) are left alone
+    assert not [d for d in rendered("crds.install=false") if d["kind"] == "CustomResourceDefinition"]
     for d in docs:
         if d["kind"] == "CustomResourceDefinition":
             assert d["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
@@ -112,10 +114,13 @@ def test_helm_install_upgrade_and_uninstall_keep_the_crds_current(cluster: Clust
     old_chart = tmp_path / "mlops-operator"
     shutil.copytree(CHART, old_chart)
     crd_file = old_chart / "templates" / "crds" / "mlops.dev_driftpolicies.yaml"
-    crd = yaml.safe_load(crd_file.read_text())
+    template = crd_file.read_text().splitlines(keepends=True)
+    guard, body = [t for t in template if t.startswith("{{-")], [t for t in template if not t.startswith("{{-")]
+    assert [g.strip() for g in guard] == ["{{- if .Values.crds.install }}", "{{- end }}"]
+    crd = yaml.safe_load("".join(body))
     properties = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
     del properties["perFeatureMetrics"]
-    crd_file.write_text(yaml.safe_dump(crd))
+    crd_file.write_text(guard[0] + yaml.safe_dump(crd) + guard[1])
 
     def served_fields() -> set[str]:
         live = cluster.kubectl("get", "crd", "driftpolicies.mlops.dev", "-o", "json").stdout
@@ -124,26 +129,27 @@ def test_helm_install_upgrade_and_uninstall_keep_the_crds_current(cluster: Clust
 
     try:
         # (adopting CRDs another field manager applied takes --force-conflicts with Helm 4's server-side apply)
-        helm("install", "mlops-it", str(old_chart), "--namespace", sp_namespace, "--set",
-             "aggregateToUserRoles=false", "--force-conflicts", kubeconfig=cluster.kubeconfig)
-        assert "perFeatureMetrics" not in served_fields()
-        helm("upgrade", "mlops-it", str(CHART), "--namespace", sp_namespace, "--set", "aggregateToUserRoles=false",
+        values = ("--set", "aggregateToUserRoles=false", "--set", f"watchNamespaces={{{sp_namespace}}}",
+                  "--set", "image.pullPolicy=Never")
+        helm("install", "mlops-it", str(old_chart), "--namespace", sp_namespace, *values, "--force-conflicts",
              kubeconfig=cluster.kubeconfig)
+        assert "perFeatureMetrics" not in served_fields()
+        helm("upgrade", "mlops-it", str(CHART), "--namespace", sp_namespace, *values, kubeconfig=cluster.kubeconfig)
         assert "perFeatureMetrics" in served_fields()
     finally:  # whatever happened, the session's other tests get this CRD back
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f",
-                        str(CHART / "templates" / "crds" / "mlops.dev_driftpolicies.yaml"))
+                        str(TOP / "crds" / "mlops.dev_driftpolicies.yaml"))
     deployment = cluster.apps.read_namespaced_deployment("mlops-it", sp_namespace)
     assert deployment.spec.template.spec.service_account_name == "mlops-it"
-    # its Pod waits: the local node cannot run the operator image, and says so
-    wait_for(lambda: any((s.state.waiting and s.state.waiting.reason == "ImageNotRunnableLocally")
+    # its Pod runs, from the operator image built here, and goes Ready
+    wait_for(lambda: any(c.type == "Ready" and c.status == "True"
                          for p in cluster.core.list_namespaced_pod(sp_namespace).items
-                         for s in p.status.container_statuses or []), 60, "the operator Pod's waiting reason")
-    can = cluster.kubectl("auth", "can-i", "create", "jobs.batch", "-n", "default",
+                         for c in p.status.conditions or ()), 180, "the operator Pod to be Ready")
+    can = cluster.kubectl("auth", "can-i", "create", "jobs.batch", "-n", sp_namespace,
                           f"--as=system:serviceaccount:{sp_namespace}:mlops-it", check=False)
     assert can.stdout.strip() == "yes"
     for verb, resource in (("get", "secrets"), ("delete", "nodes"), ("create", "pods"), ("update", "trainingruns")):
-        denied = cluster.kubectl("auth", "can-i", verb, resource, "-n", "default",
+        denied = cluster.kubectl("auth", "can-i", verb, resource, "-n", sp_namespace,
                                  f"--as=system:serviceaccount:{sp_namespace}:mlops-it", check=False)
         assert denied.stdout.strip() == "no", (verb, resource)
     helm("uninstall", "mlops-it", "--namespace", sp_namespace, kubeconfig=cluster.kubeconfig)

@@ -26,14 +26,14 @@ from mlops_operator.dev.controlplane import ControlPlane
 from mlops_operator.dev.tools import tool
 from tests.unit.test_server import make_model
 
-from .conftest import wait_for
+from .conftest import HOST_NETNS, wait_for
 
 pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    cp = ControlPlane(tmp_path_factory.mktemp("realnode"), real_node=True)
+    cp = ControlPlane(tmp_path_factory.mktemp("realnode"))
     cp.start(timeout=180)
     try:
         install.apply_crds(str(cp.kubeconfig))
@@ -183,9 +183,11 @@ def test_pods_resolve_services_and_reach_them_through_the_cluster_ip(
     assert f'apiserver 403 pods is forbidden: User "system:serviceaccount:{namespace}:default"' in out, out
 
 
-def test_host_traffic_stays_on_loopback(real: ControlPlane) -> None:
+def test_host_traffic_stays_on_loopback(real: ControlPlane, control_plane: ControlPlane) -> None:
     assert real.server.startswith("https://127.0.0.1:")
-    host_addresses = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
+    # the machine's own namespace (the tests themselves run inside the session cluster's)
+    host_addresses = subprocess.run(netns.wrap_path(Path(HOST_NETNS[0]), ["ip", "-o", "addr"]),
+                                    capture_output=True, text=True, check=True).stdout
     assert node.NODE_IP not in host_addresses and node.BRIDGE not in host_addresses
     inside = netns.call(real.netns, lambda: subprocess.run(["ip", "-o", "addr"], capture_output=True,
                                                            text=True).stdout)
@@ -193,27 +195,31 @@ def test_host_traffic_stays_on_loopback(real: ControlPlane) -> None:
 
 
 def test_down_leaves_no_process_namespace_mount_or_cgroup(tmp_path: Path) -> None:
-    cp = ControlPlane(tmp_path / "cluster", real_node=True)
+    cp = ControlPlane(tmp_path / "cluster")
     cp.start(timeout=180)
-    with install.api_client(str(cp.kubeconfig)) as api_client:
-        core = client.CoreV1Api(api_client)
-        core.create_namespaced_pod("default", {
-            "metadata": {"name": "sleeper"},
-            "spec": {"securityContext": pod_security(), "automountServiceAccountToken": False,
-                     "containers": [{"name": "c", "image": imagebuild.BUSYBOX_IMAGE, "imagePullPolicy": "Never",
-                                     "command": ["sleep", "3600"], "securityContext": container_security(),
-                                     "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]}],
-                     "volumes": [{"name": "scratch", "emptyDir": {"medium": "Memory"}}]}})
-        wait_for(lambda: running(core, "default", "sleeper"), 120, "the sleeper Pod to run")
-    workload = node.cgroup_pids(cp.state_dir)
-    sandboxes = node.pod_netns(workload | node.shim_pids(cp.state_dir))
-    assert workload and sandboxes and node.mounts_under(cp.state_dir)
-    pids = set(cp.pids.values())
-    assert cp.stop() == []
-    alive = [p for p in pids | workload if os.path.exists(f"/proc/{p}") and not node._zombie(p)]
-    assert alive == []
-    assert not netns.exists(node.netns_name(cp.state_dir))
-    assert not any(s.exists() for s in sandboxes)
-    assert node.mounts_under(cp.state_dir) == []
-    assert not any((h / node.cgroup_name(cp.state_dir)).exists() for h in node._hierarchies())
-    assert node.shim_pids(cp.state_dir) == set()
+    try:
+        with install.api_client(str(cp.kubeconfig)) as api_client:
+            core = client.CoreV1Api(api_client)
+            core.create_namespaced_pod("default", {
+                "metadata": {"name": "sleeper"},
+                "spec": {"securityContext": pod_security(), "automountServiceAccountToken": False,
+                         "containers": [{"name": "c", "image": imagebuild.BUSYBOX_IMAGE, "imagePullPolicy": "Never",
+                                         "command": ["sleep", "3600"], "securityContext": container_security(),
+                                         "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]}],
+                         "volumes": [{"name": "scratch", "emptyDir": {"medium": "Memory"}}]}})
+            wait_for(lambda: running(core, "default", "sleeper"), 120, "the sleeper Pod to run")
+        workload = node.cgroup_pids(cp.state_dir)
+        sandboxes = node.pod_netns(workload | node.shim_pids(cp.state_dir))
+        assert workload and sandboxes and node.mounts_under(cp.state_dir)
+        pids = set(cp.pids.values())
+        assert cp.stop() == []
+        alive = [p for p in pids | workload if os.path.exists(f"/proc/{p}") and not node._zombie(p)]
+        assert alive == []
+        assert not netns.exists(node.netns_name(cp.state_dir))
+        assert not any(s.exists() for s in sandboxes)
+        assert node.mounts_under(cp.state_dir) == []
+        assert not any((h / node.cgroup_name(cp.state_dir)).exists() for h in node._hierarchies())
+        assert node.shim_pids(cp.state_dir) == set()
+    finally:  # a failed check must not leave a cluster running
+        if cp.pids:
+            cp.stop()

@@ -1,4 +1,4 @@
-"""The local node stays Ready for ten minutes of a real run (runs last: it spans the whole session).
+"""The node stays Ready for ten minutes of a real run (runs last: it spans the whole session).
 
 The node-lifecycle controller marks a node NotReady 40 s after its last heartbeat and then evicts
 its Pods, so this watches the Node, its Lease and the Pods from the start of the control plane
@@ -14,6 +14,7 @@ import time
 from kubernetes import client
 
 from mlops_operator.dev.controlplane import ControlPlane
+from mlops_operator.dev.node import NODE_NAME
 
 from .conftest import Cluster
 
@@ -26,11 +27,11 @@ def test_node_stays_ready_through_a_ten_minute_run(cluster: Cluster, control_pla
     renewals: set[str] = set()
     checks = 0
     while True:
-        node = cluster.core.read_node("mlops-local")
+        node = cluster.core.read_node(NODE_NAME)
         ready = next(c for c in node.status.conditions if c.type == "Ready")
         assert ready.status == "True", ready
         assert not node.spec.taints, node.spec.taints
-        lease = leases.read_namespaced_lease("mlops-local", "kube-node-lease")
+        lease = leases.read_namespaced_lease(NODE_NAME, "kube-node-lease")
         age = datetime.datetime.now(datetime.UTC) - lease.spec.renew_time
         assert age.total_seconds() < 40, f"the lease was last renewed {age} ago"
         renewals.add(str(lease.spec.renew_time))

@@ -60,6 +60,21 @@ class Feeder:
         ], preexec_fn=_die_with_parent)
         self.written = ""
 
+    def _hup(self) -> None:
+        """Tell dnsmasq to reread the hosts file, once it handles SIGHUP (before, the signal would kill it)."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.dnsmasq.poll() is None:
+            try:
+                status = Path(f"/proc/{self.dnsmasq.pid}/status").read_text()
+            except OSError:
+                break
+            caught = next((int(line.split()[1], 16) for line in status.splitlines()
+                           if line.startswith("SigCgt:")), 0)
+            if caught & (1 << (signal.SIGHUP - 1)):
+                self.dnsmasq.send_signal(signal.SIGHUP)
+                return
+            time.sleep(0.02)
+
     def refresh(self) -> None:
         services = self.core.list_service_for_all_namespaces().items
         endpoints: dict[tuple[str, str], list[str]] = {}
@@ -76,7 +91,7 @@ class Feeder:
         tmp.write_text(text)
         tmp.replace(self.hosts)
         self.written = text
-        self.dnsmasq.send_signal(signal.SIGHUP)
+        self._hup()
         log.info("%d names", text.count("\n") - (text == "\n"))
 
     def run(self) -> None:

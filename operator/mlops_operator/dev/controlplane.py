@@ -1,6 +1,8 @@
-"""A real Kubernetes control plane on loopback: etcd + kube-apiserver + kube-controller-manager +
-kube-scheduler, plus the local node (dev/localnode.py) that runs Pods as processes, for
-development (`mlops dev up/down`) and for the tests.
+"""A real Kubernetes cluster for development (`mlops dev up/down`) and for the tests: etcd +
+kube-apiserver + kube-controller-manager + kube-scheduler and a real node (dev/node.py: kubelet +
+containerd + runc, kube-proxy, cluster DNS), all in a network namespace of the cluster's own (dev/netns.py),
+the apiserver reached from the host through a loopback forwarder. Without a node (`with_node=False`, for
+tests and benchmarks of the API alone) the control plane runs on the host's loopback instead.
 
 Binaries are found, in order, in `KUBEBUILDER_ASSETS` (what controller-runtime's setup-envtest
 gives), in the cache (`<cache>/k8s-1.20.2/bin`, etcd also on PATH), or built once from Debian's
@@ -149,25 +151,25 @@ def _goarch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
 
 
-def ensure_binaries(progress: Progress = _stderr) -> dict[str, Path]:
+def ensure_binaries(progress: Progress = _stderr, with_node: bool = False) -> dict[str, Path]:
+    """etcd and the control plane (and kubelet + kube-proxy with_node), building what is missing in one go."""
     found = find_binaries()
-    if found is not None:
-        return found
+    node_found = find_node_binaries() if with_node else {}
+    if found is not None and node_found is not None:
+        return found | node_found
     if shutil.which("etcd") is None and system.can_install() is None:
         system.ensure("demo")  # etcd and the rest the control plane needs, from Debian
         found = find_binaries()
-        if found is not None:
-            return found
-    build_binaries(progress)
+    missing: tuple[str, ...] = () if found is not None else COMPONENTS
+    if with_node and node_found is None:
+        missing += NODE_COMPONENTS
+    if missing:
+        build_binaries(progress, missing)
     found = find_binaries()
-    if found is None:
+    node_found = find_node_binaries() if with_node else {}
+    if found is None or node_found is None:
         raise ControlPlaneError(f"the build finished but etcd or a component is still missing from {bin_cache()}")
-    return found
-
-
-def ensure_node_binaries(progress: Progress = _stderr) -> dict[str, Path]:
-    """kubelet and kube-proxy from the cache, built once (same source and recipe as the control plane)."""
-    return find_node_binaries() or build_binaries(progress, NODE_COMPONENTS)
+    return found | node_found
 
 
 def free_port() -> int:
@@ -182,8 +184,7 @@ class ControlPlane:
 
     state_dir: Path
     with_controllers: bool = True
-    with_node: bool = True
-    real_node: bool = False
+    with_node: bool = True  # a real node (kubelet + containerd) and the cluster's own network namespace
     netns: str = ""
     pids: dict[str, int] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
@@ -200,7 +201,7 @@ class ControlPlane:
 
     # -- persisted state (so `mlops dev down` in another process finds what `up` started)
     def _save(self) -> None:
-        state = {"pids": self.pids, "ports": self.ports, "token": self.token, "real_node": self.real_node,
+        state = {"pids": self.pids, "ports": self.ports, "token": self.token, "with_node": self.with_node,
                  "netns": self.netns}
         (self.state_dir / "state.json").write_text(json.dumps(state))
 
@@ -211,7 +212,7 @@ class ControlPlane:
             return None
         data = json.loads(path.read_text())
         return cls(Path(state_dir), pids=data["pids"], ports=data["ports"], token=data["token"],
-                   real_node=data.get("real_node", False), netns=data.get("netns", ""))
+                   with_node=data.get("with_node", False), netns=data.get("netns", ""))
 
     def alive(self) -> dict[str, bool]:
         return {name: _pid_alive(pid) for name, pid in self.pids.items()}
@@ -235,9 +236,7 @@ class ControlPlane:
 
     # -- start / stop
     def start(self, progress: Progress = _stderr, timeout: float = 90) -> None:
-        binaries = ensure_binaries(progress)
-        if self.real_node:
-            binaries |= ensure_node_binaries(progress)
+        binaries = ensure_binaries(progress, self.with_node)
         self.started_at = time.monotonic()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         logs = self.state_dir / "logs"
@@ -246,12 +245,12 @@ class ControlPlane:
         certs.mkdir(exist_ok=True)
         self.token = secrets.token_hex(16)
         tokens = f'{self.token},admin,admin,"system:masters"\n'
-        if self.real_node:
+        if self.with_node:
             node_token = secrets.token_hex(16)
             tokens += f'{node_token},system:node:{node.NODE_NAME},kubelet,"system:nodes"\n'
         (self.state_dir / "tokens.csv").write_text(tokens)
         self._service_account_keys(certs)
-        if self.real_node:
+        if self.with_node:
             missing = node.missing_tools()
             if missing:
                 raise ControlPlaneError(f"the real node needs {', '.join(missing)} ({node.NODE_PACKAGES_HINT})")
@@ -260,9 +259,10 @@ class ControlPlane:
             self.netns = node.netns_name(self.state_dir)
             netns.create(self.netns, (f"{node.NODE_IP}/32",))
             node.make_certificates(certs)
-            # inside the namespace the ports are the usual ones; the host sees only the apiserver's forwarder
-            self.ports = {"etcd": 2379, "etcd-peer": 2380, "apiserver-internal": node.API_PORT, "kcm": 10257,
-                          "scheduler": 10259, "apiserver": free_port()}
+            # inside the namespace the ports are the usual ones, but for the apiserver's: it listens on the port
+            # its loopback forwarder has on the host, so one kubeconfig (https://127.0.0.1:PORT) serves both sides
+            self.ports = {"etcd": 2379, "etcd-peer": 2380, "kcm": 10257, "scheduler": 10259,
+                          "apiserver": free_port()}
         else:
             self.ports = {name: free_port() for name in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler")}
         self._save()
@@ -287,16 +287,16 @@ class ControlPlane:
                 f"--service-cluster-ip-range={node.SERVICE_CIDR}", "--allow-privileged=true",
                 *self._apiserver_flags(certs),
             ], logs)
-            if self.real_node:
+            if self.with_node:
                 self._spawn("apiserver-forwarder", [
                     sys.executable, "-m", "mlops_operator.dev.netns", "forward", f"--netns={self.netns}",
-                    f"{self.ports['apiserver']}=127.0.0.1:{node.API_PORT}"], logs, in_netns=False)
-                self._write_node_kubeconfigs(certs, node_token)
+                    f"{self.ports['apiserver']}=127.0.0.1:{self.ports['apiserver']}"], logs, in_netns=False)
+                self._write_node_kubeconfig(certs, node_token)
             self._write_kubeconfig()
             self._wait(lambda: self._get("/readyz") == 200, timeout, "kube-apiserver /readyz", logs)
-            if self.with_controllers or self.real_node:
+            if self.with_controllers or self.with_node:
                 progress("[up] kube-controller-manager, kube-scheduler")
-                kc = str(self._internal_kubeconfig)
+                kc = str(self.kubeconfig)
                 self._spawn("kube-controller-manager", [
                     str(binaries["kube-controller-manager"]), f"--kubeconfig={kc}",
                     f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
@@ -304,7 +304,7 @@ class ControlPlane:
                     f"--secure-port={self.ports['kcm']}",
                     f"--service-account-private-key-file={certs / 'sa.key'}",
                     "--use-service-account-credentials=false",
-                    *([f"--root-ca-file={certs / 'ca.crt'}", "--controllers=*,-nodeipam"] if self.real_node
+                    *([f"--root-ca-file={certs / 'ca.crt'}", "--controllers=*,-nodeipam"] if self.with_node
                       else ["--controllers=*,-nodeipam,-serviceaccount-token"]),
                 ], logs)
                 self._spawn("kube-scheduler", [
@@ -319,24 +319,19 @@ class ControlPlane:
                     if self.netns:
                         check = functools.partial(netns.call, self.netns, check)
                     self._wait(check, timeout, f"{name} /healthz", logs)
-            if self.real_node:
-                self._start_real_node(binaries, certs, progress, timeout)
-            elif self.with_node:
-                self._spawn("local-node", [
-                    sys.executable, "-m", "mlops_operator.dev.localnode",
-                    f"--kubeconfig={self.kubeconfig}", f"--state-dir={self.state_dir}",
-                ], logs)
-                self._wait(self._node_ready, timeout, "the local node to be Ready", logs)
+            if self.with_node:
+                self._start_node(binaries, certs, progress, timeout)
         except BaseException:
             self.stop()
             raise
 
     def _apiserver_flags(self, certs: Path) -> list[str]:
-        if not self.real_node:
+        if not self.with_node:
             return [f"--cert-dir={certs}", f"--secure-port={self.ports['apiserver']}",
                     "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--authorization-mode=RBAC",
                     "--disable-admission-plugins=ServiceAccount", "--endpoint-reconciler-type=none"]
-        return [f"--secure-port={node.API_PORT}", "--bind-address=0.0.0.0", f"--advertise-address={node.NODE_IP}",
+        return [f"--secure-port={self.ports['apiserver']}", "--bind-address=0.0.0.0",
+                f"--advertise-address={node.NODE_IP}",
                 f"--tls-cert-file={certs / 'apiserver.crt'}", f"--tls-private-key-file={certs / 'apiserver.key'}",
                 f"--client-ca-file={certs / 'ca.crt'}",
                 f"--kubelet-client-certificate={certs / 'kubelet-client.crt'}",
@@ -344,19 +339,13 @@ class ControlPlane:
                 "--kubelet-preferred-address-types=InternalIP,Hostname",
                 "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction"]
 
-    @property
-    def _internal_kubeconfig(self) -> Path:
-        """What the components inside the cluster's namespace use (the host's kubeconfig otherwise)."""
-        return self.state_dir / "kubeconfig.internal" if self.real_node else self.kubeconfig
+    def _write_node_kubeconfig(self, certs: Path, node_token: str) -> None:
+        path = self.state_dir / "kubeconfig.node"
+        user = f"system:node:{node.NODE_NAME}"
+        path.write_text(node.kubeconfig_text(self.server, certs / "ca.crt", node_token, user))
+        path.chmod(0o600)
 
-    def _write_node_kubeconfigs(self, certs: Path, node_token: str) -> None:
-        inside = f"https://127.0.0.1:{node.API_PORT}"
-        for path, token, user in ((self.state_dir / "kubeconfig.internal", self.token, "admin"),
-                                  (self.state_dir / "kubeconfig.node", node_token, f"system:node:{node.NODE_NAME}")):
-            path.write_text(node.kubeconfig_text(inside, certs / "ca.crt", token, user))
-            path.chmod(0o600)
-
-    def _start_real_node(self, binaries: dict[str, Path], certs: Path, progress: Progress, timeout: float) -> None:
+    def _start_node(self, binaries: dict[str, Path], certs: Path, progress: Progress, timeout: float) -> None:
         from . import imagebuild
         logs = self.state_dir / "logs"
         node.save_sysctls(self.state_dir)
@@ -374,8 +363,7 @@ class ControlPlane:
     def _node_ready(self) -> bool:
         ctx = ssl.create_default_context()
         ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-        name = node.NODE_NAME if self.real_node else "mlops-local"
-        req = urllib.request.Request(f"{self.server}/api/v1/nodes/{name}",
+        req = urllib.request.Request(f"{self.server}/api/v1/nodes/{node.NODE_NAME}",
                                      headers={"Authorization": f"Bearer {self.token}"})
         try:
             with urllib.request.urlopen(req, context=ctx, timeout=5) as resp:
@@ -398,7 +386,7 @@ class ControlPlane:
 
     def _write_kubeconfig(self) -> None:
         certs = self.state_dir / "certs"
-        ca = certs / ("ca.crt" if self.real_node else "apiserver.crt")
+        ca = certs / ("ca.crt" if self.with_node else "apiserver.crt")
         tmp = self.kubeconfig.with_suffix(".tmp")
         tmp.write_text(node.kubeconfig_text(self.server, ca, self.token, "admin"))
         tmp.chmod(0o600)
@@ -437,12 +425,12 @@ class ControlPlane:
     def stop(self, grace: float = 15) -> list[str]:
         """Stop every process this control plane started: the node, controllers, apiserver, then etcd; for a
         real node also its containers, mounts, cgroups and network namespace. Returns what is left behind."""
-        order = ["kubelet", "kube-proxy", "cluster-dns", "local-node", "kube-scheduler", "kube-controller-manager",
+        order = ["kubelet", "kube-proxy", "cluster-dns", "kube-scheduler", "kube-controller-manager",
                  "kube-apiserver", "etcd", "containerd", "apiserver-forwarder"]
         for name in sorted(self.pids, key=lambda n: order.index(n) if n in order else -1):
             _terminate(self.pids[name], grace)
         self.pids = {}
-        left = node.teardown(self.state_dir) if self.real_node else []
+        left = node.teardown(self.state_dir) if self.with_node else []
         with contextlib.suppress(FileNotFoundError):
             (self.state_dir / "state.json").unlink()
         return left
@@ -495,17 +483,17 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def up(state_dir: Path, progress: Progress = _stderr, real_node: bool = False) -> ControlPlane:
+def up(state_dir: Path, progress: Progress = _stderr) -> ControlPlane:
     """Start a control plane in state_dir, or return the one already running there (idempotent)."""
     state_dir = Path(state_dir).resolve()
     existing = ControlPlane.load(state_dir)
     if existing is not None:
-        if existing.healthy() and existing.real_node == real_node:
+        if existing.healthy():
             progress(f"[up] the cluster in {state_dir} is already up")
             return existing
-        progress(f"a previous control plane in {state_dir} is not healthy or of another kind: stopping it")
+        progress(f"a previous control plane in {state_dir} is not healthy: stopping what is left of it")
         existing.stop()
-    cp = ControlPlane(state_dir, real_node=real_node)
+    cp = ControlPlane(state_dir)
     cp.start(progress)
     return cp
 

@@ -1,8 +1,11 @@
 """`mlops dev demo`: the whole loop on a Docker-free local cluster.
 
-It brings up the control plane and the local node, starts a local S3 (a moto server on loopback),
-installs the CRDs, runs the operator, and runs `dev.loop` in the `mlops-demo` namespace: the
-first version trained for real on the local node and rolled out, traffic through the Service
+It brings up the cluster of `mlops dev up` (control plane and a real node: kubelet + containerd in a network
+namespace of its own, the images built here from images/Dockerfile), installs the CRDs, then works from
+inside that namespace: a local S3 (a moto server on the node's address, where Pods reach it), the operator
+installed by Helm from the chart and running in-cluster as its Pod (its ServiceAccount, the chart's RBAC),
+and `dev.loop` in the `mlops-demo` namespace: the
+first version trained for real on the node and rolled out, traffic through the Service
 proxy, the input distribution shifting, drift detected, a retrain on the newest labelled data,
 its gates, the blue-green analysis, the promotion, all traffic on the new revision and drift gone;
 then a bad version rolled back while the good one keeps serving. A readable timeline as it
@@ -22,30 +25,32 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from . import controlplane, install
+from . import controlplane, install, netns
 from .loop import LoopFailed, examples_dir, run_loop
-from .runner import OperatorThread
+from .node import NODE_IP, NODE_NAME
+from .tools import tool
 
 NAMESPACE = "mlops-demo"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
-def _free_port() -> int:
+def _free_port(host: str) -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
 def _local_s3(out: Callable[[str], None]) -> tuple[Any, Any, str]:
-    """A moto S3 server with the buckets examples/loop/ uses."""
+    """A moto S3 server with the buckets examples/loop/ uses, on the node's address (this process is in the
+    cluster's namespace)."""
     import boto3
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per S3 request otherwise
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    port = _free_port(NODE_IP)
+    server = ThreadedMotoServer(ip_address=NODE_IP, port=port, verbose=False)
     server.start()
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint = f"http://{NODE_IP}:{port}"
     s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
                       aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
     for bucket in ("datasets", "models"):
@@ -87,31 +92,45 @@ def _namespace_with_credentials(core: Any, endpoint: str, out: Callable[[str], N
         core.replace_namespaced_secret("s3-credentials", NAMESPACE, secret)
 
 
+def _operator_log(kubeconfig: str) -> str:
+    import subprocess
+
+    proc = subprocess.run([tool("kubectl"), f"--kubeconfig={kubeconfig}", "logs", "-n", install.OPERATOR_NAMESPACE,
+                           f"deployment/{install.RELEASE}", "--tail=40"], capture_output=True, text=True, timeout=60)
+    return proc.stdout + proc.stderr
+
+
 def run(state_dir: Path, down: bool = False, out: Callable[[str], None] = print, step_timeout: float = 240,
         bad_candidate: bool = True) -> int:
     if not examples_dir().is_dir():
         out(f"mlops dev demo needs the repository's examples/loop folder (looked in {examples_dir()})")
         return 1
+    for name in ("kubectl", "helm"):
+        tool(name)  # fetched before entering the cluster's namespace, which has no way out
     cp = controlplane.up(state_dir)
-    out(f"control plane and local node up at {cp.server}")
+    out(f"cluster up at {cp.server}: node {NODE_NAME} (kubelet + containerd) in network namespace {cp.netns}")
     install.apply_crds(str(cp.kubeconfig))
     out("CRDs installed: trainingruns, modeldeployments, driftpolicies (.mlops.dev)")
+    host = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    netns.enter(cp.netns)  # S3, the traffic and the proxy live where the Pods are
     s3_server, s3, endpoint = _local_s3(out)
-    os.environ["MLOPS_ARTIFACT_ROOT"] = "s3://models"
-    operator = OperatorThread([NAMESPACE], kubeconfig=str(cp.kubeconfig))
     result: str | None = None
     try:
         with install.api_client(str(cp.kubeconfig)) as api:
             _namespace_with_credentials(client.CoreV1Api(api), endpoint, out)
-            operator.start()
-            out(f"operator running, watching namespace {NAMESPACE}")
+            install.helm_install_operator(str(cp.kubeconfig), [NAMESPACE], out,
+                                          extra=("--set", "artifactRoot=s3://models"))
+            out(f"operator running in-cluster: Deployment {install.OPERATOR_NAMESPACE}/{install.RELEASE} Available, "
+                f"watching namespace {NAMESPACE}")
             try:
                 facts = run_loop(api, NAMESPACE, s3, out, bad_candidate=bad_candidate, step_timeout=step_timeout)
             except LoopFailed as exc:
                 result = str(exc)
+                out("the operator's last log lines:\n" + _operator_log(str(cp.kubeconfig)))
     finally:
-        operator.stop()
         s3_server.stop()
+        netns.enter_fd(host)
+        os.close(host)
         if down:
             cp.stop()
             out("control plane stopped")

@@ -37,7 +37,7 @@ RUNTIME_IMAGE = "ghcr.io/mlops-dev/mlops-runtime:0.1.0"
 PAUSE_IMAGE = "localhost/mlops-pause:1"
 BUSYBOX_IMAGE = "localhost/mlops-busybox:1"
 BASE_REPO = "localhost/mlops-base"
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
 SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 IMAGE_USER = 65532
@@ -129,7 +129,7 @@ def build_busybox(progress: Progress) -> None:
     busybox = shutil.which("busybox")
     if busybox is None:
         raise ImageBuildError("busybox is needed for the pause image (apt-get install busybox-static)")
-    digest = hashlib.sha256(Path(busybox).read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256(Path(busybox).read_bytes() + RECIPE_VERSION.encode()).hexdigest()[:12]
     for name, entrypoint in (
         (BUSYBOX_IMAGE, None),
         (PAUSE_IMAGE, ["/bin/sh", "-c", 'trap "exit 0" TERM INT; while :; do sleep 3600 & wait; done']),
@@ -141,6 +141,7 @@ def build_busybox(progress: Progress) -> None:
         try:
             _run(buildah_cmd("copy", ctr, busybox, "/bin/busybox"))
             _run(buildah_cmd("run", "--isolation", "chroot", ctr, "/bin/busybox", "--install", "-s", "/bin"))
+            _run(buildah_cmd("run", "--isolation", "chroot", ctr, "/bin/busybox", "mkdir", "-m", "1777", "/tmp"))
             args = ["--label", f"dev.mlops.busybox={digest}", "--env", "PATH=/bin", "--user", f"{IMAGE_USER}"]
             args += ["--entrypoint", json.dumps(entrypoint)] if entrypoint else ["--cmd", "/bin/sh"]
             _run(buildah_cmd("config", *args, ctr))
@@ -157,16 +158,33 @@ def _label(name: str, key: str) -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
+def context_hash(base: str) -> str:
+    """A hash of everything the build reads: the Dockerfile, the base, and the context .dockerignore lets in."""
+    digest = hashlib.sha256(f"{RECIPE_VERSION}\0{base}\0".encode())
+    files = [REPO_ROOT / "images/Dockerfile", REPO_ROOT / "pyproject.toml", REPO_ROOT / "README.md",
+             *sorted((REPO_ROOT / "constraints").rglob("*")), *sorted((REPO_ROOT / "operator").rglob("*"))]
+    for path in files:
+        skipped = "__pycache__" in path.parts or ".egg-info" in str(path) or path.suffix == ".pyc"
+        if path.is_file() and not skipped:
+            digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def build_project(progress: Progress, targets: tuple[str, ...] = ("operator", "runtime")) -> None:
-    """`buildah bud` of the Dockerfile's targets, with the local base (layers cached)."""
+    """`buildah bud` of the Dockerfile's targets with the local base (layers cached); skipped for an image whose
+    `dev.mlops.source` label says it was built from exactly these inputs."""
     base = build_base(progress)
+    source = context_hash(base)
     names = {"operator": OPERATOR_IMAGE, "runtime": RUNTIME_IMAGE}
     for target in targets:
+        if _label(names[target], "dev.mlops.source") == source:
+            continue
         progress(f"[images] building {names[target]} (images/Dockerfile, target {target})")
         secret = ["--secret", f"id=pip-ca,src={ca}"] if (ca := _pip_ca()) else []
         _run(buildah_cmd("bud", "--layers", "--isolation", "chroot", "--network", "host", *secret,
                          "-f", str(REPO_ROOT / "images/Dockerfile"), "--target", target,
-                         "--build-arg", f"BASE={base}", "-t", names[target], str(REPO_ROOT)), progress)
+                         "--build-arg", f"BASE={base}", "--label", f"dev.mlops.source={source}",
+                         "-t", names[target], str(REPO_ROOT)), progress)
 
 
 def _pip_ca() -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -41,3 +42,28 @@ def apply_crds(kubeconfig: str, timeout: float = 60) -> None:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"CRD {name} not Established after {timeout}s: {conds}")
                 time.sleep(0.1)
+
+
+OPERATOR_NAMESPACE = "mlops-system"
+RELEASE = "mlops-operator"
+
+
+def helm_install_operator(kubeconfig: str, watch: list[str], out: Any = print, timeout: float = 300,
+                          extra: tuple[str, ...] = ()) -> None:
+    """The chart, with real helm, into mlops-system: the operator from the locally built image, watching
+    `watch`, with the CRDs left alone (already installed). `helm upgrade --install --wait`: returns once the
+    operator Deployment is Available, raises with helm's message otherwise."""
+    import subprocess
+    from pathlib import Path
+
+    from .tools import tool
+
+    chart = Path(__file__).resolve().parents[3] / "charts" / "mlops-operator"
+    cmd = [tool("helm"), f"--kubeconfig={kubeconfig}", "upgrade", "--install", RELEASE, str(chart),
+           "--namespace", OPERATOR_NAMESPACE, "--create-namespace", "--wait", f"--timeout={int(timeout)}s",
+           "--set", "crds.install=false", "--set", "image.pullPolicy=Never",
+           "--set-json", "watchNamespaces=" + json.dumps(watch), *extra]
+    out(f"$ helm upgrade --install {RELEASE} charts/mlops-operator -n {OPERATOR_NAMESPACE} --wait ...")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"helm install of the operator failed: {proc.stderr.strip() or proc.stdout.strip()}")

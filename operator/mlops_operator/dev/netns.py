@@ -67,7 +67,11 @@ def delete(name: str) -> None:
 
 def wrap(name: str, cmd: list[str]) -> list[str]:
     """cmd, run in the namespace's network (and nothing else of it)."""
-    return ["nsenter", f"--net={path(name)}", "--", *cmd]
+    return wrap_path(path(name), cmd)
+
+
+def wrap_path(ns: Path, cmd: list[str]) -> list[str]:
+    return ["nsenter", f"--net={ns}", "--", *cmd]
 
 
 def _setns(fd: int) -> None:
@@ -83,6 +87,12 @@ def enter(name: str) -> None:
         _setns(fd)
     finally:
         os.close(fd)
+
+
+def enter_fd(fd: int) -> None:
+    """Move the calling thread into the network namespace fd refers to (e.g. one saved from
+    /proc/thread-self/ns/net before `enter`)."""
+    _setns(fd)
 
 
 def call(name: str, fn: Callable[[], T], timeout: float = 60) -> T:

@@ -32,7 +32,6 @@ POD_GATEWAY = "10.244.0.1"
 CLUSTER_CIDR = "10.244.0.0/16"
 SERVICE_CIDR = "10.96.0.0/12"
 API_SERVICE_IP = "10.96.0.1"
-API_PORT = 6443
 BRIDGE = "mlops0"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 KUBELET_SYSCTLS = ("kernel/panic", "kernel/panic_on_oops", "vm/overcommit_memory")
@@ -199,7 +198,7 @@ def commands(state_dir: Path, binaries: dict[str, Path], certs: Path, pause_imag
     """The node's processes, in start order (each run in the cluster's network namespace)."""
     kubelet = state_dir / "kubelet"
     kubeconfig = state_dir / "kubeconfig.node"
-    internal = state_dir / "kubeconfig.internal"
+    admin = state_dir / "kubeconfig"  # https://127.0.0.1:PORT is the apiserver inside the namespace too
     return {
         "containerd": ["containerd", "--config", str(write_containerd_config(state_dir, pause_image))],
         "kubelet": [
@@ -211,14 +210,14 @@ def commands(state_dir: Path, binaries: dict[str, Path], certs: Path, pause_imag
             f"--node-ip={NODE_IP}", f"--pod-infra-container-image={pause_image}", "--v=1",
         ],
         "kube-proxy": [
-            str(binaries["kube-proxy"]), f"--kubeconfig={internal}", "--proxy-mode=iptables",
+            str(binaries["kube-proxy"]), f"--kubeconfig={admin}", "--proxy-mode=iptables",
             f"--cluster-cidr={CLUSTER_CIDR}", f"--hostname-override={NODE_NAME}", f"--bind-address={NODE_IP}",
             "--masquerade-all", "--conntrack-max-per-core=0", "--conntrack-min=0",
             "--conntrack-tcp-timeout-established=0", "--conntrack-tcp-timeout-close-wait=0",
             "--metrics-bind-address=127.0.0.1:10249", "--healthz-bind-address=127.0.0.1:10256",
         ],
         "cluster-dns": [
-            _python(), "-m", "mlops_operator.dev.clusterdns", f"--kubeconfig={internal}", f"--listen={NODE_IP}",
+            _python(), "-m", "mlops_operator.dev.clusterdns", f"--kubeconfig={admin}", f"--listen={NODE_IP}",
             f"--dir={state_dir / 'dns'}",
         ],
     }

@@ -1,8 +1,8 @@
-"""`mlops dev proxy svc/NAME`: a Service's traffic on loopback, for the local node.
+"""`mlops dev proxy svc/NAME`: a Service's traffic on the host's loopback, for the dev cluster.
 
-The local node runs Pods as processes on loopback addresses, which a Service cannot route to (the
-legacy Endpoints API rejects loopback IPs and there is no kube-proxy). This proxy does what
-kube-proxy and a Gateway would: each request goes to a ready Pod the Service selects; when an
+The dev cluster's Pods live in its own network namespace and no Gateway implementation runs there. This
+proxy listens on 127.0.0.1 and, from inside the namespace, does what a Gateway would: each request goes to
+a ready Pod the Service selects; when an
 HTTPRoute has the Service among its backends, requests are spread over that rule's backends by
 their weights first, so traffic really moves when a canary steps or a rollout promotes. What it
 forwards to is looked up again every second. Each answer says which Pod and revision served it

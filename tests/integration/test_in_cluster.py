@@ -1,0 +1,67 @@
+"""The operator as users run it: `helm install` of the chart with the image built from images/Dockerfile, the
+operator Pod on the real node (its ServiceAccount token, the chart's RBAC, its liveness and metrics ports), and
+the Pod killed while work is pending: its Deployment replaces it and the new one finishes the work, once."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from mlops_operator.dev.imagebuild import OPERATOR_IMAGE
+from tests.cases import example
+
+from .conftest import Cluster, InClusterOperator, wait_for
+from .test_faults import pinned
+
+
+def deployments_of(cluster: Cluster, ns: str, md: str) -> list[Any]:
+    return [d for d in cluster.apps.list_namespaced_deployment(ns).items
+            if (d.metadata.labels or {}).get("mlops.dev/modeldeployment") == md]
+
+
+def test_the_chart_runs_the_operator_pod_which_reconciles_and_survives_being_killed(
+    cluster: Cluster, helm_operator: InClusterOperator, sp_namespace: str
+) -> None:
+    ns, op = sp_namespace, helm_operator
+    releases = json.loads(op.helm("list", "-n", ns, "-o", "json").stdout)
+    assert [(r["name"], r["status"]) for r in releases] == [(op.release, "deployed")]
+    dep = cluster.apps.read_namespaced_deployment(op.release, ns)
+    assert any(c.type == "Available" and c.status == "True" for c in dep.status.conditions)
+
+    pod = op.pod()
+    (status,) = pod.status.container_statuses
+    assert status.image == OPERATOR_IMAGE and "sha256:" in status.image_id, (status.image, status.image_id)
+    assert pod.spec.service_account_name == op.release
+    who = cluster.kubectl("exec", "-n", ns, pod.metadata.name, "--", "python", "-c",
+                          "import os; print(os.getuid(), os.getgid())").stdout.split()
+    assert who == ["65532", "65532"]
+    write = cluster.kubectl("exec", "-n", ns, pod.metadata.name, "--", "python", "-c", "open('/x', 'w')",
+                            check=False)
+    assert write.returncode != 0 and "Read-only file system" in write.stderr
+    # its liveness and metrics ports, by pod IP (the tests run inside the cluster's network namespace)
+    with urllib.request.urlopen(f"http://{pod.status.pod_ip}:8080/healthz", timeout=10) as r:
+        assert r.status == 200
+
+    # it reconciles every kind with the chart's RBAC and the token of its ServiceAccount
+    run = example("TrainingRun")
+    run["spec"]["suspend"] = True
+    cluster.create(run, ns)
+    cluster.create(pinned("first"), ns)
+    cluster.wait_condition("TrainingRun", ns, "iris-v1", "False", "Suspended", timeout=90)
+    wait_for(lambda: len(deployments_of(cluster, ns, "first")) == 1, 90, "the first ModelDeployment's Deployment")
+    with urllib.request.urlopen(f"http://{pod.status.pod_ip}:9090/metrics", timeout=10) as r:
+        names = {f.name for f in text_string_to_metric_families(r.read().decode())}
+    assert any(n.startswith("mlops_") for n in names), names
+
+    # the Pod killed, and work created while it is gone: the next Pod does it, once
+    old = op.kill_pod()
+    cluster.create(pinned("second"), ns)
+    new = wait_for(lambda: (p := op.pod()) and p.metadata.uid != old and p, 180, "a new operator Pod")
+    assert new.metadata.uid != old
+    wait_for(lambda: len(deployments_of(cluster, ns, "second")) == 1, 120, "the second ModelDeployment's Deployment")
+    assert len(deployments_of(cluster, ns, "first")) == 1 and len(deployments_of(cluster, ns, "second")) == 1
+    logs = op.logs()
+    assert "Traceback" not in logs and "Forbidden" not in logs, logs[-3000:]
