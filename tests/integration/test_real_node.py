@@ -2,7 +2,7 @@
 kube-proxy and dnsmasq, and Pods from the images built here (images/Dockerfile, buildah).
 
 One cluster for the module (not the session's process-runner cluster): a model server from the runtime image
-under the builders' restricted security context, reached by name and ClusterIP from a busybox Pod, inspected
+under the builders' restricted security context, reached by name and ClusterIP from another Pod, inspected
 with the real kubectl (exec, logs); then `down` is checked to leave nothing behind.
 """
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from kubernetes.client.rest import ApiException
 
+from mlops_operator.dev.imagebuild import RUNTIME_IMAGE
 from mlops_operator.dev.runner import OperatorThread
 from mlops_operator.runtime import artifacts, storage
 from tests.cases import example
@@ -128,7 +129,7 @@ def test_failing_trainer_is_retried_per_backoff_limit_and_says_why(
 
 
 def test_deadline_is_enforced(cluster: Cluster, operator: OperatorThread, namespace: str) -> None:
-    run = training_run(trainer={"image": "python:3.11", "command": ["python", "-c", "import time; time.sleep(600)"]},
+    run = training_run(trainer={"image": RUNTIME_IMAGE, "command": ["python", "-c", "import time; time.sleep(600)"]},
                        activeDeadlineSeconds=3, storage=None)
     cluster.create(run, namespace)
     cluster.wait_condition(TR, namespace, "iris-v1", "False", "DeadlineExceeded", type_="Succeeded", timeout=60)
@@ -200,7 +201,7 @@ def test_pipeline_that_would_install_another_kfp_is_invalid(
 def test_deleting_a_run_removes_its_job_and_pods(
     cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
-    run = training_run(trainer={"image": "python:3.11", "command": ["python", "-c", "import time; time.sleep(600)"]},
+    run = training_run(trainer={"image": RUNTIME_IMAGE, "command": ["python", "-c", "import time; time.sleep(600)"]},
                        storage=None)
     cluster.create(run, namespace)
     wait_for(lambda: cluster.core.list_namespaced_pod(namespace, label_selector="mlops.dev/trainingrun=iris-v1").items,
