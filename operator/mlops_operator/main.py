@@ -68,6 +68,8 @@ def _credentials(settings: kopf.OperatorSettings) -> Any:
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     config = Settings.from_env()
     logging.getLogger("mlops_operator").setLevel(config.log_level)
+    # kopf's liveness endpoint logs every probe (one line every 10 s in `kubectl logs`): only its problems
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     info = _credentials(settings)
     if info is None:
         raise kopf.PermanentError("no credentials: neither a service account nor a kubeconfig was found")

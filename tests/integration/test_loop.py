@@ -75,6 +75,20 @@ def test_drift_retrain_gate_rollout_and_a_bad_version_rolled_back(
     assert facts.share_on_stable_during_bad == 1.0
     assert facts.errors == 0, text
 
+    # every Pod of the loop ran in a container from an image containerd holds; the model server the operator
+    # built runs as the image's user 65532 on a read-only root filesystem, enforced by runc
+    pods = cluster.core.list_namespaced_pod(ns).items
+    assert pods and all("sha256:" in (c.image_id or "") for p in pods for c in p.status.container_statuses or ()), [
+        (p.metadata.name, [c.image_id for c in p.status.container_statuses or ()]) for p in pods]
+    server = next(p for p in pods if p.status.phase == "Running"
+                  and (p.metadata.labels or {}).get("mlops.dev/revision") == facts.new_revision)
+    who = cluster.kubectl("exec", "-n", ns, server.metadata.name, "-c", server.spec.containers[0].name, "--",
+                          "python", "-c", "import os; print(os.getuid(), os.getgid())").stdout.split()
+    assert who == ["65532", "65532"]
+    write = cluster.kubectl("exec", "-n", ns, server.metadata.name, "-c", server.spec.containers[0].name, "--",
+                            "python", "-c", "open('/x', 'w')", check=False)
+    assert write.returncode != 0 and "Read-only file system" in write.stderr, write.stderr
+
     # the kind path's proxy mode: through the apiserver's pod proxy with the kubeconfig's credentials
     proxy = Proxy(Resolver(cluster.api_client, ns, "iris"), via_api=True)
     try:

@@ -15,11 +15,13 @@ the sysctls kubelet changes at start are saved before it starts and written back
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -39,7 +41,6 @@ NODE_PACKAGES_HINT = "apt-get install containerd containernetworking-plugins run
 
 
 def cluster_id(state_dir: Path) -> str:
-    import hashlib
     return hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:8]
 
 
@@ -217,15 +218,10 @@ def commands(state_dir: Path, binaries: dict[str, Path], certs: Path, pause_imag
             "--metrics-bind-address=127.0.0.1:10249", "--healthz-bind-address=127.0.0.1:10256",
         ],
         "cluster-dns": [
-            _python(), "-m", "mlops_operator.dev.clusterdns", f"--kubeconfig={admin}", f"--listen={NODE_IP}",
+            sys.executable, "-m", "mlops_operator.dev.clusterdns", f"--kubeconfig={admin}", f"--listen={NODE_IP}",
             f"--dir={state_dir / 'dns'}",
         ],
     }
-
-
-def _python() -> str:
-    import sys
-    return sys.executable
 
 
 # -- the sysctls kubelet writes at start
