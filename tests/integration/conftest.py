@@ -72,16 +72,13 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         tool(name)  # fetched while the way out is open
     cp = ControlPlane(tmp_path_factory.mktemp("controlplane"))
     cp.start(timeout=300)
-    host = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    HOST_NETNS[:] = [f"/proc/{os.getpid()}/fd/{host}"]
     try:
-        netns.enter(cp.netns)
-        install.apply_crds(str(cp.kubeconfig))
-        os.environ["KUBECONFIG"] = str(cp.kubeconfig)
-        yield cp
+        with netns.inside(cp.netns) as host:
+            HOST_NETNS[:] = [host]
+            install.apply_crds(str(cp.kubeconfig))
+            os.environ["KUBECONFIG"] = str(cp.kubeconfig)
+            yield cp
     finally:
-        netns.enter_fd(host)
-        os.close(host)
         cp.stop()
 
 
@@ -288,11 +285,10 @@ class InClusterOperator:
         return proc
 
     def install(self) -> None:
-        self.helm("install", self.release, str(Path(__file__).resolve().parents[2] / "charts" / "mlops-operator"),
-                  "--namespace", self.namespace, "--wait", "--timeout=300s",
-                  "--set", "crds.install=false", "--set", "image.pullPolicy=Never",
-                  "--set", "aggregateToUserRoles=false", "--set", f"artifactRoot={ARTIFACT_ROOT}",
-                  "--set", f"watchNamespaces={{{self.namespace}}}")
+        install.helm_install_operator(str(self.cluster.kubeconfig), [self.namespace], out=lambda _: None,
+                                      namespace=self.namespace, release=self.release,
+                                      extra=("--set", "aggregateToUserRoles=false",
+                                             "--set", f"artifactRoot={ARTIFACT_ROOT}"))
 
     def pods(self) -> list[Any]:
         return [p for p in self.cluster.core.list_namespaced_pod(

@@ -15,7 +15,6 @@ happens. Exits 0 when the loop closed, non-zero with the reason otherwise.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import time
 from collections.abc import Callable
@@ -111,26 +110,24 @@ def run(state_dir: Path, down: bool = False, out: Callable[[str], None] = print,
     out(f"cluster up at {cp.server}: node {NODE_NAME} (kubelet + containerd) in network namespace {cp.netns}")
     install.apply_crds(str(cp.kubeconfig))
     out("CRDs installed: trainingruns, modeldeployments, driftpolicies (.mlops.dev)")
-    host = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    netns.enter(cp.netns)  # S3, the traffic and the proxy live where the Pods are
-    s3_server, s3, endpoint = _local_s3(out)
     result: str | None = None
     try:
-        with install.api_client(str(cp.kubeconfig)) as api:
-            _namespace_with_credentials(client.CoreV1Api(api), endpoint, out)
-            install.helm_install_operator(str(cp.kubeconfig), [NAMESPACE], out,
-                                          extra=("--set", "artifactRoot=s3://models"))
-            out(f"operator running in-cluster: Deployment {install.OPERATOR_NAMESPACE}/{install.RELEASE} Available, "
-                f"watching namespace {NAMESPACE}")
+        with netns.inside(cp.netns), install.api_client(str(cp.kubeconfig)) as api:
+            # S3, the traffic and the proxy live where the Pods are
+            s3_server, s3, endpoint = _local_s3(out)
             try:
+                _namespace_with_credentials(client.CoreV1Api(api), endpoint, out)
+                install.helm_install_operator(str(cp.kubeconfig), [NAMESPACE], out,
+                                              extra=("--set", "artifactRoot=s3://models"))
+                out(f"operator running in-cluster: Deployment {install.OPERATOR_NAMESPACE}/{install.RELEASE} "
+                    f"Available, watching namespace {NAMESPACE}")
                 facts = run_loop(api, NAMESPACE, s3, out, bad_candidate=bad_candidate, step_timeout=step_timeout)
             except LoopFailed as exc:
                 result = str(exc)
                 out("the operator's last log lines:\n" + _operator_log(str(cp.kubeconfig)))
+            finally:
+                s3_server.stop()
     finally:
-        s3_server.stop()
-        netns.enter_fd(host)
-        os.close(host)
         if down:
             cp.stop()
             out("control plane stopped")

@@ -49,8 +49,9 @@ RELEASE = "mlops-operator"
 
 
 def helm_install_operator(kubeconfig: str, watch: list[str], out: Any = print, timeout: float = 300,
-                          extra: tuple[str, ...] = ()) -> None:
-    """The chart, with real helm, into mlops-system: the operator from the locally built image, watching
+                          extra: tuple[str, ...] = (), namespace: str = OPERATOR_NAMESPACE,
+                          release: str = RELEASE) -> None:
+    """The chart, with real helm, into `namespace`: the operator from the locally built image, watching
     `watch`, with the CRDs left alone (already installed). `helm upgrade --install --wait`: returns once the
     operator Deployment is Available, raises with helm's message otherwise."""
     import subprocess
@@ -59,11 +60,11 @@ def helm_install_operator(kubeconfig: str, watch: list[str], out: Any = print, t
     from .tools import tool
 
     chart = Path(__file__).resolve().parents[3] / "charts" / "mlops-operator"
-    cmd = [tool("helm"), f"--kubeconfig={kubeconfig}", "upgrade", "--install", RELEASE, str(chart),
-           "--namespace", OPERATOR_NAMESPACE, "--create-namespace", "--wait", f"--timeout={int(timeout)}s",
+    cmd = [tool("helm"), f"--kubeconfig={kubeconfig}", "upgrade", "--install", release, str(chart),
+           "--namespace", namespace, "--create-namespace", "--wait", f"--timeout={int(timeout)}s",
            "--set", "crds.install=false", "--set", "image.pullPolicy=Never",
            "--set-json", "watchNamespaces=" + json.dumps(watch), *extra]
-    out(f"$ helm upgrade --install {RELEASE} charts/mlops-operator -n {OPERATOR_NAMESPACE} --wait ...")
+    out(f"$ helm upgrade --install {release} charts/mlops-operator -n {namespace} --wait ...")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 60)
     if proc.returncode != 0:
         raise RuntimeError(f"helm install of the operator failed: {proc.stderr.strip() or proc.stdout.strip()}")

@@ -19,7 +19,7 @@ import os
 import socket
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -89,10 +89,17 @@ def enter(name: str) -> None:
         os.close(fd)
 
 
-def enter_fd(fd: int) -> None:
-    """Move the calling thread into the network namespace fd refers to (e.g. one saved from
-    /proc/thread-self/ns/net before `enter`)."""
-    _setns(fd)
+@contextlib.contextmanager
+def inside(name: str) -> Iterator[str]:
+    """The calling thread in the namespace for the block (threads and processes it starts meanwhile are born
+    there), then back where it was. Yields a path to the namespace it came from (`/proc/PID/fd/N`)."""
+    origin = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        enter(name)
+        yield f"/proc/{os.getpid()}/fd/{origin}"
+    finally:
+        _setns(origin)
+        os.close(origin)
 
 
 def call(name: str, fn: Callable[[], T], timeout: float = 60) -> T:
