@@ -2,15 +2,16 @@
 CPU 0 and the load generator to CPU 1, over loopback:
 
   rest    the iris model (KServe's own example: an SVC, predict about 0.2 ms), one 1x4 FP64 JSON row:
-          mlops serve with and without monitoring, KServe's ModelServer, MLServer, a bare Starlette +
-          uvicorn endpoint, and granian itself answering a fixed body (the HTTP ceiling); wrk.
+          mlops serve with and without monitoring and without batching, KServe's ModelServer, MLServer,
+          a bare Starlette + uvicorn endpoint, and granian itself answering a fixed body (the HTTP ceiling); wrk.
   binary  a 30-feature model (scikit-learn's breast-cancer data, logistic regression) with binary
           tensors (Inference-Header-Content-Length) of 1x30, 100x30 and 1000x30 FP32: mlops vs KServe.
   grpc    the iris row as ModelInfer (raw_input_contents): mlops, KServe, MLServer, and a no-op grpcio
           servicer (the generator's ceiling); throughput by h2load (Debian nghttp2-client) with a
           prebuilt gRPC frame, p99 by a paced grpcio client.
   ceiling the same decode -> predict -> encode -> count as mlops serve, called in a loop in-process
-          (no network): the server's req/s as a fraction of it.
+          (no network), one call at a time: the server's req/s as a fraction of it. Batching (calls that
+          wait together share one predict) lets the server pass it; the unbatched server is printed too.
 
     python bench/serve_bench.py [--duration 10] [--connections 8] [--repeat 3] [--only rest binary grpc]
 
@@ -405,6 +406,8 @@ def main() -> int:
             "mlops (monitoring)": lambda p: (mlops_cmd(model_dir, "iris", p), "/v2/health/ready", None),
             "mlops (no monitoring)": lambda p: (mlops_cmd(model_dir, "iris", p, 0, "--no-monitoring"),
                                                 "/v2/health/ready", None),
+            "mlops (no batching)": lambda p: (mlops_cmd(model_dir, "iris", p, 0, "--max-batch-rows", "0"),
+                                              "/v2/health/ready", None),
             "kserve": lambda p: ([str(kserve_py), str(work / "kserve_server.py"), "iris", str(pickled), str(p),
                                   str(free_port())], "/v2/health/ready", None),
             "mlserver": lambda p: (lambda cmd, env, _: (cmd, "/v2/health/ready", env))(*mlserver(p, free_port())),
@@ -439,7 +442,8 @@ def main() -> int:
             print(f"  {name:24s} {r['rps']:8.0f} req/s   p50 {r['p50']:6.2f} ms   p99 {r['p99']:6.2f} ms")
         ours = res["mlops (monitoring)"]
         print(f"  in-process ceiling       {top:8.0f} req/s (decode, predict, encode, count; no network)")
-        print(f"  mlops (monitoring) = {ours['rps'] / top:.2f} of the ceiling")
+        print(f"  mlops (monitoring) = {ours['rps'] / top:.2f} of the ceiling; without batching "
+              f"{res['mlops (no batching)']['rps'] / top:.2f}")
         for peer in ("kserve", "mlserver", "bare starlette"):
             p = res[peer]
             print(f"  mlops vs {peer:15s} throughput {ours['rps'] / p['rps']:5.2f}x   "

@@ -133,7 +133,7 @@ class Servicer:
         started = time.perf_counter()
         status, message, response = 200, "", None
         try:
-            model, outputs = self.served.infer(to_request(req))  # not ready: 503, counted as on REST
+            model, outputs = await self.served.infer_batched(to_request(req))  # not ready: 503, counted as on REST
             response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=req.id)
             for name, array in outputs.items():
                 datatype = model.outputs[name].datatype

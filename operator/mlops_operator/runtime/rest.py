@@ -259,7 +259,7 @@ class RestApp:
             except ValueError:
                 raise BadRequest(f"Inference-Header-Content-Length {header!r} is not a number") from None
             request: Request = parse_json(body, header_length)
-            model, outputs = self.served.infer(request, replay=self.monitoring_port)
+            model, outputs = await self.served.infer_batched(request, replay=self.monitoring_port)
             out, head_length = encode_json(model, request, outputs)
         except BadRequest as exc:
             return error(exc.status, str(exc))

@@ -46,7 +46,8 @@ def load(args: argparse.Namespace) -> Served:
         problem = f"the model cannot be loaded: {exc}"
     if problem:
         log.error("model %s is not ready: %s", args.name, problem)
-    return Served(args.name, model, problem, Monitor(model, enabled=not args.no_monitoring))
+    return Served(args.name, model, problem, Monitor(model, enabled=not args.no_monitoring),
+                  max_batch_rows=args.max_batch_rows)
 
 
 def read_tokens(path: str | None) -> frozenset[str]:
@@ -134,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="time a client has to send a request's body (408 after it)")
     parser.add_argument("--body-budget-bytes", type=int, default=64 * 1024 * 1024,
                         help="request body bytes held at once over every connection (503 past it)")
+    parser.add_argument("--max-batch-rows", type=int, default=64, metavar="ROWS",
+                        help="inference calls waiting at the same moment are predicted together up to this many "
+                             "rows (no call waits for a batch to fill; 0 or 1: every call alone)")
     parser.add_argument("--no-monitoring", action="store_true", help="do not count inputs into drift sketches")
     parser.add_argument("--inject-error-rate", type=float, default=0.0, metavar="FRACTION",
                         help="answer this fraction of inference requests with 500 (to rehearse a rollback)")
@@ -155,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--header-timeout must be within [1, 60] seconds")
     if args.body_timeout <= 0 or args.body_budget_bytes < args.max_body_bytes:
         parser.error("--body-timeout must be positive and --body-budget-bytes at least --max-body-bytes")
+    if args.max_batch_rows < 0:
+        parser.error("--max-batch-rows must not be negative")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("granian").setLevel(logging.ERROR)  # it warns that embedding is experimental, at every start
     served = load(args)
