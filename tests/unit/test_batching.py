@@ -136,3 +136,24 @@ def test_concurrent_http_clients_get_their_own_predictions(iris: tuple[Path, Any
         assert 0 < samples["mlops_model_calls_total"] <= 320
     finally:
         s.stop()
+
+
+def test_gather_waits_for_more_calls_only_while_they_arrive_back_to_back(linear: tuple[Path, Any, Any]) -> None:
+    """What the gRPC servicer asks for: its calls come one at a time, never in the same loop turn."""
+    model_dir, model, X = linear
+
+    async def arrivals(s: Served, gap: float, n: int) -> list[Any]:
+        tasks = []
+        for i in range(n):
+            tasks.append(asyncio.create_task(s.infer_batched(request(X[i:i + 1]), gather=0.01)))
+            await asyncio.sleep(gap)
+        return await asyncio.gather(*tasks)
+
+    spaced = served(model_dir)
+    asyncio.run(arrivals(spaced, 0.03, 8))  # a call every 30 ms: each answered alone, at once
+    assert model_calls(spaced) == 8
+    burst = served(model_dir)
+    answers = asyncio.run(arrivals(burst, 0.0002, 80))  # back to back: once the pace is known, they wait together
+    assert model_calls(burst) < 60
+    for i, (_, outputs) in enumerate(answers):
+        assert outputs["predict"].tolist() == model.predict(X[i:i + 1]).tolist()
