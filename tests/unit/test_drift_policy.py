@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from mlops_operator.api.artifacts import Profile
 from mlops_operator.api.driftpolicy import DriftPolicySpec, Retrain, RetrainRecord
 from mlops_operator.drift import evaluate, retrain, window
 from mlops_operator.runtime import profile as profiles
-from mlops_operator.runtime.artifacts import Profile
 
 T0 = datetime.datetime(2026, 11, 22, 12, 0, tzinfo=datetime.UTC)
 RNG = np.random.default_rng(0)

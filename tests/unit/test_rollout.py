@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from mlops_operator.api.artifacts import ArtifactError
 from mlops_operator.api.modeldeployment import ModelDeploymentSpec, PodCounters
+from mlops_operator.api.reports import AnalysisReport, Side, Window
 from mlops_operator.rollout import machine
 from mlops_operator.rollout.spec import check
-from mlops_operator.runtime.analyze import AnalysisReport, Side, Window
-from mlops_operator.runtime.artifacts import ArtifactError
 
 T0 = datetime.datetime(2026, 11, 22, 12, 0, tzinfo=datetime.UTC)
 DIGEST = {n: "sha256:" + str(n) * 64 for n in range(1, 6)}

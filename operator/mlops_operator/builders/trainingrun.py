@@ -6,8 +6,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from ..api.artifacts import join
 from ..api.trainingrun import TrainingRunSpec, Volume
-from ..runtime.storage import join
 from .common import (
     TMP_VOLUME,
     container_security,

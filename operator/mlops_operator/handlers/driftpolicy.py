@@ -11,7 +11,8 @@ from typing import Any, ClassVar
 
 import kopf
 
-from ..api import DRIFT_POLICY, TRAINING_RUN
+from ..api import DRIFT_POLICY, TRAINING_RUN, times
+from ..api.artifacts import Profile
 from ..api.driftpolicy import DriftPolicySpec, Evaluation, RetrainRecord
 from ..builders.common import MANAGED_BY, owner_reference
 from ..conditions import FALSE, TRUE, UNKNOWN, Cond
@@ -21,7 +22,6 @@ from ..drift import spec as drift_spec
 from ..drift.window import WindowState, advance, after_evaluation
 from ..kube import CONFIGMAPS
 from ..metrics import REGISTRY
-from ..runtime.artifacts import Profile
 from . import pods
 from .context import Ctx, resource
 from .core import Body, Key, RefKey
@@ -173,7 +173,7 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
     rows = int((state.counts or {}).get("rows") or 0)
     last = status.get("lastEvaluation")
     if last is None or rows != state.evaluated_rows or before is None or before.revision != state.revision:
-        evaluation = drift_evaluate.evaluate(spec, profile, state.counts, now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        evaluation = drift_evaluate.evaluate(spec, profile, state.counts, times.stamp(now))
         state = after_evaluation(state, spec.window, now)
     else:
         evaluation = Evaluation.model_validate(last)

@@ -11,7 +11,9 @@ import urllib.parse
 import kopf
 
 from ..api import MODEL_DEPLOYMENT
+from ..api.artifacts import ArtifactError
 from ..api.modeldeployment import ModelDeploymentSpec, PodCounters, RevisionRef
+from ..api.reports import AnalysisReport, parse_report
 from ..builders import modeldeployment as build
 from ..conditions import FALSE, Cond
 from ..kube import DEPLOYMENTS, FIELD_MANAGER, JOBS, SERVICES, Resource
@@ -19,8 +21,6 @@ from ..metrics import REGISTRY
 from ..rollout import analysis as rollout_analysis
 from ..rollout import machine
 from ..rollout import spec as rollout_spec
-from ..runtime.analyze import AnalysisReport, parse_report
-from ..runtime.artifacts import ArtifactError
 from . import pods
 from .context import Ctx
 from .core import Body, Key, RefKey

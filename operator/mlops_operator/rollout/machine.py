@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..api import times
+from ..api.artifacts import ArtifactError
 from ..api.modeldeployment import (
     AnalysisResult,
     BlueGreen,
@@ -35,9 +37,8 @@ from ..api.modeldeployment import (
     Strategy,
     TrafficSplit,
 )
+from ..api.reports import AnalysisReport
 from ..conditions import FALSE, TRUE, Cond
-from ..runtime.analyze import AnalysisReport
-from ..runtime.artifacts import ArtifactError
 from . import analysis as judge
 from .spec import newest_passing_run
 
@@ -53,14 +54,6 @@ def revision_of(spec: ModelDeploymentSpec, version: RevisionRef) -> str:
     from ..builders.modeldeployment import revision
 
     return revision(spec, version.digest or version.model_uri or "")
-
-
-def stamp(now: datetime.datetime) -> str:
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _time(value: str | None) -> datetime.datetime | None:
-    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
 @dataclass
@@ -137,7 +130,7 @@ class _Rollout:
         self.st = ModelDeploymentStatus.model_validate(raw)
         self.strategy = spec.strategy or Strategy()
         self.blue_green = self.strategy.blue_green or BlueGreen()
-        self.now = stamp(obs.now)
+        self.now = times.stamp(obs.now)
         self.plan = Plan(conditions=[], status={})
         self.progress: Cond | None = None
         self.requested_route_missing = False
@@ -309,7 +302,7 @@ class _Rollout:
         prev = self.st.previous
         assert prev is not None
         delay = self.blue_green.scale_down_delay_seconds if self.strategy.type == "BlueGreen" else 0
-        return (_time(prev.since) or self.obs.now) + datetime.timedelta(seconds=delay)
+        return (times.parse_or_none(prev.since) or self.obs.now) + datetime.timedelta(seconds=delay)
 
     def watching_after_promotion(self) -> bool:
         st = self.st
@@ -323,7 +316,7 @@ class _Rollout:
         revision, which is still running until scaleDownDelaySeconds."""
         st, analysis, now = self.st, self.spec.analysis, self.obs.now
         assert analysis is not None and st.stable is not None
-        since = _time(st.step_since)
+        since = times.parse_or_none(st.step_since)
         due = since + datetime.timedelta(seconds=analysis.interval_seconds) if since else now
         if self.obs.live is None:
             if st.baseline is None or now >= due:
@@ -457,7 +450,7 @@ class _Rollout:
             return
         i = self.st.current_step
         step = steps[min(i, len(steps) - 1)]
-        since = _time(self.st.step_since) or self.obs.now
+        since = times.parse_or_none(self.st.step_since) or self.obs.now
         due = since + datetime.timedelta(seconds=step.pause_seconds)
         if self.promote_requested:
             self.promote_at_full_size(cand, "promoted by mlops promote (remaining steps skipped)")
