@@ -16,7 +16,7 @@ from aiohttp import web
 
 from . import metrics
 from .api import DRIFT_POLICY, KINDS, MODEL_DEPLOYMENT, TRAINING_RUN
-from .builders.common import MANAGED_BY
+from .api import labels as L
 from .config import Settings
 from .handlers import driftpolicy, modeldeployment, trainingrun
 from .handlers.context import Ctx, resource
@@ -25,7 +25,7 @@ from .kube import DEPLOYMENTS, JOBS, SERVICES, Api
 from .watching import Informer, Informers, Scope
 
 logger = logging.getLogger("mlops_operator")
-MANAGED_BY_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())  # the children's watches
+MANAGED_BY_SELECTOR = L.selector(L.MANAGED_BY)  # the children's watches
 # the child kinds whose events reconcile their owner
 CHILD_KINDS = ((JOBS, "Job"), (DEPLOYMENTS, "Deployment"), (SERVICES, "Service"))
 RECONCILERS: dict[str, Callable[[Ctx, Key], Coroutine[Any, Any, None]]] = {

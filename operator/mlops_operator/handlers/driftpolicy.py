@@ -11,10 +11,11 @@ from typing import Any, ClassVar
 
 import kopf
 
-from ..api import DRIFT_POLICY, TRAINING_RUN, times
+from ..api import API_VERSION, DRIFT_POLICY, TRAINING_RUN, times
+from ..api import labels as L
 from ..api.artifacts import Profile
 from ..api.driftpolicy import DriftPolicySpec, Evaluation, RetrainRecord
-from ..builders.common import MANAGED_BY, owner_reference
+from ..builders.common import owner_reference
 from ..conditions import FALSE, TRUE, UNKNOWN, Cond
 from ..drift import evaluate as drift_evaluate
 from ..drift import retrain as drift_retrain
@@ -27,7 +28,7 @@ from .context import Ctx, resource
 from .core import Body, Key, RefKey
 
 STATE_KEY = "window.json"
-EVALUATION_ANNOTATION = "mlops.dev/drift-evaluation"
+EVALUATION_ANNOTATION = L.DRIFT_EVALUATION
 
 
 def refers_to(body: Body) -> set[RefKey]:
@@ -65,7 +66,7 @@ async def _save(ctx: Ctx, key: Key, policy: Body, state: WindowState) -> None:
     await ctx.api.apply(CONFIGMAPS, {
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": state_name(policy), "namespace": meta["namespace"],
-                     "labels": {**MANAGED_BY, "mlops.dev/driftpolicy": meta["name"]},
+                     "labels": {**L.MANAGED_BY, L.DRIFT_POLICY: meta["name"]},
                      "ownerReferences": [owner_reference(policy)]},
         "data": {STATE_KEY: state.model_dump_json()},
     })
@@ -110,9 +111,9 @@ def _training_run(policy: Body, spec: DriftPolicySpec, name: str, evaluation: Ev
     cause = {"time": evaluation.time, "samples": evaluation.samples,
              "drifted": [f.name for f in evaluation.features or () if f.drifted]}
     return {
-        "apiVersion": "mlops.dev/v1alpha1", "kind": "TrainingRun",
+        "apiVersion": API_VERSION, "kind": TRAINING_RUN.kind,
         "metadata": {"name": name, "namespace": meta["namespace"],
-                     "labels": {**MANAGED_BY, "mlops.dev/driftpolicy": meta["name"]},
+                     "labels": {**L.MANAGED_BY, L.DRIFT_POLICY: meta["name"]},
                      "annotations": {EVALUATION_ANNOTATION: json.dumps(cause)},
                      "ownerReferences": [owner_reference(policy)]},
         "spec": spec.action.retrain.template.wire(),

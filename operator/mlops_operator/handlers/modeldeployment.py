@@ -11,6 +11,7 @@ import urllib.parse
 import kopf
 
 from ..api import MODEL_DEPLOYMENT
+from ..api import labels as L
 from ..api.artifacts import ArtifactError
 from ..api.modeldeployment import ModelDeploymentSpec, PodCounters, RevisionRef
 from ..api.reports import AnalysisReport, parse_report
@@ -47,8 +48,8 @@ async def _ready_urls(ctx: Ctx, md: Body) -> dict[str, list[str]]:
     """Ready pods' base URLs by revision (read when an analysis starts, never in steady state)."""
     meta = md["metadata"]
     urls: dict[str, list[str]] = {}
-    for pod in await pods.pods(ctx, meta["namespace"], f"mlops.dev/modeldeployment={meta['name']}"):
-        rev = pod["metadata"].get("labels", {}).get("mlops.dev/revision")
+    for pod in await pods.pods(ctx, meta["namespace"], L.selector({L.MODEL_DEPLOYMENT: meta["name"]})):
+        rev = pod["metadata"].get("labels", {}).get(L.REVISION)
         if rev and pods.ready(pod):
             urls.setdefault(rev, []).append(pods.base_url(pod))
     return {rev: sorted(u) for rev, u in urls.items()}
@@ -177,8 +178,8 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
         ])
         return
     children = ctx.store.children.get(key, {})
-    deployments = _by_label(children.get("Deployment", {}), "mlops.dev/revision")
-    jobs = _by_label(children.get("Job", {}), "mlops.dev/analysis")
+    deployments = _by_label(children.get("Deployment", {}), L.REVISION)
+    jobs = _by_label(children.get("Job", {}), L.ANALYSIS)
     services = dict(children.get("Service", {}))
     # the Gateway API is looked up only for a ModelDeployment that asks for it (cached discovery)
     routed = ((md.get("status") or {}).get("traffic") or {}).get("method") == "HTTPRoute"

@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 
+from ..api import labels as L
 from ..builders.modeldeployment import MONITORING_PORT
 from ..kube import PODS
 from .context import Ctx
@@ -37,7 +38,7 @@ def base_url(pod: dict[str, Any]) -> str:
 
 
 async def ready_pods(ctx: Ctx, namespace: str, md_name: str, revision: str) -> list[dict[str, Any]]:
-    selector = f"mlops.dev/modeldeployment={md_name},mlops.dev/revision={revision}"
+    selector = L.selector({L.MODEL_DEPLOYMENT: md_name, L.REVISION: revision})
     return [p for p in await pods(ctx, namespace, selector) if ready(p)]
 
 

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..api import labels as L
 from ..api import times
 from ..api.artifacts import ArtifactError
 from ..api.modeldeployment import (
@@ -43,7 +44,7 @@ from . import analysis as judge
 from .spec import newest_passing_run
 
 COMMANDS = ("retry", "rollback", "abort", "promote")
-ANNOTATION = "mlops.dev/"
+ANNOTATION = L.COMMAND_PREFIX
 HISTORY_LIMIT = 10
 REJECTED_LIMIT = 20
 HANDLED_LIMIT = 10
@@ -573,8 +574,8 @@ class _Rollout:
                 plan.status[alias] = None
         stable_dep = obs.deployments.get(stable.revision) if stable else None
         plan.status["replicas"] = int(((stable_dep or {}).get("status") or {}).get("replicas") or 0)
-        plan.status["selector"] = (f"mlops.dev/modeldeployment={meta['name']},mlops.dev/revision={stable.revision}"
-                                   if stable else f"mlops.dev/modeldeployment={meta['name']}")
+        plan.status["selector"] = L.selector({L.MODEL_DEPLOYMENT: meta["name"],
+                                              **({L.REVISION: stable.revision} if stable else {})})
         return plan
 
     def summary(self, split: TrafficSplit) -> str:
