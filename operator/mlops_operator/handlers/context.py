@@ -12,6 +12,7 @@ import kopf
 from ..api import API_VERSION, GROUP, VERSION, Kind
 from ..conditions import FALSE, Cond, is_warning, merge, now
 from ..config import Settings
+from ..drift.decide import Memory as DriftMemory
 from ..kube import EVENTS, Api, ApiError, Resource
 from ..validation import parse
 from .core import Key, Store, WorkQueue
@@ -31,6 +32,7 @@ class Ctx:
     queue: WorkQueue | None = None
     post_normal_events: bool = False
     status_writes: int = field(default=0)
+    drift: DriftMemory = field(default_factory=DriftMemory)  # DriftPolicy's caches in this process
 
     async def write_status(
         self,
