@@ -7,6 +7,7 @@ apply the plan to the world (Deployments, Services, Jobs), write status."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import datetime
 from dataclasses import dataclass, field
@@ -44,6 +45,27 @@ def report(candidate: Side | None = None, stable: Side | None = None) -> Analysi
 
 
 @dataclass
+class _Fetch:
+    """The handler's fetches, answered from the world (and recorded in the order asked)."""
+
+    world: World
+
+    async def urls(self) -> dict[str, list[str]]:
+        self.world.needs_seen.append("urls")
+        deps = self.world.deployments
+        return {r: [f"http://10.0.0.{i}:8080"] for i, r in enumerate(deps) if deps[r]["spec"]["replicas"]}
+
+    async def report(self, revision: str) -> AnalysisReport | ArtifactError:
+        self.world.needs_seen.append("report")
+        assert self.world.report is not None, "the report is asked for only once the Job finished"
+        return self.world.report
+
+    async def live(self, revision: str) -> dict[str, PodCounters]:
+        self.world.needs_seen.append("live")
+        return dict(self.world.live)
+
+
+@dataclass
 class World:
     spec: dict[str, Any]
     runs: list[dict[str, Any]] = field(default_factory=list)
@@ -72,19 +94,8 @@ class World:
     def decide(self) -> machine.Plan:
         spec = ModelDeploymentSpec.model_validate(self.spec)
         assert check(spec) == []
-        obs = self.observed()
-        plan = machine.decide(self.md(), spec, obs)
-        while plan.needs is not None:
-            what, _rev = plan.needs
-            self.needs_seen.append(what)
-            if what == "urls":
-                obs.urls = {r: [f"http://10.0.0.{i}:8080"] for i, r in enumerate(self.deployments)
-                            if self.deployments[r]["spec"]["replicas"]}
-            elif what == "report":
-                obs.report = self.report
-            else:
-                obs.live = dict(self.live)
-            plan = machine.decide(self.md(), spec, obs)
+        plan = asyncio.run(machine.resolve(self.md(), spec, self.observed(), _Fetch(self)))
+        assert plan.needs is None, plan.needs  # nothing moved while it looked: every need is met at once
         return plan
 
     def step(self, seconds: float = 1, write_status: bool = True) -> machine.Plan:

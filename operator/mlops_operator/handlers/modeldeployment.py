@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import urllib.parse
+from dataclasses import dataclass
 
 import kopf
 
@@ -162,6 +163,25 @@ async def _apply(ctx: Ctx, key: Key, md: Body, spec: ModelDeploymentSpec, plan: 
                                                          copy_labels=s.copy_labels))
 
 
+@dataclass
+class _Fetch:
+    """What the rollout decision may ask for (machine.Need), read from the cluster and the pods."""
+
+    ctx: Ctx
+    md: Body
+    spec: ModelDeploymentSpec
+    jobs: dict[str, Body]
+
+    async def urls(self) -> dict[str, list[str]]:
+        return await _ready_urls(self.ctx, self.md)
+
+    async def report(self, revision: str) -> AnalysisReport | ArtifactError:
+        return await _report(self.ctx, self.md["metadata"]["namespace"], self.jobs[revision])
+
+    async def live(self, revision: str) -> dict[str, PodCounters]:
+        return await _live(self.ctx, self.md, self.spec, revision)
+
+
 async def reconcile(ctx: Ctx, key: Key) -> None:
     found = await ctx.validated(MODEL_DEPLOYMENT, key, rollout_spec.check, invalid_also=("Available",))
     if found is None:
@@ -187,20 +207,10 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
     route_version = await ctx.api.preferred_version(GATEWAY_GROUP, "httproutes") if wants_route or routed else None
     obs = machine.Observed(deployments=deployments, jobs=jobs, runs=runs, now=datetime.datetime.now(datetime.UTC),
                            gateway_api=wants_route and route_version is not None)
-    plan = machine.decide(md, spec, obs)
-    for _ in range(3):  # fetch what the decision asks for, then decide again
-        if plan.needs is None:
-            break
-        what, rev = plan.needs
-        if what == "urls":
-            obs.urls = await _ready_urls(ctx, md)
-        elif what == "report":
-            obs.report = await _report(ctx, key[1], jobs[rev])
-        else:
-            obs.live = await _live(ctx, md, spec, rev)
-        plan = machine.decide(md, spec, obs)
+    plan = await machine.resolve(md, spec, obs, _Fetch(ctx, md, spec, jobs))
     if plan.needs is not None:  # the world moved while we looked: look again shortly
-        raise kopf.TemporaryError(f"still waiting for {plan.needs[0]} of revision {plan.needs[1]}", delay=2)
+        raise kopf.TemporaryError(f"still waiting for the {plan.needs.what.value} of revision "
+                                  f"{plan.needs.revision}", delay=2)
     await _apply(ctx, key, md, spec, plan, deployments, services, jobs, route_version)
     await ctx.write_status(MODEL_DEPLOYMENT, md, plan.conditions, plan.status)
     for reason, message, warning in plan.events:
