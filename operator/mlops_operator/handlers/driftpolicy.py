@@ -9,23 +9,22 @@ import datetime
 import time
 from typing import Any
 
-import kopf
-
 from ..api import DRIFT_POLICY, TRAINING_RUN
 from ..api.artifacts import Profile
 from ..api.driftpolicy import RetrainRecord
 from ..builders import driftpolicy as build
 from ..conditions import FALSE, UNKNOWN, Cond
+from ..controller.client import CONFIGMAPS
+from ..controller.errors import InvalidSpec, Retry
+from ..controller.store import Body, Key, RefKey
 from ..drift import decide
 from ..drift import evaluate as drift_evaluate
 from ..drift import retrain as drift_retrain
 from ..drift import spec as drift_spec
 from ..drift.window import WindowState
-from ..kube import CONFIGMAPS
 from ..metrics import REGISTRY
 from . import pods
 from .context import Ctx, resource
-from .core import Body, Key, RefKey
 
 
 def refers_to(body: Body) -> set[RefKey]:
@@ -82,7 +81,7 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
     if errors:
         message = "; ".join(errors)
         await ctx.write_status(DRIFT_POLICY, body, [Cond("Ready", FALSE, "InvalidSpec", message)])
-        raise kopf.PermanentError(message)
+        raise InvalidSpec(message)
     md_status = target.get("status") or {}
     stable = md_status.get("stable")
     if not stable:
@@ -111,7 +110,7 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
     if misfits:
         message = "; ".join(misfits)
         await ctx.write_status(DRIFT_POLICY, body, [Cond("Ready", FALSE, "InvalidSpec", message)])
-        raise kopf.PermanentError(message)
+        raise InvalidSpec(message)
     before = await _state(ctx, key, body)
     judged = decide.judge(spec, profile, before, stable["revision"], snapshots, status.get("lastEvaluation"), now)
     if judged.state_changed:
@@ -144,7 +143,7 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
     conditions = decide.conditions(spec, stable["revision"], len(snapshots), evaluation, blocked)
     try:
         await ctx.write_status(DRIFT_POLICY, body, conditions, fields)
-    except kopf.TemporaryError:
+    except Retry:
         ctx.drift.scraped.pop(key, None)  # refused (decided from an older view): evaluate again when retried
         raise
     if ctx.queue is not None:
