@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from mlops_operator.api import times
 from mlops_operator.api.artifacts import Profile
 from mlops_operator.api.driftpolicy import DriftPolicySpec, Retrain, RetrainRecord
 from mlops_operator.drift import evaluate, retrain, window
@@ -142,10 +143,10 @@ RULES = Retrain.model_validate({"template": {"model": "iris", "trainer": {"estim
 
 
 def tr(name: str, minute: int, reason: str = "Completed", gates: str = "True") -> dict[str, Any]:
-    return {"metadata": {"name": name, "creationTimestamp": (T0 + datetime.timedelta(minutes=minute)).strftime(
-        "%Y-%m-%dT%H:%M:%SZ")}, "status": {"conditions": [
-            {"type": "Succeeded", "status": "True" if reason == "Completed" else "Unknown", "reason": reason},
-            {"type": "GatesPassed", "status": gates}]}}
+    return {"metadata": {"name": name, "creationTimestamp": times.stamp(T0 + datetime.timedelta(minutes=minute))},
+            "status": {"conditions": [
+                {"type": "Succeeded", "status": "True" if reason == "Completed" else "Unknown", "reason": reason},
+                {"type": "GatesPassed", "status": gates}]}}
 
 
 def decide(records: list[RetrainRecord], owned: dict[str, Any], md: dict[str, Any], minute: int) -> Any:

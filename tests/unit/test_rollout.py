@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from mlops_operator.api import times
 from mlops_operator.api.artifacts import ArtifactError
 from mlops_operator.api.modeldeployment import ModelDeploymentSpec, PodCounters
 from mlops_operator.api.reports import AnalysisReport, Side, Window
@@ -28,7 +29,7 @@ ANALYSIS = {"intervalSeconds": 1, "durationSeconds": 2, "successRate": "0.99", "
 
 
 def run(n: int, passed: bool = True, minute: int | None = None) -> dict[str, Any]:
-    created = (T0 + datetime.timedelta(minutes=n if minute is None else minute)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = times.stamp(T0 + datetime.timedelta(minutes=n if minute is None else minute))
     return {"metadata": {"name": f"iris-v{n}", "creationTimestamp": created},
             "status": {"conditions": [{"type": "GatesPassed", "status": "True" if passed else "False"}],
                        "model": {"uri": f"s3://models/iris-v{n}", "digest": DIGEST[n], "format": "sklearn"}}}
@@ -108,7 +109,7 @@ class World:
         for rev, (_, replicas) in plan.replicas.items():
             dep = self.deployments.setdefault(rev, {
                 "metadata": {"name": f"iris-{rev}", "generation": 1,
-                             "creationTimestamp": self.now.strftime("%Y-%m-%dT%H:%M:%SZ")},
+                             "creationTimestamp": times.stamp(self.now)},
                 "spec": {"replicas": replicas}, "status": {}})
             dep["spec"]["replicas"] = replicas
         for rev in plan.delete:
