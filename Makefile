@@ -28,6 +28,8 @@ test: system-test setup
 	$(BIN)/mlops crds --check
 	$(BIN)/ruff check operator tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/pylint operator/mlops_operator
 	$(BIN)/python -m pytest
 
 crds: $(BIN)/mlops

@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .api import BY_KIND, GROUP, KINDS
+
 VERBS = {
     "promote": "promote the candidate now (blue-green awaiting promotion, or skip the remaining canary steps)",
     "abort": "reject the candidate: traffic stays on the stable revision",
@@ -75,12 +77,12 @@ def run(verb: str, name: str, namespace: str | None, revision: str | None) -> in
     return 0
 
 
-KINDS = {"tr": "TrainingRun", "md": "ModelDeployment", "dp": "DriftPolicy"}
-PLURALS = {"TrainingRun": "trainingruns", "ModelDeployment": "modeldeployments", "DriftPolicy": "driftpolicies"}
+SHORT_NAMES = {kind.short_names[0]: kind.kind for kind in KINDS}
 
 
 def _list(kind: str, scope: Sequence[str]) -> list[dict[str, Any]]:
-    return list(json.loads(_run(["get", f"{PLURALS[kind]}.mlops.dev", "-o", "json", *scope])).get("items") or [])
+    resource = f"{BY_KIND[kind].plural}.{GROUP}"
+    return list(json.loads(_run(["get", resource, "-o", "json", *scope])).get("items") or [])
 
 
 def get(what: str, namespace: str | None, all_namespaces: bool) -> int:
@@ -88,7 +90,7 @@ def get(what: str, namespace: str | None, all_namespaces: bool) -> int:
     from .views import get_table
 
     scope = ["--all-namespaces"] if all_namespaces else (["-n", namespace] if namespace else [])
-    kinds = list(KINDS.values()) if what == "all" else [KINDS[what]]
+    kinds = list(SHORT_NAMES.values()) if what == "all" else [SHORT_NAMES[what]]
     now = datetime.datetime.now(datetime.UTC)
     try:
         tables = [(kind, _list(kind, scope)) for kind in kinds]

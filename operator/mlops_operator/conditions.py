@@ -7,10 +7,11 @@ a new reason or message on the same status keeps the old time.
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from .api import times
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 Conditions = list[dict[str, Any]]
@@ -47,7 +48,7 @@ def is_warning(c: Cond) -> bool:
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.now()
 
 
 def find(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> Mapping[str, Any] | None:

@@ -1,6 +1,6 @@
 """The operator process: kopf runs it (`mlops run`, or `kopf run -m mlops_operator.main` with
-MLOPS_NAMESPACES), logs in, starts and cleans up; the operator's own informers (watching.py) feed
-the cache and queue reconciles (see handlers/core.py): no kopf progress annotations, no
+MLOPS_NAMESPACES), logs in, starts and cleans up; the operator's own informers (controller/informers.py) feed
+the cache and queue reconciles (controller/store.py, queue.py): no kopf progress annotations, no
 finalizers, no per-object timers or tasks.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -16,16 +17,17 @@ from aiohttp import web
 
 from . import metrics
 from .api import DRIFT_POLICY, KINDS, MODEL_DEPLOYMENT, TRAINING_RUN
-from .builders.common import MANAGED_BY
+from .api import labels as L
 from .config import Settings
+from .controller.client import DEPLOYMENTS, JOBS, SERVICES, Api
+from .controller.informers import Informer, Informers, Scope
+from .controller.queue import WorkQueue
+from .controller.store import Key, Store, owner_of
 from .handlers import driftpolicy, modeldeployment, trainingrun
 from .handlers.context import Ctx, resource
-from .handlers.core import Key, Store, WorkQueue, owner_of
-from .kube import DEPLOYMENTS, JOBS, SERVICES, Api
-from .watching import Informer, Informers, Scope
 
 logger = logging.getLogger("mlops_operator")
-MANAGED_BY_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())  # the children's watches
+MANAGED_BY_SELECTOR = L.selector(L.MANAGED_BY)  # the children's watches
 # the child kinds whose events reconcile their owner
 CHILD_KINDS = ((JOBS, "Job"), (DEPLOYMENTS, "Deployment"), (SERVICES, "Service"))
 RECONCILERS: dict[str, Callable[[Ctx, Key], Coroutine[Any, Any, None]]] = {
@@ -109,6 +111,19 @@ async def _open_then_resync(ctx: Ctx, watches: Informers, every: int) -> None:
         for kind in KINDS:
             for key in ctx.store.keys(kind.kind):
                 ctx.queue.enqueue(key)
+
+
+@kopf.on.probe(id="informers", errors=kopf.ErrorsMode.PERMANENT)
+def informers_probe(**_: Any) -> dict[str, Any]:
+    """The liveness endpoint's view of the informers: it fails (500, and the kubelet restarts the
+    operator) when one stopped or has failed to list and watch for minutes."""
+    watches = Runtime.informers
+    if watches is None:
+        return {"started": False}
+    problems = watches.problems(time.monotonic())
+    if problems:
+        raise kopf.PermanentError("; ".join(problems))
+    return {"informers": len(watches.informers), "listed": all(i.listed.is_set() for i in watches.informers)}
 
 
 @kopf.on.cleanup()

@@ -1,5 +1,5 @@
-"""The operator's own Prometheus metrics (`MLOPS_METRICS_PORT`, path /metrics). Plain text, no
-client library: a handful of gauges and counters kept in dicts.
+"""The operator's own Prometheus metrics (`MLOPS_METRICS_PORT`, path /metrics), through prometheus-client
+(a registry of the operator's own; the work queue's and the API client's counters are read when scraped):
 
 * mlops_driftpolicy_drifted{namespace,name}: 1 drifted, 0 not, -1 not enough data yet
 * mlops_driftpolicy_drifted_share{namespace,name}: share of the checked features that drifted
@@ -17,90 +17,115 @@ mlops_start_time_seconds. charts/mlops-operator/dashboards/mlops-loop.json draws
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 logger = logging.getLogger("mlops_operator")
-Labels = tuple[tuple[str, str], ...]
 VERDICT = {"Drifted": 1.0, "NotDrifted": 0.0, "InsufficientData": -1.0}
+disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series: counters start with the process
+WHO = ["namespace", "name"]
+CONTENT_TYPE = "text/plain; version=0.0.4"
+
+
+class _Elsewhere(Collector):
+    """The counters the work queue and the API client keep, read at each scrape."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def collect(self) -> Iterator[Metric]:
+        api = CounterMetricFamily("mlops_api_requests", "Kubernetes API requests made, by verb and resource",
+                                  labels=["verb", "resource"])
+        for (verb, resource), n in sorted(self.ctx.api.requests.items()):
+            api.add_metric([str(verb), str(resource)], float(n))
+        queue = self.ctx.queue
+        runs = CounterMetricFamily("mlops_reconciles", "Reconciles run, by kind", labels=["kind"])
+        errors = CounterMetricFamily("mlops_reconcile_errors", "Reconciles that failed and were retried, by kind",
+                                     labels=["kind"])
+        if queue is not None:
+            for kind, n in sorted(queue.reconciles_by_kind.items()):
+                runs.add_metric([kind], float(n))
+            for kind, n in sorted(queue.errors_by_kind.items()):
+                errors.add_metric([kind], float(n))
+        yield from (api, runs, errors)
 
 
 class Registry:
     def __init__(self) -> None:
-        self.gauges: dict[str, dict[Labels, float]] = {}
-        self.help: dict[str, tuple[str, str]] = {
-            "mlops_driftpolicy_drifted": ("gauge", "1 when the policy's model drifted, 0 when not, -1 before "
-                                                   "enough data"),
-            "mlops_driftpolicy_drifted_share": ("gauge", "Share of the policy's checked features that drifted"),
-            "mlops_driftpolicy_feature_drifted": ("gauge", "1 when the feature drifted (spec.perFeatureMetrics)"),
-            "mlops_modeldeployment_rollouts_total": ("counter", "Rollouts ended, by outcome"),
-            "mlops_reconciles_total": ("counter", "Reconciles run, by kind"),
-            "mlops_reconcile_errors_total": ("counter", "Reconciles that failed and were retried, by kind"),
-            "mlops_api_requests_total": ("counter", "Kubernetes API requests made, by verb and resource"),
-        }
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.drifted = Gauge("mlops_driftpolicy_drifted", "1 when the policy's model drifted, 0 when not, -1 before "
+                             "enough data", WHO, registry=r)
+        self.drifted_share = Gauge("mlops_driftpolicy_drifted_share", "Share of the policy's checked features that "
+                                   "drifted", WHO, registry=r)
+        self.feature_drifted = Gauge("mlops_driftpolicy_feature_drifted", "1 when the feature drifted "
+                                     "(spec.perFeatureMetrics)", [*WHO, "feature"], registry=r)
+        self.rollouts = Counter("mlops_modeldeployment_rollouts", "Rollouts ended, by outcome", [*WHO, "outcome"],
+                                registry=r)
+        self._elsewhere: _Elsewhere | None = None
 
-    def set(self, name: str, labels: Mapping[str, str], value: float) -> None:
-        self.gauges.setdefault(name, {})[tuple(sorted(labels.items()))] = value
+    @property
+    def help(self) -> dict[str, str]:
+        """Every series name this registry exports (the queue's and client's too), with its help."""
+        names = {"mlops_api_requests_total": "Kubernetes API requests made, by verb and resource",
+                 "mlops_reconciles_total": "Reconciles run, by kind",
+                 "mlops_reconcile_errors_total": "Reconciles that failed and were retried, by kind"}
+        for metric in (self.drifted, self.drifted_share, self.feature_drifted, self.rollouts):
+            for family in metric.describe():
+                suffix = "_total" if family.type == "counter" else ""
+                names[family.name + suffix] = family.documentation
+        return names
 
-    def inc(self, name: str, labels: Mapping[str, str], by: float = 1.0) -> None:
-        series = self.gauges.setdefault(name, {})
-        key = tuple(sorted(labels.items()))
-        series[key] = series.get(key, 0.0) + by
+    def read_counters_of(self, ctx: Any) -> None:
+        """Export the work queue's and the API client's counters of this operator."""
+        if self._elsewhere is not None:
+            self.registry.unregister(self._elsewhere)
+        self._elsewhere = _Elsewhere(ctx)
+        self.registry.register(self._elsewhere)
+
+    def rollout(self, namespace: str, name: str, outcome: str) -> None:
+        self.rollouts.labels(namespace, name, outcome).inc()
+
+    def _drop(self, metric: Gauge | Counter, **match: str) -> None:
+        names = metric._labelnames  # the metric's label names, in order
+        for family in metric.collect():
+            for sample in family.samples:
+                if all(sample.labels.get(k) == v for k, v in match.items()):
+                    with contextlib.suppress(KeyError):  # removed already (another sample of the same child)
+                        metric.remove(*(sample.labels[n] for n in names))
 
     def forget(self, **match: str) -> None:
         """Drop every series whose labels include `match` (a deleted policy's)."""
-        wanted = set(match.items())
-        for series in self.gauges.values():
-            for labels in [k for k in series if wanted <= set(k)]:
-                del series[labels]
+        for metric in (self.drifted, self.drifted_share, self.feature_drifted, self.rollouts):
+            self._drop(metric, **match)
 
     def drift(self, namespace: str, name: str, evaluation: Any, per_feature: bool) -> None:
-        who = {"namespace": namespace, "name": name}
-        self.set("mlops_driftpolicy_drifted", who, VERDICT[evaluation.verdict])
-        self.set("mlops_driftpolicy_drifted_share", who, float(evaluation.drifted_share or 0.0))
-        series = self.gauges.setdefault("mlops_driftpolicy_feature_drifted", {})
-        for labels in [k for k in series if set(who.items()) <= set(k)]:
-            del series[labels]
+        self.drifted.labels(namespace, name).set(VERDICT[evaluation.verdict])
+        self.drifted_share.labels(namespace, name).set(float(evaluation.drifted_share or 0.0))
+        self._drop(self.feature_drifted, namespace=namespace, name=name)
         if per_feature:
             for f in evaluation.features or ():
-                self.set("mlops_driftpolicy_feature_drifted", {**who, "feature": f.name}, 1.0 if f.drifted else 0.0)
+                self.feature_drifted.labels(namespace, name, f.name).set(1.0 if f.drifted else 0.0)
 
-    def render(self, counters: Mapping[str, Mapping[Labels, float]] = {}) -> str:
-        lines = []
-        for name, series in {**self.gauges, **counters}.items():
-            kind, text = self.help.get(name, ("gauge", name))
-            lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
-            for labels, value in sorted(series.items()):
-                rendered = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-                lines.append(f"{name}{{{rendered}}} {value:g}")
-        return "\n".join(lines) + "\n"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    def render(self) -> str:
+        return generate_latest(self.registry).decode()
 
 
 REGISTRY = Registry()
 
 
-def counters(ctx: Any) -> dict[str, dict[Labels, float]]:
-    """The counters kept elsewhere (the work queue's, the API layer's), as series."""
-    api: dict[Labels, float] = {(("resource", str(resource)), ("verb", str(verb))): float(n)
-                                for (verb, resource), n in ctx.api.requests.items()}
-    queue = ctx.queue
-    kinds = queue.reconciles_by_kind if queue is not None else {}
-    errors = queue.errors_by_kind if queue is not None else {}
-    return {"mlops_api_requests_total": api,
-            "mlops_reconciles_total": {(("kind", k),): float(n) for k, n in kinds.items()},
-            "mlops_reconcile_errors_total": {(("kind", k),): float(n) for k, n in errors.items()}}
-
-
 async def serve(ctx: Any, port: int) -> web.AppRunner:
+    REGISTRY.read_counters_of(ctx)
+
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(text=REGISTRY.render(counters(ctx)), content_type="text/plain")
+        return web.Response(body=REGISTRY.render().encode(), headers={"Content-Type": CONTENT_TYPE})
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)

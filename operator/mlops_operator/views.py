@@ -13,6 +13,8 @@ import datetime
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from .api import times
+
 Obj = Mapping[str, Any]
 
 
@@ -23,7 +25,7 @@ def _cond(obj: Obj, type_: str) -> Mapping[str, Any]:
 def _age(stamp: str | None, now: datetime.datetime) -> str:
     if not stamp:
         return "-"
-    then = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    then = times.parse(stamp)
     seconds = int((now - then).total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size * (2 if unit != "m" else 1):

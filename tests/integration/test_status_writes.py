@@ -13,10 +13,12 @@ import pytest
 from mlops_operator.api import TRAINING_RUN
 from mlops_operator.conditions import FALSE, Cond
 from mlops_operator.config import Settings
+from mlops_operator.controller.client import Api
+from mlops_operator.controller.errors import Retry
+from mlops_operator.controller.queue import WorkQueue
+from mlops_operator.controller.store import Store
 from mlops_operator.dev.controlplane import ControlPlane
 from mlops_operator.handlers.context import Ctx
-from mlops_operator.handlers.core import Store, WorkQueue
-from mlops_operator.kube import Api
 from tests.cases import example
 
 from .conftest import Cluster
@@ -53,7 +55,7 @@ def test_a_status_decided_from_an_older_version_is_refused_and_a_write_is_cached
             assert [c["reason"] for c in cached["status"]["conditions"]] == ["First"]
             assert cached["metadata"]["resourceVersion"] != old_view["metadata"]["resourceVersion"]
             # a reconcile still holding the view from before that write decides something else
-            with pytest.raises(kopf.TemporaryError, match="changed since it was read"):
+            with pytest.raises(Retry, match="changed since it was read"):
                 await ctx.write_status(TRAINING_RUN, old_view, [Cond("Ready", FALSE, "Stale", "older view")])
             # …and deciding again from the cached object writes
             assert await ctx.write_status(TRAINING_RUN, cached, [Cond("Ready", FALSE, "Second", "two")])

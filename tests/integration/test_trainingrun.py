@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from kubernetes.client.rest import ApiException
 
+from mlops_operator.api import artifacts
 from mlops_operator.dev.imagebuild import RUNTIME_IMAGE
 from mlops_operator.dev.runner import OperatorThread
-from mlops_operator.runtime import artifacts, storage
+from mlops_operator.runtime import storage
 from tests.cases import example
 from tests.conftest import S3
 from tests.health import argocd_health

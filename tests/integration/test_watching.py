@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from mlops_operator.controller.client import CONFIGMAPS
+from mlops_operator.controller.informers import Informer, Scope
 from mlops_operator.dev.controlplane import ControlPlane
-from mlops_operator.kube import CONFIGMAPS
-from mlops_operator.watching import Informer, Scope
 
 from .conftest import Cluster
 from .test_status_writes import _api

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from mlops_operator.api.modeldeployment import Analysis
+from mlops_operator.api.reports import parse_report
 from mlops_operator.rollout.analysis import judge_report
-from mlops_operator.runtime.analyze import classification_metrics, parse_report, percentile, regression_metrics
+from mlops_operator.runtime.analyze import classification_metrics, percentile, regression_metrics
 
 from .test_server import Served, make_model
 

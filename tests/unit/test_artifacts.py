@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops_operator.runtime import artifacts as a
+from mlops_operator.api import artifacts as a
 
 
 def make_model_dir(root: Path) -> Path:
@@ -110,7 +110,7 @@ def test_runtime_does_not_import_kopf_or_kubernetes() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, mlops_operator.runtime.artifacts; "
+    code = ("import sys, mlops_operator.api.artifacts; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('kopf', 'kubernetes', 'aiohttp')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

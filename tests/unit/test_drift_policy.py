@@ -8,10 +8,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from mlops_operator.api import times
+from mlops_operator.api.artifacts import Profile
 from mlops_operator.api.driftpolicy import DriftPolicySpec, Retrain, RetrainRecord
 from mlops_operator.drift import evaluate, retrain, window
 from mlops_operator.runtime import profile as profiles
-from mlops_operator.runtime.artifacts import Profile
 
 T0 = datetime.datetime(2026, 11, 22, 12, 0, tzinfo=datetime.UTC)
 RNG = np.random.default_rng(0)
@@ -142,10 +143,10 @@ RULES = Retrain.model_validate({"template": {"model": "iris", "trainer": {"estim
 
 
 def tr(name: str, minute: int, reason: str = "Completed", gates: str = "True") -> dict[str, Any]:
-    return {"metadata": {"name": name, "creationTimestamp": (T0 + datetime.timedelta(minutes=minute)).strftime(
-        "%Y-%m-%dT%H:%M:%SZ")}, "status": {"conditions": [
-            {"type": "Succeeded", "status": "True" if reason == "Completed" else "Unknown", "reason": reason},
-            {"type": "GatesPassed", "status": gates}]}}
+    return {"metadata": {"name": name, "creationTimestamp": times.stamp(T0 + datetime.timedelta(minutes=minute))},
+            "status": {"conditions": [
+                {"type": "Succeeded", "status": "True" if reason == "Completed" else "Unknown", "reason": reason},
+                {"type": "GatesPassed", "status": gates}]}}
 
 
 def decide(records: list[RetrainRecord], owned: dict[str, Any], md: dict[str, Any], minute: int) -> Any:
@@ -213,3 +214,42 @@ def test_metrics_render_as_prometheus_text_and_per_feature_series_only_when_aske
     r.forget(namespace="ns", name="b")  # a deleted policy's series go
     left = r.render()
     assert "feature=" not in left and 'name="b"' not in left and 'name="a"' in left
+
+
+def test_judge_evaluates_only_new_rows_and_conditions_compose() -> None:
+    from mlops_operator.drift import decide
+
+    s = spec(health={"maxErrorRate": "0.1"})
+    live = counted(RNG.normal(3, 1, 300), RNG.normal(20, 2, 300), list(RNG.choice(COLORS, 300)))
+    snap = {"startTime": 1.0, "profileDigest": "sha256:p", **live}
+    first = decide.judge(s, PROFILE, None, "r1", {"pod-a": snap}, None, T0)
+    assert first.state_changed and first.evaluation.verdict == "Drifted" and first.state.evaluated_rows == 300
+    # the same snapshot again: no new rows, the last evaluation stands and the window is not written
+    again = decide.judge(s, PROFILE, first.state, "r1", {"pod-a": snap}, first.evaluation.wire(),
+                         T0 + datetime.timedelta(minutes=1))
+    assert not again.state_changed and again.evaluation == first.evaluation
+    conds = {c.type: c for c in decide.conditions(s, "r1", 1, first.evaluation, "cooldown after x-1")}
+    assert conds["Ready"].reason == "Monitoring" and conds["Drifted"].status == "True"
+    message = conds["Drifted"].message
+    assert message.startswith("drifted: x, y (300 samples)") and "retrain blocked: cooldown after x-1" in message
+    assert conds["ServiceHealthy"].reason == "WithinLimits"
+    assert decide.due(None, 30, 1000.0) == 0 and decide.due(990.0, 30, 1000.0) == 20
+
+
+def test_a_retrain_run_is_the_template_with_the_evaluation_annotated() -> None:
+    import json
+
+    from mlops_operator.builders import driftpolicy as build
+
+    s = spec(action={"type": "Retrain", "retrain": {"template": {"model": "iris", "trainer": {
+        "image": "ghcr.io/x/trainer:1"}, "dataset": {"uri": "s3://b/d.csv"}}}})
+    policy = {"apiVersion": "mlops.dev/v1alpha1", "kind": "DriftPolicy",
+              "metadata": {"name": "p", "namespace": "ns", "uid": "u-1"}}
+    ev = verdict(counted(RNG.normal(3, 1, 300), RNG.normal(20, 2, 300), list(RNG.choice(COLORS, 300))))
+    run = build.retrain_run(policy, s, "p-1", ev)
+    assert run["kind"] == "TrainingRun" and run["spec"]["model"] == "iris"
+    assert run["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    assert run["metadata"]["labels"]["mlops.dev/driftpolicy"] == "p"
+    assert json.loads(run["metadata"]["annotations"]["mlops.dev/drift-evaluation"])["drifted"] == ["x", "y"]
+    cm = build.window_configmap(policy, "{}")
+    assert cm["metadata"]["name"] == "p-window" and cm["data"] == {"window.json": "{}"}

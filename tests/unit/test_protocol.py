@@ -282,7 +282,7 @@ def test_save_model_takes_numpy_arrays_and_lists(tmp_path: Path) -> None:
     from sklearn.datasets import load_iris
     from sklearn.tree import DecisionTreeClassifier
 
-    from mlops_operator.runtime import artifacts
+    from mlops_operator.api import artifacts
 
     X, y = load_iris(return_X_y=True)
     model = DecisionTreeClassifier(random_state=0).fit(X, y)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-import kopf
-
-from mlops_operator.handlers.core import Store, WorkQueue, owner_of, slim
+from mlops_operator.controller.errors import InvalidSpec, Retry
+from mlops_operator.controller.queue import WorkQueue
+from mlops_operator.controller.store import Store, owner_of, slim
 from mlops_operator.main import make_store
 
 
@@ -24,7 +24,7 @@ def test_slim_keeps_what_reconciles_need_only() -> None:
     out = slim(body)
     assert "managedFields" not in out["metadata"] and out["spec"] == {"model": "m"}
     from mlops_operator.builders.modeldeployment import deployment, service
-    from mlops_operator.handlers.core import slim_child
+    from mlops_operator.controller.store import slim_child
 
     from .test_modeldeployment_builders import md as md_and_spec
 
@@ -120,9 +120,9 @@ def test_queue_retries_errors_and_honours_kopf_errors() -> None:
         async def reconcile(key) -> None:
             calls[key[2]] += 1
             if key[2] == "temp" and calls["temp"] == 1:
-                raise kopf.TemporaryError("wait", delay=0.05)
+                raise Retry("wait", delay=0.05)
             if key[2] == "perm":
-                raise kopf.PermanentError("invalid")
+                raise InvalidSpec("invalid")
             if key[2] == "boom" and calls["boom"] < 3:
                 raise RuntimeError("transient")
 
@@ -159,7 +159,7 @@ def test_delayed_requeue_keeps_the_earliest_due_time() -> None:
 
 
 def test_requests_are_counted_by_verb_and_resource() -> None:
-    from mlops_operator.kube import _verb_and_resource
+    from mlops_operator.controller.client import _verb_and_resource
 
     assert _verb_and_resource("GET", "/api/v1/namespaces/ns/pods") == ("LIST", "pods")
     assert _verb_and_resource("GET", "/api/v1/namespaces/ns/configmaps/cm") == ("GET", "configmaps")
@@ -169,7 +169,7 @@ def test_requests_are_counted_by_verb_and_resource() -> None:
     assert _verb_and_resource("GET", "/apis/gateway.networking.k8s.io/v1") == ("GET", "v1")
     assert _verb_and_resource("GET", "/api/v1/configmaps") == ("LIST", "configmaps")  # cluster-wide
     assert _verb_and_resource("GET", "/apis/apps/v1/deployments") == ("LIST", "deployments")
-    from mlops_operator.kube import _namespace
+    from mlops_operator.controller.client import _namespace
 
     assert _namespace("/api/v1/namespaces/ns/pods?labelSelector=a") == "ns"
     assert _namespace("/apis/mlops.dev/v1alpha1/namespaces/team-a/trainingruns/x/status") == "team-a"
@@ -205,3 +205,30 @@ def test_the_cache_stays_ahead_of_the_watch_with_our_own_writes() -> None:
     assert store.upsert("TrainingRun", version("3", "Second")) == {key}  # caught up
     assert store.upsert("TrainingRun", version("4", "Edited")) == {key}  # someone else's, after ours
     assert store.get(key)["status"]["conditions"][0]["reason"] == "Edited"
+
+
+def test_the_liveness_probe_fails_for_an_informer_that_stopped_or_fails_for_minutes() -> None:
+    from mlops_operator.controller.client import JOBS, SERVICES, Api
+    from mlops_operator.controller.informers import Informer, Informers
+
+    async def scenario() -> tuple[list[str], list[str], list[str]]:
+        api = Api("http://127.0.0.1:1")
+        jobs = Informer(api, JOBS, "Job", "ns", lambda *_: None)
+        services = Informer(api, SERVICES, "Service", None, lambda *_: None)
+        watches = Informers([jobs, services])
+        watches.tasks = [asyncio.create_task(asyncio.sleep(0)), asyncio.create_task(asyncio.sleep(60))]
+        await asyncio.sleep(0.01)  # the first task has finished: that informer stopped
+        stopped = watches.problems(now=1000.0)
+        watches.tasks[0] = asyncio.create_task(asyncio.sleep(60))
+        services.failing_since = 950.0  # failing for 50 s: the apiserver is away for a while
+        briefly = watches.problems(now=1000.0)
+        long = watches.problems(now=1400.0)
+        for t in watches.tasks:
+            t.cancel()
+        await api.close()
+        return stopped, briefly, long
+
+    stopped, briefly, long = asyncio.run(scenario())
+    assert stopped == ["the informer of jobs in ns stopped"]
+    assert briefly == []
+    assert long == ["the informer of services has failed for 450 s"]

@@ -7,6 +7,7 @@ apply the plan to the world (Deployments, Services, Jobs), write status."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import datetime
 from dataclasses import dataclass, field
@@ -14,11 +15,12 @@ from typing import Any
 
 import pytest
 
+from mlops_operator.api import times
+from mlops_operator.api.artifacts import ArtifactError
 from mlops_operator.api.modeldeployment import ModelDeploymentSpec, PodCounters
+from mlops_operator.api.reports import AnalysisReport, Side, Window
 from mlops_operator.rollout import machine
 from mlops_operator.rollout.spec import check
-from mlops_operator.runtime.analyze import AnalysisReport, Side, Window
-from mlops_operator.runtime.artifacts import ArtifactError
 
 T0 = datetime.datetime(2026, 11, 22, 12, 0, tzinfo=datetime.UTC)
 DIGEST = {n: "sha256:" + str(n) * 64 for n in range(1, 6)}
@@ -27,7 +29,7 @@ ANALYSIS = {"intervalSeconds": 1, "durationSeconds": 2, "successRate": "0.99", "
 
 
 def run(n: int, passed: bool = True, minute: int | None = None) -> dict[str, Any]:
-    created = (T0 + datetime.timedelta(minutes=n if minute is None else minute)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = times.stamp(T0 + datetime.timedelta(minutes=n if minute is None else minute))
     return {"metadata": {"name": f"iris-v{n}", "creationTimestamp": created},
             "status": {"conditions": [{"type": "GatesPassed", "status": "True" if passed else "False"}],
                        "model": {"uri": f"s3://models/iris-v{n}", "digest": DIGEST[n], "format": "sklearn"}}}
@@ -41,6 +43,27 @@ def side(requests: int = 76, errors: int = 0, p99: float = 5.0, accuracy: float 
 
 def report(candidate: Side | None = None, stable: Side | None = None) -> AnalysisReport:
     return AnalysisReport(task="classification", rows=38, candidate=candidate or side(), stable=stable)
+
+
+@dataclass
+class _Fetch:
+    """The handler's fetches, answered from the world (and recorded in the order asked)."""
+
+    world: World
+
+    async def urls(self) -> dict[str, list[str]]:
+        self.world.needs_seen.append("urls")
+        deps = self.world.deployments
+        return {r: [f"http://10.0.0.{i}:8080"] for i, r in enumerate(deps) if deps[r]["spec"]["replicas"]}
+
+    async def report(self, revision: str) -> AnalysisReport | ArtifactError:
+        self.world.needs_seen.append("report")
+        assert self.world.report is not None, "the report is asked for only once the Job finished"
+        return self.world.report
+
+    async def live(self, revision: str) -> dict[str, PodCounters]:
+        self.world.needs_seen.append("live")
+        return dict(self.world.live)
 
 
 @dataclass
@@ -72,19 +95,8 @@ class World:
     def decide(self) -> machine.Plan:
         spec = ModelDeploymentSpec.model_validate(self.spec)
         assert check(spec) == []
-        obs = self.observed()
-        plan = machine.decide(self.md(), spec, obs)
-        while plan.needs is not None:
-            what, _rev = plan.needs
-            self.needs_seen.append(what)
-            if what == "urls":
-                obs.urls = {r: [f"http://10.0.0.{i}:8080"] for i, r in enumerate(self.deployments)
-                            if self.deployments[r]["spec"]["replicas"]}
-            elif what == "report":
-                obs.report = self.report
-            else:
-                obs.live = dict(self.live)
-            plan = machine.decide(self.md(), spec, obs)
+        plan = asyncio.run(machine.resolve(self.md(), spec, self.observed(), _Fetch(self)))
+        assert plan.needs is None, plan.needs  # nothing moved while it looked: every need is met at once
         return plan
 
     def step(self, seconds: float = 1, write_status: bool = True) -> machine.Plan:
@@ -97,7 +109,7 @@ class World:
         for rev, (_, replicas) in plan.replicas.items():
             dep = self.deployments.setdefault(rev, {
                 "metadata": {"name": f"iris-{rev}", "generation": 1,
-                             "creationTimestamp": self.now.strftime("%Y-%m-%dT%H:%M:%SZ")},
+                             "creationTimestamp": times.stamp(self.now)},
                 "spec": {"replicas": replicas}, "status": {}})
             dep["spec"]["replicas"] = replicas
         for rev in plan.delete:

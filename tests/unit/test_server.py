@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mlops_operator.runtime import artifacts, sdk
+from mlops_operator.api import artifacts
+from mlops_operator.runtime import sdk
 from mlops_operator.runtime.profile import Counts
 from tests.conftest import S3
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlops_operator.runtime import artifacts, formats, storage
+from mlops_operator.api import artifacts
+from mlops_operator.runtime import formats, storage
 from tests.conftest import S3
 from tests.pipelines import compile_pipeline, run_source
 

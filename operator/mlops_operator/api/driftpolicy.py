@@ -9,15 +9,14 @@ from pydantic import Field
 from .common import ApiModel, Decimal_, Fraction, LocalObjectReference, StatusBase
 from .trainingrun import TrainingRunSpec
 
-DriftTest = Literal["psi", "ks", "chi2"]
-# tests whose threshold is a p-value (drifted when p < threshold); psi compares a score
-P_VALUE_TESTS = frozenset({"ks", "chi2"})
+# the tests of drift/tests.py's registry (which checks at import that both name the same ones)
+DriftTestName = Literal["psi", "ks", "chi2"]
 
 
 class FeatureCheck(ApiModel):
     name: Annotated[str, Field(min_length=1, max_length=253)]
     """A feature of the model's reference profile."""
-    test: DriftTest | None = None
+    test: DriftTestName | None = None
     """psi or ks for numeric features, chi2 for categorical (default: psi / chi2 by type)."""
     threshold: Decimal_ | None = None
     """psi: score above which the feature drifted (default "0.2"); ks, chi2: p-value below
@@ -25,7 +24,7 @@ class FeatureCheck(ApiModel):
 
 
 class PredictionCheck(ApiModel):
-    test: DriftTest | None = None
+    test: DriftTestName | None = None
     threshold: Decimal_ | None = None
 
 

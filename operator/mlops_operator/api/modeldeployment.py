@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from .artifacts import ModelFormat
 from .common import (
     ApiModel,
     Digest,
@@ -18,7 +19,6 @@ from .common import (
     StorageAccess,
 )
 
-ModelFormat = Literal["sklearn", "onnx", "xgboost", "joblib"]
 ANALYSIS_METRIC = r"^[A-Za-z_][A-Za-z0-9_./-]*$"
 
 

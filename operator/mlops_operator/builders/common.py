@@ -7,8 +7,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..api import API_VERSION
+from ..api.labels import MANAGED_BY
 
-MANAGED_BY = {"app.kubernetes.io/managed-by": "mlops-operator"}
 # labels copied from a resource to its children; never a GitOps tool's tracking label
 # (Argo CD's app.kubernetes.io/instance, Flux's kustomize.toolkit.fluxcd.io/*): it would prune them
 COPIED_LABELS = frozenset({"app.kubernetes.io/name", "app.kubernetes.io/part-of", "app.kubernetes.io/version",

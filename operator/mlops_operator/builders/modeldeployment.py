@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from ..api import labels as L
 from ..api.modeldeployment import ModelDeploymentSpec
 from .common import TMP_VOLUME, container_security, env_list, labels, owner_reference, pod_security, short_hash
 
@@ -34,14 +35,14 @@ def deployment_name(md: Mapping[str, Any], rev: str) -> str:
 
 
 def revision_labels(md: Mapping[str, Any], rev: str) -> dict[str, str]:
-    return {"mlops.dev/modeldeployment": md["metadata"]["name"], "mlops.dev/revision": rev}
+    return {L.MODEL_DEPLOYMENT: md["metadata"]["name"], L.REVISION: rev}
 
 
 def analysis_job_name(md: Mapping[str, Any], rev: str) -> str:
     return f"{md['metadata']['name']}-{rev}-an"
 
 
-TEMPLATE_HASH = "mlops.dev/template-hash"
+TEMPLATE_HASH = L.TEMPLATE_HASH
 
 
 def template_hash(pod_template: Mapping[str, Any]) -> str:
@@ -157,7 +158,7 @@ def analysis_job(md: Mapping[str, Any], spec: ModelDeploymentSpec, rev: str, *, 
     main = {"name": "analyze", "image": image, "command": ["mlops"], "args": args,
             "terminationMessagePolicy": "FallbackToLogsOnError"}
     # not the revision's labels: the analysis Pod must never be selected by a Service or taken for a server
-    own = {"mlops.dev/analysis-of": meta["name"], "mlops.dev/analysis": rev}
+    own = {L.ANALYSIS_OF: meta["name"], L.ANALYSIS: rev}
     pod_spec = {**_model_pod(spec, model_uri, digest, image, main), "restartPolicy": "Never"}
     return {
         "apiVersion": "batch/v1", "kind": "Job",
@@ -174,11 +175,11 @@ def service(md: Mapping[str, Any], rev: str | None, preview: bool = False,
     revision (a canary by replica ratio); None selects nothing."""
     meta = md["metadata"]
     name = f"{meta['name']}-preview" if preview else meta["name"]
-    selector = {"mlops.dev/modeldeployment": meta["name"]} if rev == "*" else revision_labels(md, rev or "none")
+    selector = {L.MODEL_DEPLOYMENT: meta["name"]} if rev == "*" else revision_labels(md, rev or "none")
     return {
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": name, "namespace": meta["namespace"],
-                     "labels": labels(md, {"mlops.dev/modeldeployment": meta["name"]}, copy_labels),
+                     "labels": labels(md, {L.MODEL_DEPLOYMENT: meta["name"]}, copy_labels),
                      "ownerReferences": [owner_reference(md)]},
         "spec": {"selector": selector,
                  # the inference ports only: the monitoring port is reached by pod IP, never through a Service
@@ -199,7 +200,7 @@ def http_route(md: Mapping[str, Any], spec: ModelDeploymentSpec, api_version: st
     return {
         "apiVersion": api_version, "kind": "HTTPRoute",
         "metadata": {"name": meta["name"], "namespace": meta["namespace"],
-                     "labels": labels(md, {"mlops.dev/modeldeployment": meta["name"]}, copy_labels),
+                     "labels": labels(md, {L.MODEL_DEPLOYMENT: meta["name"]}, copy_labels),
                      "ownerReferences": [owner_reference(md)]},
         # only the inference and health paths (the monitoring endpoints are not on these ports anyway)
         "spec": {"parentRefs": parents, "rules": [{"matches": route_matches(meta["name"]), "backendRefs": backends}]},

@@ -6,8 +6,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from ..api import labels as L
+from ..api.artifacts import join
 from ..api.trainingrun import TrainingRunSpec, Volume
-from ..runtime.storage import join
 from .common import (
     TMP_VOLUME,
     container_security,
@@ -46,7 +47,7 @@ def output_uri(run: Mapping[str, Any], spec: TrainingRunSpec, artifact_root: str
 def training_job(run: Mapping[str, Any], spec: TrainingRunSpec, *, runtime_image: str, artifact_root: str,
                  copy_labels: tuple[str, ...] = ()) -> dict[str, Any]:
     meta = run["metadata"]
-    own = {"mlops.dev/trainingrun": meta["name"], "mlops.dev/model": spec.model}
+    own = {L.TRAINING_RUN: meta["name"], L.MODEL: spec.model}
     env: list[dict[str, Any]] = [
         {"name": "MLOPS_RUN", "value": meta["name"]},
         {"name": "MLOPS_MODEL", "value": spec.model},

@@ -31,7 +31,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from ..api import BY_KIND, GROUP, VERSION
+from ..api import BY_KIND, GROUP, VERSION, times
 from .proxy import Proxy, Resolver
 
 COLUMNS = ("sepal_length", "sepal_width", "petal_length", "petal_width")
@@ -324,7 +324,7 @@ def run_loop(api_client: Any, namespace: str, s3: Any, out: Callable[[str], None
         loop.say(f"promoted revision {facts.new_revision}: {promotion.get('message', '')}")
         facts.share_on_new = loop.share_on(traffic, facts.new_revision,
                                            f"all traffic on revision {facts.new_revision}")
-        promoted_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        promoted_at = times.now()
         facts.verdict_after = loop.evaluation(policy, "NotDrifted", after=promoted_at)["verdict"]
         loop.say(f"the new version's reference profile matches live traffic: DriftPolicy {policy} "
                  f"Drifted={loop.condition('DriftPolicy', policy, 'Drifted').get('status')}")

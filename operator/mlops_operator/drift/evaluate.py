@@ -3,9 +3,9 @@
 Every feature's live counts are compared bin by bin with the reference (the bins the trainer chose
 from training quantiles, or its categories). Missing values and unseen categories are two more
 bins, so a feature that starts arriving empty, or with categories never seen in training, drifts;
-values outside the training range land in the open outer bins. Tests: PSI (a score; drifted above
-the threshold, default 0.2), chi² and binned KS (p-values; drifted below the threshold, default
-0.05, divided by the number of p-value tests under `correction: bonferroni`). The model counts as
+values outside the training range land in the open outer bins. Tests (tests.py's registry): PSI (a
+score; drifted above the threshold, default 0.2), chi² and binned KS (p-values; drifted below the
+threshold, default 0.05, divided by the number of p-value tests under `correction: bonferroni`). The model counts as
 drifted when at least `driftShare` of the checked features drifted, or its predictions did.
 """
 
@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from ..api.driftpolicy import P_VALUE_TESTS, DriftPolicySpec, Evaluation, FeatureResult
+from ..api.artifacts import Distribution, Profile
+from ..api.driftpolicy import DriftPolicySpec, Evaluation, FeatureResult
 from ..rollout.analysis import p99_from_buckets
-from ..runtime.artifacts import Distribution, Profile
 from . import stats
+from .tests import TESTS, default_test
 
-DEFAULT_THRESHOLD = {"psi": Decimal("0.2"), "ks": Decimal("0.05"), "chi2": Decimal("0.05")}
 PREDICTION = "(prediction)"
 
 
@@ -41,25 +41,27 @@ def plan(spec: DriftPolicySpec, profile: Profile) -> tuple[list[Check], list[str
     checks: list[Check] = []
     items = [(f"spec.features[{i}]", f.name, f.test, f.threshold) for i, f in enumerate(wanted)] if wanted \
         else [(None, d.name, None, None) for d in profile.features]
-    for path, name, test, threshold in items:
+    for path, name, named, threshold in items:
         ref = by_name.get(name)
         if ref is None:
             errors.append(f"{path}.name: {name} is not a feature of the model's reference profile "
                           f"({', '.join(sorted(by_name))})")
             continue
-        test = test or ("psi" if ref.type == "numeric" else "chi2")
-        if ref.type == "categorical" and test == "ks":
-            errors.append(f"{path}.test: ks needs ordered values; {name} is categorical (use chi2 or psi)")
+        test = named or default_test(ref.type)
+        if ref.type == "categorical" and TESTS[test].ordered:
+            unordered = " or ".join(t for t, d in TESTS.items() if not d.ordered)
+            errors.append(f"{path}.test: {test} needs ordered values; {name} is categorical (use {unordered})")
             continue
-        checks.append(Check(name, test, Decimal(threshold) if threshold else DEFAULT_THRESHOLD[test], ref))
+        checks.append(Check(name, test, Decimal(threshold) if threshold else TESTS[test].default_threshold, ref))
     if spec.prediction is not None and profile.prediction is not None:
         ref = profile.prediction
-        test = spec.prediction.test or ("psi" if ref.type == "numeric" else "chi2")
-        if ref.type == "categorical" and test == "ks":
-            errors.append("spec.prediction.test: ks needs ordered values; the predictions are categorical")
+        predicted: str = spec.prediction.test or default_test(ref.type)
+        if ref.type == "categorical" and TESTS[predicted].ordered:
+            errors.append(f"spec.prediction.test: {predicted} needs ordered values; the predictions are categorical")
         else:
             threshold = spec.prediction.threshold
-            checks.append(Check(PREDICTION, test, Decimal(threshold) if threshold else DEFAULT_THRESHOLD[test], ref))
+            checks.append(Check(PREDICTION, predicted,
+                                Decimal(threshold) if threshold else TESTS[predicted].default_threshold, ref))
     elif spec.prediction is not None:
         errors.append("spec.prediction: the model's reference profile has no prediction distribution")
     return checks, errors
@@ -82,21 +84,18 @@ def evaluate(spec: DriftPolicySpec, profile: Profile, window: Mapping[str, Any] 
     if window is None or samples < min_samples:
         return Evaluation(time=time, samples=samples, verdict="InsufficientData")
     live = {f["name"]: f for f in window.get("features") or ()}
-    p_tests = sum(1 for c in checks if c.test in P_VALUE_TESTS)
+    p_tests = sum(1 for c in checks if TESTS[c.test].kind == "p-value")
     results: list[FeatureResult] = []
     prediction: FeatureResult | None = None
     for c in checks:
         observed = window.get("prediction") if c.name == PREDICTION else live.get(c.name)
         ref, cur = _bins(c.reference, len(c.reference.counts)), _bins(observed, len(c.reference.counts))
-        if c.test == "psi":
-            value = stats.psi(ref, cur)
-            threshold = float(c.threshold)
-            drifted = value > threshold
-        else:
-            _, value = stats.chi2(ref, cur) if c.test == "chi2" else stats.ks(ref, cur)
-            threshold = stats.bonferroni(float(c.threshold), p_tests) if spec.correction == "bonferroni" \
-                else float(c.threshold)
-            drifted = value < threshold
+        test = TESTS[c.test]
+        value = test.value(ref, cur)
+        threshold = float(c.threshold)
+        if test.kind == "p-value" and spec.correction == "bonferroni":
+            threshold = stats.bonferroni(threshold, p_tests)
+        drifted = test.drifted(value, threshold)
         result = FeatureResult(name=c.name, test=c.test, value=round(value, 6), threshold=round(threshold, 8),
                                drifted=drifted)
         if c.name == PREDICTION:

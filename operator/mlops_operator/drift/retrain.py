@@ -13,19 +13,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..api import times
 from ..api.driftpolicy import Retrain, RetrainRecord
 from ..conditions import find
 
 DAY = datetime.timedelta(days=1)
 FINISHED = ("Completed", "InvalidResult", "BackoffLimitExceeded", "DeadlineExceeded", "Failed")
-
-
-def _time(value: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def _stamp(t: datetime.datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def outcome(run: Mapping[str, Any] | None, md_status: Mapping[str, Any]) -> str:
@@ -76,7 +69,7 @@ def decide(policy: str, retrain: Retrain, records: Sequence[RetrainRecord], owne
     known = {r.name: r for r in records}
     for name, run in owned.items():
         if name not in known:
-            known[name] = RetrainRecord(name=name, created=run["metadata"].get("creationTimestamp") or _stamp(now))
+            known[name] = RetrainRecord(name=name, created=run["metadata"].get("creationTimestamp") or times.stamp(now))
     ordered = sorted(known.values(), key=lambda r: (r.created, _number(r.name, policy)))
     ordered = [r.model_copy(update={"outcome": outcome(owned.get(r.name), md_status)}) for r in ordered]
     plan = RetrainPlan(records=ordered)
@@ -97,16 +90,16 @@ def decide(policy: str, retrain: Retrain, records: Sequence[RetrainRecord], owne
         plan.blocked = f"retrain {flying.name} is in flight ({flying.outcome})"
         return plan
     if ordered:
-        due = _time(ordered[-1].created) + datetime.timedelta(seconds=retrain.cooldown_seconds)
+        due = times.parse(ordered[-1].created) + datetime.timedelta(seconds=retrain.cooldown_seconds)
         if now < due:
-            plan.blocked, plan.next_possible = f"cooldown after {ordered[-1].name}", _stamp(due)
+            plan.blocked, plan.next_possible = f"cooldown after {ordered[-1].name}", times.stamp(due)
             return plan
-    today = [r for r in ordered if _time(r.created) > now - DAY]
+    today = [r for r in ordered if times.parse(r.created) > now - DAY]
     if len(today) >= retrain.max_per_day:
         plan.blocked = f"maxPerDay: {len(today)} retrains in the last 24 hours"
-        plan.next_possible = _stamp(_time(today[-retrain.max_per_day].created) + DAY)
+        plan.next_possible = times.stamp(times.parse(today[-retrain.max_per_day].created) + DAY)
         return plan
     number = max((_number(r.name, policy) for r in ordered), default=0) + 1
     plan.create = f"{policy}-{number}"
-    plan.records = [*plan.records, RetrainRecord(name=plan.create, created=_stamp(now), outcome="Training")]
+    plan.records = [*plan.records, RetrainRecord(name=plan.create, created=times.stamp(now), outcome="Training")]
     return plan

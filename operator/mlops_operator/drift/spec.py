@@ -6,19 +6,21 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from ..api.driftpolicy import P_VALUE_TESTS, DriftPolicySpec
+from ..api.driftpolicy import DriftPolicySpec
 from ..training.spec import check as check_training
+from .tests import TESTS
 
 
 def _threshold(test: str | None, threshold: str | None, path: str) -> list[str]:
     if threshold is None:
         return []
     value = Decimal(threshold)
-    if test in P_VALUE_TESTS and not Decimal(0) < value < Decimal(1):
+    kind = TESTS[test].kind if test else None
+    if kind == "p-value" and not Decimal(0) < value < Decimal(1):
         return [f"{path}.threshold: a p-value threshold for {test} must be between 0 and 1 "
                 f"(exclusive), not {threshold}"]
-    if test == "psi" and value <= 0:
-        return [f"{path}.threshold: a psi threshold must be above 0, not {threshold}"]
+    if kind == "score" and value <= 0:
+        return [f"{path}.threshold: a {test} threshold must be above 0, not {threshold}"]
     return []
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from ..api import times
 from ..api.driftpolicy import Window
 from . import sketch
 
@@ -38,7 +39,7 @@ def _slim(snapshot: Mapping[str, Any]) -> dict[str, Any]:
 def advance(state: WindowState | None, revision: str, snapshots: Mapping[str, Mapping[str, Any]],
             now: datetime.datetime) -> WindowState:
     """The state after one scrape of the stable revision's pods."""
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = times.stamp(now)
     if state is None or state.revision != revision:
         state = WindowState(revision=revision, started=stamp)
     deltas = [sketch.diff(s, state.pods.get(pod)) for pod, s in snapshots.items()]
@@ -50,11 +51,11 @@ def advance(state: WindowState | None, revision: str, snapshots: Mapping[str, Ma
 def after_evaluation(state: WindowState, window: Window | None, now: datetime.datetime) -> WindowState:
     """Tumble the window when it is full or old; otherwise remember how far it was judged."""
     rows = int((state.counts or {}).get("rows") or 0)
-    started = datetime.datetime.fromisoformat(state.started.replace("Z", "+00:00"))
+    started = times.parse(state.started)
     full = window is not None and window.max_samples is not None and rows >= window.max_samples
     old = window is not None and window.max_age_seconds is not None and \
         (now - started).total_seconds() >= window.max_age_seconds
     if full or old:
-        return state.model_copy(update={"counts": None, "started": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        return state.model_copy(update={"counts": None, "started": times.stamp(now),
                                         "evaluated_rows": 0})
     return state.model_copy(update={"evaluated_rows": rows})

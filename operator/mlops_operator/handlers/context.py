@@ -7,14 +7,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import kopf
-
 from ..api import API_VERSION, GROUP, VERSION, Kind
-from ..conditions import FALSE, Cond, is_warning, merge, now
+from ..conditions import FALSE, Cond, is_warning, merge
 from ..config import Settings
-from ..kube import EVENTS, Api, ApiError, Resource
+from ..controller import events
+from ..controller.client import Api, ApiError, Resource
+from ..controller.errors import InvalidSpec, Retry
+from ..controller.queue import WorkQueue
+from ..controller.store import Key, Store
+from ..drift.decide import Memory as DriftMemory
 from ..validation import parse
-from .core import Key, Store, WorkQueue
 
 logger = logging.getLogger("mlops_operator")
 
@@ -31,6 +33,7 @@ class Ctx:
     queue: WorkQueue | None = None
     post_normal_events: bool = False
     status_writes: int = field(default=0)
+    drift: DriftMemory = field(default_factory=DriftMemory)  # DriftPolicy's caches in this process
 
     async def write_status(
         self,
@@ -59,7 +62,7 @@ class Ctx:
                 raise
             # decided from an older view than the object's (e.g. our own last write has not come
             # back through the watch yet): write nothing, decide again on the newer object
-            raise kopf.TemporaryError(f"{kind.kind} changed since it was read; deciding again", delay=1) from exc
+            raise Retry(f"{kind.kind} changed since it was read; deciding again", delay=1) from exc
         if stored is None:
             return False  # gone meanwhile
         self.status_writes += 1
@@ -95,7 +98,7 @@ class Ctx:
 
         An invalid spec (the model's own rules, then `check`) is reported as `Ready=False,
         reason=InvalidSpec` (and the same on the `invalid_also` condition types), with a message
-        naming each field; then `kopf.PermanentError`: nothing is built and nothing retried.
+        naming each field; then `InvalidSpec`: nothing is built and nothing retried.
         """
         body = self.store.get(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
@@ -107,7 +110,7 @@ class Ctx:
             message = "; ".join(errors)
             await self.write_status(kind, body, [Cond(t, FALSE, "InvalidSpec", message)
                                                  for t in ("Ready", *invalid_also)])
-            raise kopf.PermanentError(message)
+            raise InvalidSpec(message)
         return body, spec
 
     async def event(self, kind: Kind, body: Mapping[str, Any], reason: str, message: str,
@@ -115,24 +118,5 @@ class Ctx:
         """Post a Kubernetes Event (Warnings always; Normal ones unless MLOPS_EVENTS=warnings)."""
         if not warning and not self.post_normal_events:
             return
-        meta = body["metadata"]
-        stamp = now()
-        event = {
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {
-                "apiVersion": API_VERSION, "kind": kind.kind, "name": meta["name"],
-                "namespace": meta["namespace"], "uid": meta.get("uid"),
-            },
-            "reason": reason,
-            "message": message[:1024],
-            "type": "Warning" if warning else "Normal",
-            "source": {"component": "mlops-operator"},
-            "reportingComponent": "mlops-operator",
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
-        try:
-            await self.api.request("POST", EVENTS.path(meta["namespace"]), event)
-        except Exception as exc:  # an Event is best effort: never fail a reconcile over it
-            logger.warning("could not post event %s for %s/%s: %s", reason, meta["namespace"], meta["name"], exc)
+        await events.post(self.api, {"apiVersion": API_VERSION, "kind": kind.kind, "metadata": body["metadata"]},
+                          reason, message, warning)

@@ -7,23 +7,24 @@ from __future__ import annotations
 import asyncio
 import datetime
 import urllib.parse
-
-import kopf
+from dataclasses import dataclass
 
 from ..api import MODEL_DEPLOYMENT
+from ..api import labels as L
+from ..api.artifacts import ArtifactError
 from ..api.modeldeployment import ModelDeploymentSpec, PodCounters, RevisionRef
+from ..api.reports import AnalysisReport, parse_report
 from ..builders import modeldeployment as build
 from ..conditions import FALSE, Cond
-from ..kube import DEPLOYMENTS, FIELD_MANAGER, JOBS, SERVICES, Resource
+from ..controller.client import DEPLOYMENTS, JOBS, SERVICES, Resource
+from ..controller.errors import Retry
+from ..controller.store import Body, Key, RefKey
 from ..metrics import REGISTRY
 from ..rollout import analysis as rollout_analysis
 from ..rollout import machine
 from ..rollout import spec as rollout_spec
-from ..runtime.analyze import AnalysisReport, parse_report
-from ..runtime.artifacts import ArtifactError
 from . import pods
 from .context import Ctx
-from .core import Body, Key, RefKey
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 ROLLOUT_OUTCOMES = ("Promoted", "RolledBack")  # the events that end a rollout (an abort is a RolledBack)
@@ -47,8 +48,8 @@ async def _ready_urls(ctx: Ctx, md: Body) -> dict[str, list[str]]:
     """Ready pods' base URLs by revision (read when an analysis starts, never in steady state)."""
     meta = md["metadata"]
     urls: dict[str, list[str]] = {}
-    for pod in await pods.pods(ctx, meta["namespace"], f"mlops.dev/modeldeployment={meta['name']}"):
-        rev = pod["metadata"].get("labels", {}).get("mlops.dev/revision")
+    for pod in await pods.pods(ctx, meta["namespace"], L.selector({L.MODEL_DEPLOYMENT: meta["name"]})):
+        rev = pod["metadata"].get("labels", {}).get(L.REVISION)
         if rev and pods.ready(pod):
             urls.setdefault(rev, []).append(pods.base_url(pod))
     return {rev: sorted(u) for rev, u in urls.items()}
@@ -56,8 +57,7 @@ async def _ready_urls(ctx: Ctx, md: Body) -> dict[str, list[str]]:
 
 async def _report(ctx: Ctx, namespace: str, job: Body) -> AnalysisReport | ArtifactError:
     """The analysis Job's report, from its Pod's termination message (as a TrainingRun's result)."""
-    uid = job["metadata"].get("uid", "")
-    for pod in await pods.pods(ctx, namespace, f"controller-uid={uid}"):
+    for pod in await pods.job_pods(ctx, namespace, job):
         for s in (pod.get("status") or {}).get("containerStatuses") or ():
             term = (s.get("state") or {}).get("terminated")
             if s.get("name") == "analyze" and term:
@@ -80,7 +80,7 @@ async def _live(ctx: Ctx, md: Body, spec: ModelDeploymentSpec, rev: str) -> dict
         base = prometheus.address.rstrip("/") + "/api/v1/query?query="
         answers = await pods.get_json([(k, base + urllib.parse.quote(q)) for k, q in queries.items()])
         if len(answers) < len(queries):
-            raise kopf.TemporaryError(f"spec.analysis.prometheus: {prometheus.address} did not answer", delay=5)
+            raise Retry(f"spec.analysis.prometheus: {prometheus.address} did not answer", delay=5)
         return rollout_analysis.counters_from_prometheus(answers)
     ready = await pods.ready_pods(ctx, md["metadata"]["namespace"], name, rev)
     found = await pods.get_json([(p["metadata"]["name"], f"{pods.base_url(p)}/v2/models/{name}/monitoring")
@@ -103,9 +103,8 @@ async def _apply(ctx: Ctx, key: Key, md: Body, spec: ModelDeploymentSpec, plan: 
         if (observed is not None and not described) or version.model_uri is None or \
                 (observed is not None and replicas == 0):
             if observed is not None and (observed.get("spec") or {}).get("replicas") != replicas:
-                patched = await ctx.api.request("PATCH", DEPLOYMENTS.path(key[1], observed["metadata"]["name"]),
-                                                {"spec": {"replicas": replicas}},
-                                                content_type="application/merge-patch+json", missing_ok=True)
+                patched = await ctx.api.patch(DEPLOYMENTS, key[1], observed["metadata"]["name"],
+                                              {"spec": {"replicas": replicas}})
                 if patched:
                     ctx.store.upsert_child(key, "Deployment", patched)
             return
@@ -126,10 +125,9 @@ async def _apply(ctx: Ctx, key: Key, md: Body, spec: ModelDeploymentSpec, plan: 
             if (applied.get("spec") or {}).get("selector") != wanted:
                 # keys someone else added (kubectl edit) are not the operator's to drop by an apply:
                 # the selector decides where traffic goes, so it is replaced as a whole
-                applied = await ctx.api.request(
-                    "PATCH", SERVICES.path(key[1], desired["metadata"]["name"]),
-                    [{"op": "replace", "path": "/spec/selector", "value": wanted}],
-                    content_type="application/json-patch+json", params={"fieldManager": FIELD_MANAGER}) or applied
+                applied = await ctx.api.patch(SERVICES, key[1], desired["metadata"]["name"],
+                                              [{"op": "replace", "path": "/spec/selector", "value": wanted}],
+                                              patch_type="json") or applied
             ctx.store.upsert_child(key, "Service", applied)
 
     # independent writes go together (one round trip, not one per child); revisions before traffic
@@ -161,6 +159,25 @@ async def _apply(ctx: Ctx, key: Key, md: Body, spec: ModelDeploymentSpec, plan: 
                                                          copy_labels=s.copy_labels))
 
 
+@dataclass
+class _Fetch:
+    """What the rollout decision may ask for (machine.Need), read from the cluster and the pods."""
+
+    ctx: Ctx
+    md: Body
+    spec: ModelDeploymentSpec
+    jobs: dict[str, Body]
+
+    async def urls(self) -> dict[str, list[str]]:
+        return await _ready_urls(self.ctx, self.md)
+
+    async def report(self, revision: str) -> AnalysisReport | ArtifactError:
+        return await _report(self.ctx, self.md["metadata"]["namespace"], self.jobs[revision])
+
+    async def live(self, revision: str) -> dict[str, PodCounters]:
+        return await _live(self.ctx, self.md, self.spec, revision)
+
+
 async def reconcile(ctx: Ctx, key: Key) -> None:
     found = await ctx.validated(MODEL_DEPLOYMENT, key, rollout_spec.check, invalid_also=("Available",))
     if found is None:
@@ -177,8 +194,8 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
         ])
         return
     children = ctx.store.children.get(key, {})
-    deployments = _by_label(children.get("Deployment", {}), "mlops.dev/revision")
-    jobs = _by_label(children.get("Job", {}), "mlops.dev/analysis")
+    deployments = _by_label(children.get("Deployment", {}), L.REVISION)
+    jobs = _by_label(children.get("Job", {}), L.ANALYSIS)
     services = dict(children.get("Service", {}))
     # the Gateway API is looked up only for a ModelDeployment that asks for it (cached discovery)
     routed = ((md.get("status") or {}).get("traffic") or {}).get("method") == "HTTPRoute"
@@ -186,26 +203,15 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
     route_version = await ctx.api.preferred_version(GATEWAY_GROUP, "httproutes") if wants_route or routed else None
     obs = machine.Observed(deployments=deployments, jobs=jobs, runs=runs, now=datetime.datetime.now(datetime.UTC),
                            gateway_api=wants_route and route_version is not None)
-    plan = machine.decide(md, spec, obs)
-    for _ in range(3):  # fetch what the decision asks for, then decide again
-        if plan.needs is None:
-            break
-        what, rev = plan.needs
-        if what == "urls":
-            obs.urls = await _ready_urls(ctx, md)
-        elif what == "report":
-            obs.report = await _report(ctx, key[1], jobs[rev])
-        else:
-            obs.live = await _live(ctx, md, spec, rev)
-        plan = machine.decide(md, spec, obs)
+    plan = await machine.resolve(md, spec, obs, _Fetch(ctx, md, spec, jobs))
     if plan.needs is not None:  # the world moved while we looked: look again shortly
-        raise kopf.TemporaryError(f"still waiting for {plan.needs[0]} of revision {plan.needs[1]}", delay=2)
+        raise Retry(f"still waiting for the {plan.needs.what.value} of revision "
+                                  f"{plan.needs.revision}", delay=2)
     await _apply(ctx, key, md, spec, plan, deployments, services, jobs, route_version)
     await ctx.write_status(MODEL_DEPLOYMENT, md, plan.conditions, plan.status)
     for reason, message, warning in plan.events:
         if reason in ROLLOUT_OUTCOMES:
-            REGISTRY.inc("mlops_modeldeployment_rollouts_total", {"namespace": key[1], "name": key[2],
-                                                                   "outcome": reason})
+            REGISTRY.rollout(key[1], key[2], reason)
         await ctx.event(MODEL_DEPLOYMENT, md, reason, message, warning)
     if plan.requeue_after is not None and ctx.queue is not None:
         ctx.queue.enqueue_after(key, plan.requeue_after)

@@ -12,8 +12,9 @@ from typing import Any
 
 import aiohttp
 
+from ..api import labels as L
 from ..builders.modeldeployment import MONITORING_PORT
-from ..kube import PODS
+from ..controller.client import PODS
 from .context import Ctx
 
 logger = logging.getLogger("mlops_operator")
@@ -21,8 +22,13 @@ SCRAPE_TIMEOUT = 5.0
 
 
 async def pods(ctx: Ctx, namespace: str, selector: str) -> list[dict[str, Any]]:
-    found = await ctx.api.request("GET", PODS.path(namespace), params={"labelSelector": selector})
-    return list((found or {}).get("items") or [])
+    """The Pods a label selector matches (Pods are not cached: one list call, when a decision needs it)."""
+    return await ctx.api.items(PODS, namespace, selector)
+
+
+async def job_pods(ctx: Ctx, namespace: str, job: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Pods of a Job (by the controller-uid label the Job controller sets)."""
+    return await pods(ctx, namespace, f"controller-uid={job['metadata'].get('uid', '')}")
 
 
 def ready(pod: dict[str, Any]) -> bool:
@@ -37,7 +43,7 @@ def base_url(pod: dict[str, Any]) -> str:
 
 
 async def ready_pods(ctx: Ctx, namespace: str, md_name: str, revision: str) -> list[dict[str, Any]]:
-    selector = f"mlops.dev/modeldeployment={md_name},mlops.dev/revision={revision}"
+    selector = L.selector({L.MODEL_DEPLOYMENT: md_name, L.REVISION: revision})
     return [p for p in await pods(ctx, namespace, selector) if ready(p)]
 
 

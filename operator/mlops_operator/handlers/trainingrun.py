@@ -4,18 +4,18 @@ the decisions are training/run.py's, the Job is builders/trainingrun.py's."""
 from __future__ import annotations
 
 import datetime
-from typing import Any
 
 from ..api import TRAINING_RUN
 from ..api.trainingrun import TrainingRunSpec
 from ..builders.trainingrun import job_name, training_job
 from ..conditions import FALSE, Cond
-from ..kube import CONFIGMAPS, JOBS, PODS
+from ..controller.client import CONFIGMAPS, JOBS
+from ..controller.store import Body, Key, RefKey
 from ..training import pipeline
 from ..training import spec as training_spec
 from ..training.run import decide
+from . import pods
 from .context import Ctx
-from .core import Body, Key, RefKey
 
 PIPELINE_RECHECK_SECONDS = 10
 
@@ -46,13 +46,6 @@ async def _pipeline_problem(ctx: Ctx, namespace: str, spec: TrainingRunSpec) -> 
     return Cond("Ready", FALSE, "InvalidSpec", "; ".join(errors)) if errors else None
 
 
-async def _job_pods(ctx: Ctx, namespace: str, job: Body) -> list[dict[str, Any]]:
-    """The Pods of a finished Job: read once, when the result is recorded (never in steady state)."""
-    uid = job["metadata"].get("uid", "")
-    found = await ctx.api.request("GET", PODS.path(namespace), params={"labelSelector": f"controller-uid={uid}"})
-    return list((found or {}).get("items") or [])
-
-
 async def reconcile(ctx: Ctx, key: Key) -> None:
     found = await ctx.validated(TRAINING_RUN, key, training_spec.check)
     if found is None:
@@ -72,7 +65,7 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
     decision = decide(body, spec, job, None, now)
     if decision.needs_pods:
         assert job is not None
-        decision = decide(body, spec, job, await _job_pods(ctx, key[1], job), now)
+        decision = decide(body, spec, job, await pods.job_pods(ctx, key[1], job), now)
     if decision.apply_job:
         s = ctx.settings
         applied = await ctx.api.apply(JOBS, training_job(body, spec, runtime_image=s.runtime_image,

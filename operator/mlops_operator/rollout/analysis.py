@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from ..api.artifacts import LATENCY_BUCKETS
 from ..api.modeldeployment import Analysis, PodCounters
-from ..runtime.analyze import LOWER_IS_BETTER, AnalysisReport
-from ..runtime.artifacts import LATENCY_BUCKETS
+from ..api.reports import LOWER_IS_BETTER, AnalysisReport
 
 
 @dataclass

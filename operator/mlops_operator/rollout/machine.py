@@ -13,6 +13,7 @@ The states are not a phase string but what status records:
     candidate ready, analysis Job     Analyzing (champion vs challenger on the validation sample)
     blue-green, analysis passed       promoted (autoPromotion) or AwaitingPromotion (`mlops promote`)
     canary, currentStep = i           traffic at steps[i].weight; live analysis at the end of the pause
+                                      (the strategies: bluegreen.py, canary.py; their seam: strategy.py)
     analysis failed / aborted         RolledBack: traffic stays on stable, the candidate scaled to 0,
                                       its revision in `rejected` until a newer version or `mlops retry`
 """
@@ -20,33 +21,34 @@ The states are not a phase string but what status records:
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol, get_args
 
+from ..api import labels as L
+from ..api import times
+from ..api.artifacts import ArtifactError
 from ..api.modeldeployment import (
     AnalysisResult,
-    BlueGreen,
-    HistoryEntry,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     PodCounters,
     RevisionRef,
-    Strategy,
     TrafficSplit,
 )
+from ..api.modeldeployment import Strategy as StrategySpec
+from ..api.reports import AnalysisReport
 from ..conditions import FALSE, TRUE, Cond
-from ..runtime.analyze import AnalysisReport
-from ..runtime.artifacts import ArtifactError
 from . import analysis as judge
+from .base import _TRANSIENT, Need, Needed, Observed, Plan, Rollout, available, job_finished, progress_failed
+from .bluegreen import BlueGreen
+from .canary import Canary
 from .spec import newest_passing_run
+from .strategy import Strategy
 
+__all__ = ["STRATEGIES", "Fetcher", "Need", "Needed", "Observed", "Plan", "decide", "resolve"]
 COMMANDS = ("retry", "rollback", "abort", "promote")
-ANNOTATION = "mlops.dev/"
-HISTORY_LIMIT = 10
-REJECTED_LIMIT = 20
+ANNOTATION = L.COMMAND_PREFIX
 HANDLED_LIMIT = 10
-_TRANSIENT = {"since", "rollback", "promoting"}  # what a history entry does not keep of a revision
 
 
 def revision_of(spec: ModelDeploymentSpec, version: RevisionRef) -> str:
@@ -55,148 +57,12 @@ def revision_of(spec: ModelDeploymentSpec, version: RevisionRef) -> str:
     return revision(spec, version.digest or version.model_uri or "")
 
 
-def stamp(now: datetime.datetime) -> str:
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _time(value: str | None) -> datetime.datetime | None:
-    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
-
-
-@dataclass
-class Observed:
-    deployments: Mapping[str, Mapping[str, Any]]
-    """This ModelDeployment's Deployments, by revision."""
-    jobs: Mapping[str, Mapping[str, Any]]
-    """Its analysis Jobs, by revision."""
-    runs: Sequence[Mapping[str, Any]]
-    now: datetime.datetime
-    report: AnalysisReport | ArtifactError | None = None
-    urls: Mapping[str, list[str]] | None = None
-    """Ready pods' base URLs, by revision (fetched when the plan needs "urls")."""
-    live: Mapping[str, PodCounters] | None = None
-    """The candidate pods' cumulative counters, by pod (fetched when the plan needs "live")."""
-    gateway_api: bool = False
-    """Whether the Gateway API's HTTPRoute kind exists in the cluster (found through discovery)."""
-
-
-@dataclass
-class Plan:
-    conditions: list[Cond]
-    status: dict[str, Any]
-    replicas: dict[str, tuple[RevisionRef, int]] = field(default_factory=dict)
-    """Deployments to keep, by revision: the version it serves and its replicas."""
-    delete: list[str] = field(default_factory=list)
-    """Revisions whose Deployment goes."""
-    active: str | None = None
-    """What the active Service selects: a revision, or "*" (every revision: canary by replica ratio)."""
-    preview: str | None = None
-    analysis_job: tuple[RevisionRef, list[str], list[str]] | None = None
-    """(candidate, its pods' URLs, the stable pods' URLs) for the analysis Job to create."""
-    delete_jobs: list[str] = field(default_factory=list)
-    route: tuple[int, int] | None = None
-    """HTTPRoute backend weights (active Service, preview Service); None: no HTTPRoute."""
-    events: list[tuple[str, str, bool]] = field(default_factory=list)
-    requeue_after: float | None = None
-    needs: tuple[str, str] | None = None
-    """What the handler must fetch before deciding again, and for which revision: ("report", the
-    candidate: its analysis Job's report), ("urls", the candidate: every revision's ready pods),
-    ("live", the candidate: its pods' counters)."""
-
-
-def available(dep: Mapping[str, Any] | None, wanted: int) -> bool:
-    if dep is None:
-        return False
-    st = dep.get("status") or {}
-    if (st.get("observedGeneration") or 0) < (dep["metadata"].get("generation") or 0):
-        return False
-    return int(st.get("availableReplicas") or 0) >= max(1, wanted) and int(st.get("updatedReplicas") or 0) >= 1
-
-
-def progress_failed(dep: Mapping[str, Any] | None) -> str | None:
-    """The Deployment controller's verdict that the rollout stalled (progressDeadlineSeconds)."""
-    for c in ((dep or {}).get("status") or {}).get("conditions") or ():
-        if c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded":
-            return str(c.get("message") or c.get("reason"))
-    return None
-
-
-def job_finished(job: Mapping[str, Any]) -> bool:
-    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-               for c in (job.get("status") or {}).get("conditions") or ())
-
-
-class _Rollout:
-    """The decision under construction: status fields as typed values, plus what to do."""
+class _Decision(Rollout):
+    """The decision, in the order it is made; the strategy decides how a judged candidate reaches traffic."""
 
     def __init__(self, md: Mapping[str, Any], spec: ModelDeploymentSpec, obs: Observed) -> None:
-        self.md, self.spec, self.obs = md, spec, obs
-        raw = dict(md.get("status") or {})
-        raw.pop("conditions", None)
-        raw.pop("observedGeneration", None)
-        self.st = ModelDeploymentStatus.model_validate(raw)
-        self.strategy = spec.strategy or Strategy()
-        self.blue_green = self.strategy.blue_green or BlueGreen()
-        self.now = stamp(obs.now)
-        self.plan = Plan(conditions=[], status={})
-        self.progress: Cond | None = None
-        self.requested_route_missing = False
-
-    # -- helpers
-    def event(self, reason: str, message: str, warning: bool = False) -> None:
-        self.plan.events.append((reason, message, warning))
-
-    def requeue(self, seconds: float) -> None:
-        seconds = max(1.0, seconds)
-        r = self.plan.requeue_after
-        self.plan.requeue_after = seconds if r is None else min(r, seconds)
-
-    def history(self, ref: RevisionRef, outcome: str, message: str | None = None) -> None:
-        entry = HistoryEntry(**ref.model_dump(exclude=_TRANSIENT), since=self.now, outcome=outcome,
-                             message=message[:300] if message else None)
-        self.st.history = [*(self.st.history or []), entry][-HISTORY_LIMIT:]
-
-    def reject_revision(self, rev: str) -> None:
-        """Remember `rev` as rejected (newest last, at most REJECTED_LIMIT)."""
-        kept = [r for r in self.st.rejected or [] if r != rev][-(REJECTED_LIMIT - 1):]
-        self.st.rejected = [*kept, rev]
-
-    def reject(self, reason: str, message: str, outcome: str = "RolledBack") -> None:
-        cand = self.st.candidate
-        assert cand is not None
-        self.reject_revision(cand.revision)
-        self.history(cand, outcome, message)
-        self.clear_candidate()
-        target = f"revision {self.st.stable.revision}" if self.st.stable else "no revision (none passed yet)"
-        self.progress = Cond("Progressing", FALSE, "RolledBack",
-                             f"candidate {cand.revision} rejected ({reason}): {message}; traffic stays on {target}")
-        self.event("RolledBack", f"candidate {cand.revision} rejected ({reason}): {message}", True)
-
-    def promote(self, why: str) -> None:
-        cand = self.st.candidate
-        assert cand is not None
-        if self.st.stable is not None and self.st.stable.revision != cand.revision:
-            self.st.previous = self.st.stable.model_copy(update={"since": self.now})
-        self.st.stable = cand.model_copy(update={"since": self.now, "rollback": None, "promoting": None})
-        self.history(cand, "Promoted", why)
-        self.clear_candidate()
-        self.progress = Cond("Progressing", FALSE, "Promoted", f"revision {cand.revision} promoted: {why}")
-        self.event("Promoted", f"revision {cand.revision} ({cand.model_uri}) promoted: {why}")
-
-    def promote_at_full_size(self, cand: RevisionRef, why: str) -> None:
-        """Traffic moves only once the candidate runs as many pods as the stable revision should."""
-        if self.spec.replicas == 0 or available(self.obs.deployments.get(cand.revision), self.spec.replicas):
-            self.promote(why)
-            return
-        self.st.candidate = cand.model_copy(update={"promoting": why})
-        self.progress = Cond("Progressing", TRUE, "Promoting",
-                             f"candidate {cand.revision}: {why}; scaling up to {self.spec.replicas} replicas "
-                             "before traffic moves")
-
-    def clear_candidate(self) -> None:
-        self.st.candidate = None
-        self.st.current_step = self.st.step_since = self.st.analysis_failures = None
-        self.st.baseline = None
+        super().__init__(md, spec, obs)
+        self.kind: Strategy = STRATEGIES[self.strategy.type]
 
     # -- 1. commands, through annotations naming the revision they apply to
     def commands(self) -> None:
@@ -274,7 +140,6 @@ class _Rollout:
 
     # -- 3. the decision
     def decide(self) -> Plan:
-        self.promote_requested = False
         self.commands()
         target = self.target()
         stable, cand = self.st.stable, self.st.candidate
@@ -308,12 +173,12 @@ class _Rollout:
     def previous_due(self) -> datetime.datetime:
         prev = self.st.previous
         assert prev is not None
-        delay = self.blue_green.scale_down_delay_seconds if self.strategy.type == "BlueGreen" else 0
-        return (_time(prev.since) or self.obs.now) + datetime.timedelta(seconds=delay)
+        delay = self.kind.previous_kept_seconds(self)
+        return (times.parse_or_none(prev.since) or self.obs.now) + datetime.timedelta(seconds=delay)
 
     def watching_after_promotion(self) -> bool:
         st = self.st
-        return self.strategy.type == "BlueGreen" and self.spec.analysis is not None and st.candidate is None \
+        return self.kind.watches_after_promotion(self) and st.candidate is None \
             and st.stable is not None and st.previous is not None and st.previous.revision != st.stable.revision \
             and st.previous.revision not in (st.rejected or []) and self.obs.now < self.previous_due()
 
@@ -323,11 +188,11 @@ class _Rollout:
         revision, which is still running until scaleDownDelaySeconds."""
         st, analysis, now = self.st, self.spec.analysis, self.obs.now
         assert analysis is not None and st.stable is not None
-        since = _time(st.step_since)
+        since = times.parse_or_none(st.step_since)
         due = since + datetime.timedelta(seconds=analysis.interval_seconds) if since else now
         if self.obs.live is None:
             if st.baseline is None or now >= due:
-                self.plan.needs = ("live", st.stable.revision)
+                self.plan.needs = Needed(Need.LIVE, st.stable.revision)
             else:
                 self.requeue((due - now).total_seconds())
             return
@@ -367,7 +232,7 @@ class _Rollout:
         obs, spec = self.obs, self.spec
         dep = obs.deployments.get(cand.revision)
         first = self.st.stable is None
-        wanted = spec.replicas if first else self.preview_replicas()
+        wanted = spec.replicas if first else self.kind.candidate_replicas(self)
         failure = progress_failed(dep)
         if failure:
             self.reject("ProgressDeadlineExceeded", f"the candidate did not become available: {failure}")
@@ -385,27 +250,19 @@ class _Rollout:
             passed = last is not None and last.revision == cand.revision and last.verdict == "Passed"
             if not passed and not self.analyze(cand):
                 return
-        if self.strategy.type == "Canary" and not first:
-            self.canary(cand)
-            return
-        if self.promote_requested:
+        if not first:
+            self.kind.proceed(self, cand)
+        elif self.promote_requested:
             self.promote_at_full_size(cand, "promoted by mlops promote")
-        elif self.blue_green.auto_promotion or first:
-            last = self.st.last_analysis
-            numbers = f" ({last.message})" if last and last.revision == cand.revision and last.message else ""
-            self.promote_at_full_size(cand, f"analysis passed{numbers}" if analysis
-                                      else "available (no analysis configured)")
-        else:
-            self.progress = Cond("Progressing", TRUE, "AwaitingPromotion",
-                                 f"candidate {cand.revision} passed analysis; run `mlops promote "
-                                 f"{self.md['metadata']['name']}` to switch traffic")
+        else:  # the first version: nothing serves, so nothing to wait for
+            self.promote_passed(cand)
 
     def analyze(self, cand: RevisionRef) -> bool:
         """The analysis Job's verdict: True when passed (and the rollout may go on)."""
         job = self.obs.jobs.get(cand.revision)
         if job is None:
             if self.obs.urls is None:
-                self.plan.needs = ("urls", cand.revision)
+                self.plan.needs = Needed(Need.URLS, cand.revision)
                 return False
             urls = self.obs.urls.get(cand.revision) or []
             stable = self.st.stable
@@ -425,7 +282,7 @@ class _Rollout:
                                  f"candidate {cand.revision}: champion-vs-challenger analysis running")
             return False
         if self.obs.report is None:
-            self.plan.needs = ("report", cand.revision)
+            self.plan.needs = Needed(Need.REPORT, cand.revision)
             return False
         assert self.spec.analysis is not None
         if isinstance(self.obs.report, ArtifactError):
@@ -438,101 +295,24 @@ class _Rollout:
             return False
         return True
 
-    def record(self, cand: RevisionRef, verdict: judge.Verdict, what: str) -> None:
-        self.st.last_analysis = AnalysisResult(
-            revision=cand.revision, verdict="Passed" if verdict.passed else "Failed", time=self.now,
-            message=verdict.message[:1000], measurements=verdict.measurements or None)
-        self.event("AnalysisPassed" if verdict.passed else "AnalysisFailed",
-                   f"{what} of candidate {cand.revision}: {verdict.message}", not verdict.passed)
-
-    def canary(self, cand: RevisionRef) -> None:
-        assert self.strategy.canary is not None
-        steps = self.strategy.canary.steps
-        analysis = self.spec.analysis
-        if self.st.current_step is None:  # enter step 0
-            if analysis is not None and self.obs.live is None:
-                self.plan.needs = ("live", cand.revision)
-                return
-            self.enter_step(0)
-            return
-        i = self.st.current_step
-        step = steps[min(i, len(steps) - 1)]
-        since = _time(self.st.step_since) or self.obs.now
-        due = since + datetime.timedelta(seconds=step.pause_seconds)
-        if self.promote_requested:
-            self.promote_at_full_size(cand, "promoted by mlops promote (remaining steps skipped)")
-            return
-        if self.obs.now < due:
-            self.progress = Cond("Progressing", TRUE, "CanaryStep",
-                                 f"step {i + 1} of {len(steps)}: {step.weight}% to candidate {cand.revision}")
-            self.requeue((due - self.obs.now).total_seconds())
-            return
-        if analysis is not None:
-            if self.obs.live is None:
-                self.plan.needs = ("live", cand.revision)
-                return
-            verdict = judge.judge_live(analysis, self.st.baseline or {}, self.obs.live)
-            self.record(cand, verdict, f"step {i + 1}")
-            if not verdict.passed:
-                failures = (self.st.analysis_failures or 0) + 1
-                if failures > analysis.failure_limit:
-                    self.reject("AnalysisFailed", f"step {i + 1} ({step.weight}%): {verdict.message}")
-                    return
-                self.st.analysis_failures = failures
-                self.enter_step(i)  # measure the same step again
-                return
-        if i + 1 >= len(steps):
-            self.promote_at_full_size(cand, f"all {len(steps)} canary steps passed")
-            return
-        self.enter_step(i + 1)
-
-    def enter_step(self, i: int) -> None:
-        assert self.strategy.canary is not None
-        steps = self.strategy.canary.steps
-        self.st.current_step, self.st.step_since = i, self.now
-        self.st.baseline = dict(self.obs.live) if self.obs.live is not None else None
-        self.progress = Cond("Progressing", TRUE, "CanaryStep",
-                             f"step {i + 1} of {len(steps)}: {steps[i].weight}% to the candidate")
-        self.requeue(steps[i].pause_seconds)
-
-    def preview_replicas(self) -> int:
-        return self.blue_green.preview_replicas if self.strategy.type == "BlueGreen" else 1
-
-    def routed(self) -> bool:
-        return self.spec.traffic is not None and self.spec.traffic.gateway is not None and self.obs.gateway_api
-
-    def canary_split(self) -> tuple[int, int, int]:
-        """(stable replicas, candidate replicas, the candidate's share in percent). With an HTTPRoute the
-        share is the step's weight exactly and the stable keeps its size; by replica ratio the share is
-        what the pod counts make of it (say 1 of 2 pods for a 10 % step on 2 replicas: 50 %)."""
-        assert self.strategy.canary is not None and self.st.current_step is not None
-        weight = self.strategy.canary.steps[self.st.current_step].weight
-        total = max(1, self.spec.replicas)
-        cand = max(1, round(total * weight / 100)) if weight else 0
-        if self.routed():
-            return total, max(cand, 1), weight
-        stable = max(1, total - cand) if weight < 100 else 0
-        share = round(100 * cand / (cand + stable)) if cand + stable else 0
-        return stable, cand, share
-
     # -- 4. children and status from the decided state
     def finish(self, target: RevisionRef | None) -> Plan:
         st, spec, plan, obs = self.st, self.spec, self.plan, self.obs
         stable, cand = st.stable, st.candidate
-        canary_live = cand is not None and st.current_step is not None
+        shift = self.kind.split(self) if cand is not None and stable is not None else None
+        canary_live = shift is not None
         first = stable is None
         keep: dict[str, tuple[RevisionRef, int]] = {}
         if stable is not None:
             keep[stable.revision] = (stable, spec.replicas)
         split = TrafficSplit(stable=100, candidate=0, method="Service")
         if cand is not None:
-            replicas = spec.replicas if first else self.preview_replicas()
-            if canary_live:
-                s, c, share = self.canary_split()
+            replicas = spec.replicas if first else self.kind.candidate_replicas(self)
+            if shift is not None:
                 assert stable is not None
-                keep[stable.revision] = (stable, s)
-                replicas = c
-                split = TrafficSplit(stable=100 - share, candidate=share,
+                keep[stable.revision] = (stable, shift.stable_replicas)
+                replicas = shift.candidate_replicas
+                split = TrafficSplit(stable=100 - shift.candidate_share, candidate=shift.candidate_share,
                                      method="HTTPRoute" if self.routed() else "ReplicaRatio")
             if cand.promoting or cand.rollback:
                 replicas = spec.replicas
@@ -580,8 +360,8 @@ class _Rollout:
                 plan.status[alias] = None
         stable_dep = obs.deployments.get(stable.revision) if stable else None
         plan.status["replicas"] = int(((stable_dep or {}).get("status") or {}).get("replicas") or 0)
-        plan.status["selector"] = (f"mlops.dev/modeldeployment={meta['name']},mlops.dev/revision={stable.revision}"
-                                   if stable else f"mlops.dev/modeldeployment={meta['name']}")
+        plan.status["selector"] = L.selector({L.MODEL_DEPLOYMENT: meta["name"],
+                                              **({L.REVISION: stable.revision} if stable else {})})
         return plan
 
     def summary(self, split: TrafficSplit) -> str:
@@ -633,5 +413,38 @@ class _Rollout:
         return [ready, avail, progress, degraded]
 
 
+STRATEGIES: dict[str, Strategy] = {"BlueGreen": BlueGreen(), "Canary": Canary()}
+if set(STRATEGIES) != set(get_args(StrategySpec.model_fields["type"].annotation)):  # one per spec.strategy.type
+    raise ImportError(f"rollout strategies {sorted(STRATEGIES)} differ from spec.strategy.type's")
+
+
 def decide(md: Mapping[str, Any], spec: ModelDeploymentSpec, obs: Observed) -> Plan:
-    return _Rollout(md, spec, obs).decide()
+    return _Decision(md, spec, obs).decide()
+
+
+class Fetcher(Protocol):
+    """What the handler fetches when a decision asks for it (see `Need`)."""
+
+    async def report(self, revision: str) -> AnalysisReport | ArtifactError: ...
+
+    async def urls(self) -> Mapping[str, list[str]]: ...
+
+    async def live(self, revision: str) -> Mapping[str, PodCounters]: ...
+
+
+async def resolve(md: Mapping[str, Any], spec: ModelDeploymentSpec, obs: Observed, fetch: Fetcher) -> Plan:
+    """Decide; fetch what the decision needs; decide again, each need fetched at most once. A plan that
+    still needs something (the world moved while we looked) is returned as it is: the caller retries."""
+    plan = decide(md, spec, obs)
+    fetched: set[Need] = set()
+    while plan.needs is not None and plan.needs.what not in fetched:
+        what, rev = plan.needs.what, plan.needs.revision
+        fetched.add(what)
+        if what is Need.URLS:
+            obs.urls = await fetch.urls()
+        elif what is Need.REPORT:
+            obs.report = await fetch.report(rev)
+        else:
+            obs.live = await fetch.live(rev)
+        plan = decide(md, spec, obs)
+    return plan

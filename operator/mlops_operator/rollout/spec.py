@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ..api.artifacts import UNSAFE_FORMATS
 from ..api.modeldeployment import BlueGreen, ModelDeploymentSpec, Strategy
+from ..api.reports import MAX_WINDOWS, METRICS
 from ..conditions import is_true
-from ..runtime.analyze import MAX_WINDOWS, METRICS
-from ..runtime.artifacts import UNSAFE_FORMATS
 from ..training.spec import check_env
 
 

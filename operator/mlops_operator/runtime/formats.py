@@ -8,10 +8,11 @@ joblib/pickle files run code when loaded and load only with `allow_unsafe=True`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, get_args
 
-from .artifacts import MODEL_FILES, UNSAFE_FORMATS, ArtifactError
+from ..api.artifacts import MODEL_FILES, UNSAFE_FORMATS, ArtifactError, ModelFormat
 
 # types skops lists as untrusted that plain scikit-learn models need (tree-based models)
 TRUSTED_TYPES = frozenset({
@@ -29,19 +30,60 @@ TRUSTED_TYPES = frozenset({
 })
 
 
-def save(model: Any, directory: Path, fmt: str = "sklearn") -> Path:
-    path = Path(directory) / MODEL_FILES[fmt]
-    if fmt == "sklearn":
+class Format:
+    """One model format: how its file is loaded (and, for the trainer's formats, saved).
+
+    A new format is one subclass registered with `@register(name)`, plus its name and file in
+    api/artifacts.py (`ModelFormat`, `MODEL_FILES`; `UNSAFE_FORMATS` if loading it runs code).
+    """
+
+    def load(self, path: Path, task: str, classes: list[Any] | None) -> Any:
+        """The model behind `predict(X)` (and `predict_proba(X)` if it has one)."""
+        raise NotImplementedError
+
+    def save(self, model: Any, path: Path) -> None:
+        raise ArtifactError(f"saving {type(self).__name__} models is not supported by the built-in trainer")
+
+
+FORMATS: dict[str, Format] = {}
+F = TypeVar("F", bound=type[Format])
+
+
+def register(name: str) -> Callable[[F], F]:
+    def add(cls: F) -> F:
+        FORMATS[name] = cls()
+        return cls
+    return add
+
+
+@register("sklearn")
+class Skops(Format):
+    def load(self, path: Path, task: str, classes: list[Any] | None) -> Any:
+        import skops.io as sio
+
+        untrusted = sio.get_untrusted_types(file=path)
+        refused = sorted(set(untrusted) - TRUSTED_TYPES)
+        if refused:
+            raise ArtifactError(f"the model file contains types this server does not trust: {', '.join(refused)}")
+        return sio.load(path, trusted=sorted(untrusted))
+
+    def save(self, model: Any, path: Path) -> None:
         import skops.io as sio
 
         sio.dump(model, path)
-    elif fmt == "joblib":
+
+
+@register("joblib")
+class Joblib(Format):
+    def load(self, path: Path, task: str, classes: list[Any] | None) -> Any:
+        import joblib
+
+        return joblib.load(path)
+
+    def save(self, model: Any, path: Path) -> None:
         import joblib
 
         joblib.dump(model, path)
-    else:
-        raise ArtifactError(f"saving format {fmt} is not supported by the built-in trainer")
-    return path
 
 
 class OnnxModel:
@@ -57,6 +99,14 @@ class OnnxModel:
 
         result = self.session.run([self.output], {self.input: np.asarray(X, dtype=np.float32)})[0]
         return result.ravel() if result.ndim == 2 and result.shape[1] == 1 else result
+
+
+@register("onnx")
+class Onnx(Format):
+    def load(self, path: Path, task: str, classes: list[Any] | None) -> Any:
+        import onnxruntime
+
+        return OnnxModel(onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
 
 
 class XGBoostModel:
@@ -77,35 +127,38 @@ class XGBoostModel:
         return np.asarray(self.classes)[index] if self.classes else index
 
 
-def load(directory: Path, fmt: str, allow_unsafe: bool = False, task: str = "regression",
-         classes: list[Any] | None = None) -> Any:
-    """Load the model of a (digest-verified) model directory."""
-    path = Path(directory) / MODEL_FILES[fmt]
-    if fmt in UNSAFE_FORMATS and not allow_unsafe:
-        raise ArtifactError(f"{fmt} files are loaded with pickle, which runs code from the file; "
-                            "refused unless unsafe formats are allowed (--allow-unsafe-formats)")
-    if not path.is_file():
-        raise ArtifactError(f"{path.name} is missing from the model directory")
-    if fmt == "sklearn":
-        import skops.io as sio
-
-        untrusted = sio.get_untrusted_types(file=path)
-        refused = sorted(set(untrusted) - TRUSTED_TYPES)
-        if refused:
-            raise ArtifactError(f"the model file contains types this server does not trust: {', '.join(refused)}")
-        return sio.load(path, trusted=sorted(untrusted))
-    if fmt == "joblib":
-        import joblib
-
-        return joblib.load(path)
-    if fmt == "onnx":
-        import onnxruntime
-
-        return OnnxModel(onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
-    if fmt == "xgboost":
+@register("xgboost")
+class XGBoost(Format):
+    def load(self, path: Path, task: str, classes: list[Any] | None) -> Any:
         import xgboost
 
         booster = xgboost.Booster()
         booster.load_model(str(path))
         return XGBoostModel(booster, task, classes)
-    raise ArtifactError(f"unknown model format {fmt}")
+
+
+if set(FORMATS) != set(get_args(ModelFormat)):  # every format of the contract has its loader, and no other
+    raise ImportError(f"model formats {sorted(FORMATS)} differ from api.artifacts.ModelFormat "
+                      f"{sorted(get_args(ModelFormat))}")
+
+
+def save(model: Any, directory: Path, fmt: str = "sklearn") -> Path:
+    if fmt not in FORMATS:
+        raise ArtifactError(f"unknown model format {fmt}")
+    path = Path(directory) / MODEL_FILES[fmt]
+    FORMATS[fmt].save(model, path)
+    return path
+
+
+def load(directory: Path, fmt: str, allow_unsafe: bool = False, task: str = "regression",
+         classes: list[Any] | None = None) -> Any:
+    """Load the model of a (digest-verified) model directory; unsafe formats only when allowed."""
+    if fmt not in FORMATS:
+        raise ArtifactError(f"unknown model format {fmt}")
+    if fmt in UNSAFE_FORMATS and not allow_unsafe:
+        raise ArtifactError(f"{fmt} files are loaded with pickle, which runs code from the file; "
+                            "refused unless unsafe formats are allowed (--allow-unsafe-formats)")
+    path = Path(directory) / MODEL_FILES[fmt]
+    if not path.is_file():
+        raise ArtifactError(f"{path.name} is missing from the model directory")
+    return FORMATS[fmt].load(path, task, classes)

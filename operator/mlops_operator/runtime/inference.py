@@ -24,7 +24,8 @@ import numpy as np
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
-from . import artifacts, formats, tensors
+from ..api import artifacts
+from . import formats, tensors
 from .profile import Counts
 
 # models fitted on DataFrames get arrays here when every feature is numeric: same columns, same order
@@ -77,9 +78,6 @@ class LoadedModel:
         directory = Path(directory)
         actual = artifacts.verify(directory, digest) if digest else artifacts.digest(directory)
         meta = artifacts.read_metadata(directory)
-        if meta.format in artifacts.UNSAFE_FORMATS and not allow_unsafe:
-            raise artifacts.ArtifactError(f"the model is in the unsafe format {meta.format}; start the server "
-                                          "with --allow-unsafe-formats to load it")
         model = formats.load(directory, meta.format, allow_unsafe, task=meta.task, classes=meta.classes)
         profile = profile_digest = None
         if (directory / artifacts.PROFILE_FILE).is_file():

@@ -16,7 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import artifacts, sdk, storage
+from ..api import artifacts
+from . import sdk, storage
 from .storage import StorageError
 
 

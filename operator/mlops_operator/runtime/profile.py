@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import Distribution, Profile
+from ..api.artifacts import Distribution, Profile
 
 DEFAULT_BINS = 10
 MAX_CATEGORIES = 50

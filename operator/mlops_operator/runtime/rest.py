@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 from prometheus_client import generate_latest
 
-from . import artifacts
+from ..api import artifacts
 from .inference import BadRequest, Request, Served, encode_json, parse_json
 
 log = logging.getLogger("mlops.serve")

@@ -12,7 +12,6 @@ returns the directory's digest. `report` writes the termination message the oper
 from __future__ import annotations
 
 import contextlib
-import datetime
 import importlib.metadata
 import json
 import os
@@ -22,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from . import artifacts, formats, profile
-from .artifacts import MAX_VALIDATION_ROWS, ModelMetadata, ModelResult, TrainingResult
+from ..api import artifacts, times
+from ..api.artifacts import MAX_VALIDATION_ROWS, ModelMetadata, ModelResult, TrainingResult
+from . import formats, profile
 
 TERMINATION_LOG = "/dev/termination-log"
 
@@ -123,7 +123,7 @@ def save_model(
         format=fmt, model_file=artifacts.MODEL_FILES[fmt], task=task,
         features=[artifacts.Feature(name=n, type=types[n]) for n in names],
         classes=classes, target=target, libraries=_versions(),
-        created_at=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        created_at=times.now(),
     )
     return artifacts.finalize(out, meta)
 

@@ -27,7 +27,7 @@ import signal
 import sys
 from pathlib import Path
 
-from . import artifacts
+from ..api import artifacts
 from .inference import LoadedModel, Monitor, Served
 from .rest import BodyBudget, Faults, Limits, RestApp
 

@@ -149,7 +149,3 @@ def download_dir(uri: str, dest: Path) -> list[str]:
             raise StorageError(f"{uri}: not found (no objects under this prefix)")
         return copied
     raise StorageError(f"{uri}: download a model directory from s3:// or file://, or serve it from a mounted path")
-
-
-def join(uri: str, *parts: str) -> str:
-    return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])

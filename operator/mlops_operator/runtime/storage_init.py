@@ -13,7 +13,8 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from . import artifacts, sdk, storage
+from ..api import artifacts
+from . import sdk, storage
 from .storage import StorageError
 
 

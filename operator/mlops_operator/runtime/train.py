@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..api.artifacts import TrainingResult
 from . import sdk, storage
-from .artifacts import TrainingResult
 from .storage import StorageError
 
 

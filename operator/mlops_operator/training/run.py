@@ -11,9 +11,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..api import times
+from ..api.artifacts import ArtifactError, parse_termination_message
 from ..api.trainingrun import TrainingRunSpec
 from ..conditions import FALSE, TRUE, UNKNOWN, Cond, find
-from ..runtime.artifacts import ArtifactError, parse_termination_message
 from .gates import evaluate
 
 FINAL_REASONS = ("Completed", "InvalidResult", "BackoffLimitExceeded", "DeadlineExceeded", "Failed")
@@ -28,12 +29,6 @@ class Decision:
     delete_job: bool = False
     requeue_after: float | None = None
     needs_pods: bool = False
-
-
-def _time(value: str | None) -> datetime.datetime | None:
-    if not value:
-        return None
-    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def _job_condition(job: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any] | None:
@@ -84,7 +79,7 @@ def _truncate(text: str) -> str:
 def _ttl(spec: TrainingRunSpec, status: Mapping[str, Any], job: Mapping[str, Any] | None,
          now: datetime.datetime) -> tuple[bool, float | None]:
     """(delete the Job now, or requeue after seconds) for ttlSecondsAfterFinished."""
-    done = _time(status.get("completionTime"))
+    done = times.parse_or_none(status.get("completionTime"))
     if spec.ttl_seconds_after_finished is None or done is None or job is None:
         return False, None
     due = done + datetime.timedelta(seconds=spec.ttl_seconds_after_finished)
@@ -98,7 +93,7 @@ def decide(run: Mapping[str, Any], spec: TrainingRunSpec, job: Mapping[str, Any]
     status = run.get("status") or {}
     generation = run["metadata"].get("generation")
     started_generation = status.get("startedGeneration")
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = times.stamp(now)
     spec_conditions = []
     if started_generation is not None and generation != started_generation:
         spec_conditions.append(Cond(

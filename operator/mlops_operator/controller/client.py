@@ -10,6 +10,7 @@ requests a reconcile costs.
 
 from __future__ import annotations
 
+import builtins
 import collections
 import contextlib
 import json
@@ -17,7 +18,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 
@@ -90,8 +91,12 @@ def _verb_and_resource(method: str, path: str) -> tuple[str, str]:
     return ("LIST" if method == "GET" and collection else method), parts[-1]
 
 
+PATCH_TYPES = {"merge": "application/merge-patch+json", "json": "application/json-patch+json"}
+
+
 class Api:
-    """An async Kubernetes API client for exactly what the operator does."""
+    """An async Kubernetes API client for exactly what the operator does: its verbs below (get, list,
+    create, apply, patch, patch_status, delete; watch streams for the informers; discovery)."""
 
     def __init__(
         self,
@@ -194,6 +199,31 @@ class Api:
     # -- the verbs the operator uses
     async def get(self, res: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
         return await self.request("GET", res.path(namespace, name), missing_ok=True)
+
+    async def list(self, res: Resource, namespace: str | None, *, label_selector: str | None = None,
+                   limit: int | None = None, continue_token: str | None = None) -> dict[str, Any]:
+        """One page of a list (items, and metadata with resourceVersion and continue)."""
+        params = {k: v for k, v in (("labelSelector", label_selector), ("limit", str(limit) if limit else None),
+                                    ("continue", continue_token)) if v}
+        result = await self.request("GET", res.path(namespace), params=params)
+        assert result is not None
+        return result
+
+    async def items(self, res: Resource, namespace: str | None, label_selector: str) -> builtins.list[dict[str, Any]]:
+        """The objects a label selector matches (one list call: for the few that are not cached)."""
+        return list((await self.list(res, namespace, label_selector=label_selector)).get("items") or [])
+
+    async def create(self, res: Resource, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
+        result = await self.request("POST", res.path(namespace), obj)
+        assert result is not None
+        return result
+
+    async def patch(self, res: Resource, namespace: str, name: str, patch: Any,
+                    patch_type: Literal["merge", "json"] = "merge") -> dict[str, Any] | None:
+        """A merge patch (a dict) or a JSON patch (a list of operations) under the operator's field
+        manager; the object as stored after it, or None when it is gone."""
+        return await self.request("PATCH", res.path(namespace, name), patch, content_type=PATCH_TYPES[patch_type],
+                                  params={"fieldManager": FIELD_MANAGER}, missing_ok=True)
 
     async def patch_status(self, res: Resource, namespace: str, name: str, status: dict[str, Any],
                            resource_version: str | None = None) -> dict[str, Any] | None:

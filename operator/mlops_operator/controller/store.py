@@ -1,36 +1,16 @@
-"""Level-based reconcile plumbing shared by the three kinds.
-
-A watch event says that *one* object changed. The design wants more: each kind has one
-reconcile function, called for its own events, for events of its children (mapped to the owner
-through ownerReferences), for events of objects it refers to (mapped through a reverse index),
-and by a slow periodic resync. So:
-
-* `Store` is the operator's cache, filled by watch events (watching.py; never a list call per reconcile):
-  slim copies of our objects, children grouped by owner, and a reverse index of references.
-* `WorkQueue` runs reconciles: a key queued several times runs once; a key never runs twice at
-  the same time (a change during a run queues it again); `kopf.TemporaryError(delay=…)` requeues
-  after the delay, `kopf.PermanentError` does not requeue, any other error requeues with
-  exponential backoff. The operator never crashes on a bad object.
-"""
+"""The operator's cache, filled by the informers' watch events (never a list call per reconcile): slim
+copies of our objects, children grouped by owner, and a reverse index of references, so that an event of
+any object queues exactly the reconciles it concerns."""
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import contextlib
-import logging
 import sys
-import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import kopf
-
 from ..api import API_VERSION
-
-logger = logging.getLogger("mlops_operator")
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
 RefKey = tuple[str, str, str]  # (what it is known as, namespace, name)
@@ -196,98 +176,3 @@ class Store:
         self.children.get(owner, {}).get(child_kind, {}).pop(name, None)
 
 
-Reconcile = Callable[[Key], Awaitable[None]]
-
-
-class WorkQueue:
-    """Deduplicating, per-key serialized reconcile queue with retries and delayed requeues."""
-
-    def __init__(self, reconcilers: Mapping[str, Reconcile], workers: int = 16,
-                 max_backoff: float = 300.0) -> None:
-        self._reconcilers = dict(reconcilers)
-        self._queue: asyncio.Queue[Key] = asyncio.Queue()
-        self._queued: set[Key] = set()
-        self._running: set[Key] = set()
-        self._dirty: set[Key] = set()
-        self._timers: dict[Key, tuple[float, asyncio.TimerHandle]] = {}
-        self._failures: dict[Key, int] = {}
-        self._max_backoff = max_backoff
-        self.open = asyncio.Event()
-        """Set once the cache holds every object (no decision on a half-filled cache after a restart)."""
-        self._workers = [asyncio.create_task(self._work(i)) for i in range(workers)]
-        self.reconciles = 0
-        self.reconciles_by_kind: collections.Counter[str] = collections.Counter()
-        self.errors_by_kind: collections.Counter[str] = collections.Counter()
-        self.reconciles_by_namespace: collections.Counter[tuple[str, str]] = collections.Counter()
-
-    def enqueue(self, key: Key) -> None:
-        if key in self._running:
-            self._dirty.add(key)
-        elif key not in self._queued:
-            self._queued.add(key)
-            self._queue.put_nowait(key)
-
-    def enqueue_after(self, key: Key, delay: float) -> None:
-        due = time.monotonic() + delay
-        existing = self._timers.get(key)
-        if existing and existing[0] <= due:
-            return
-        if existing:
-            existing[1].cancel()
-        handle = asyncio.get_running_loop().call_later(delay, self._fire, key)
-        self._timers[key] = (due, handle)
-
-    def _fire(self, key: Key) -> None:
-        self._timers.pop(key, None)
-        self.enqueue(key)
-
-    def idle(self) -> bool:
-        return not self._queued and not self._running
-
-    async def _work(self, n: int) -> None:
-        await self.open.wait()
-        while True:
-            key = await self._queue.get()
-            self._queued.discard(key)
-            self._running.add(key)
-            try:
-                await self._run(key)
-            finally:
-                self._running.discard(key)
-                if key in self._dirty:
-                    self._dirty.discard(key)
-                    self.enqueue(key)
-
-    async def _run(self, key: Key) -> None:
-        self.reconciles += 1
-        self.reconciles_by_kind[key[0]] += 1
-        self.reconciles_by_namespace[key[0], key[1]] += 1
-        try:
-            await self._reconcilers[key[0]](key)
-        except kopf.PermanentError as exc:
-            logger.info("%s %s/%s: %s (not retried)", *key, exc)
-            self._failures.pop(key, None)
-        except kopf.TemporaryError as exc:
-            self._failures.pop(key, None)
-            self.enqueue_after(key, float(exc.delay or 10))
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            failures = self._failures.get(key, 0) + 1
-            self._failures[key] = failures
-            self.errors_by_kind[key[0]] += 1
-            delay = min(self._max_backoff, 0.5 * 2 ** (failures - 1))
-            logger.exception("%s %s/%s: reconcile failed (attempt %d); retrying in %.1fs", *key, failures, delay)
-            self.enqueue_after(key, delay)
-        else:
-            self._failures.pop(key, None)
-
-    async def close(self) -> None:
-        for _, handle in self._timers.values():
-            handle.cancel()
-        self._timers.clear()
-        for w in self._workers:
-            w.cancel()
-        for w in self._workers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await w

@@ -34,6 +34,8 @@ SCHEMA_VERSION: Literal[1] = 1
 METADATA_FILE = "metadata.json"
 PROFILE_FILE = "profile.json"
 VALIDATION_FILE = "validation.json"
+# the model formats (runtime/formats.py has a loader registered for each, checked at import)
+ModelFormat = Literal["sklearn", "onnx", "xgboost", "joblib"]
 MODEL_FILES: dict[str, str] = {
     "sklearn": "model.skops",
     "onnx": "model.onnx",
@@ -70,7 +72,7 @@ class Feature(_Schema):
 
 class ModelMetadata(_Schema):
     schema_version: Literal[1] = Field(SCHEMA_VERSION, alias="schemaVersion")
-    format: Literal["sklearn", "onnx", "xgboost", "joblib"]
+    format: ModelFormat
     model_file: str = Field(alias="modelFile")
     task: Literal["classification", "regression"]
     features: list[Feature]
@@ -150,7 +152,7 @@ class ValidationSample(_Schema):
 class ModelResult(_Schema):
     uri: str
     digest: Annotated[str, Field(pattern=r"^sha256:[a-f0-9]{64}$")]
-    format: Literal["sklearn", "onnx", "xgboost", "joblib"]
+    format: ModelFormat
     profile_uri: str | None = Field(None, alias="profileUri")
 
 
@@ -183,6 +185,11 @@ def parse_termination_message(text: str) -> TrainingResult:
         return TrainingResult.model_validate(data)
     except ValueError as exc:
         raise ArtifactError(f"termination message does not follow the contract: {exc}") from None
+
+
+def join(uri: str, *parts: str) -> str:
+    """A location under a storage URI (`s3://bucket/root`, `file:///models`): one slash between parts."""
+    return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
 
 
 def file_sha256(path: Path) -> str:

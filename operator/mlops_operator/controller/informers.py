@@ -2,7 +2,7 @@
 
 Why not kopf's watching: kopf runs every watch event through a task per object, cause detection,
 logging adapters and the handler machinery, about a millisecond of CPU per event, while all the
-operator needs of an event is "put it in the cache, queue whom it concerns" (see handlers/core.py),
+operator needs of an event is "put it in the cache, queue whom it concerns" (controller/store.py),
 a tenth of that. At 1,000 models a rollout of everything is tens of thousands of events, and that
 millisecond was most of the operator's CPU. So kopf runs the process (login, start-up, clean-up,
 liveness, signals) and these informers feed the cache:
@@ -23,15 +23,17 @@ import contextlib
 import fnmatch
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .kube import Api, ApiError, Resource
+from .client import Api, ApiError, Resource
 
 logger = logging.getLogger("mlops_operator")
 
 Handler = Callable[[str, dict[str, Any]], None]  # (event type, object)
+FAILING_TOO_LONG = 300.0  # seconds of failed lists and watches in a row before the liveness probe fails
 
 
 class Gone(Exception):
@@ -73,6 +75,8 @@ class Informer:
     # (namespace, name) → the metadata last seen: what a re-list must report as deleted
     known: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     listed: asyncio.Event = field(default_factory=asyncio.Event)
+    failing_since: float | None = None
+    """Monotonic time of the first of the failures in a row (None: the last list or watch worked)."""
 
     def _params(self, **extra: str) -> dict[str, str]:
         params = {**extra}
@@ -83,13 +87,11 @@ class Informer:
     async def list(self) -> str:
         """List everything (in pages); deliver each as ADDED or MODIFIED, and what vanished since the
         last list as DELETED. Returns the list's resourceVersion."""
-        path = self.resource.path(self.namespace)
         seen: set[tuple[str, str]] = set()
         token, version = "", ""
         while True:
-            params = self._params(limit=str(self.page), **({"continue": token} if token else {}))
-            result = await self.api.request("GET", path, params=params)
-            assert result is not None
+            result = await self.api.list(self.resource, self.namespace, label_selector=self.label_selector,
+                                         limit=self.page, continue_token=token or None)
             api_version = result.get("apiVersion", "")
             for item in result.get("items") or ():
                 item.setdefault("apiVersion", api_version)
@@ -147,8 +149,9 @@ class Informer:
             try:
                 if not version:
                     version = await self.list()
+                    self.failing_since = None
                 version = await self.watch(version)
-                failures = 0
+                failures, self.failing_since = 0, None
             except asyncio.CancelledError:
                 raise
             except Gone as exc:
@@ -157,6 +160,8 @@ class Informer:
                 version = ""
             except Exception as exc:
                 failures += 1
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
                 delay = min(10.0, 0.25 * 2 ** min(failures, 6))
                 log = logger.warning if failures < 5 or failures % 20 == 0 else logger.debug
                 log("watch of %s%s failed (%s); again in %.1fs", self.resource.plural,
@@ -178,6 +183,19 @@ class Informers:
     async def listed(self) -> None:
         """Return once every informer has listed once."""
         await asyncio.gather(*(i.listed.wait() for i in self.informers))
+
+    def problems(self, now: float, failing_for: float = FAILING_TOO_LONG) -> list[str]:
+        """What the liveness probe reports: informers that stopped, or whose lists and watches have
+        failed for longer than `failing_for` seconds (a restart may help: new connections, new
+        credentials); an apiserver that is briefly away is not a problem."""
+        out = []
+        for informer, task in zip(self.informers, self.tasks, strict=False):
+            where = f"{informer.resource.plural}" + (f" in {informer.namespace}" if informer.namespace else "")
+            if task.done():
+                out.append(f"the informer of {where} stopped")
+            elif informer.failing_since is not None and now - informer.failing_since > failing_for:
+                out.append(f"the informer of {where} has failed for {now - informer.failing_since:.0f} s")
+        return out
 
     async def stop(self) -> None:
         for t in self.tasks:

@@ -1,0 +1,23 @@
+"""The label and annotation keys the operator writes on children and reads back: one place, since users
+select by them (`kubectl get pods -l mlops.dev/revision=…`) and the informers watch by them."""
+
+from __future__ import annotations
+
+from .common import GROUP
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "mlops-operator"}
+MODEL_DEPLOYMENT = f"{GROUP}/modeldeployment"
+REVISION = f"{GROUP}/revision"
+ANALYSIS = f"{GROUP}/analysis"  # an analysis Job: the revision it judges
+ANALYSIS_OF = f"{GROUP}/analysis-of"  # an analysis Job: its ModelDeployment
+TRAINING_RUN = f"{GROUP}/trainingrun"
+MODEL = f"{GROUP}/model"
+DRIFT_POLICY = f"{GROUP}/driftpolicy"
+TEMPLATE_HASH = f"{GROUP}/template-hash"  # annotation: the pod template the operator last wrote
+DRIFT_EVALUATION = f"{GROUP}/drift-evaluation"  # annotation on a retrain TrainingRun: the evaluation behind it
+COMMAND_PREFIX = f"{GROUP}/"  # annotations `mlops.dev/<verb>=<revision>@<time>`: `mlops promote`, abort, …
+
+
+def selector(labels: dict[str, str]) -> str:
+    """A label selector matching these labels exactly."""
+    return ",".join(f"{k}={v}" for k, v in labels.items())
