@@ -70,6 +70,10 @@ class Registry:
         self.rollouts = Counter("mlops_modeldeployment_rollouts", "Rollouts ended, by outcome", [*WHO, "outcome"],
                                 registry=r)
         self._elsewhere: _Elsewhere | None = None
+        # each metric's label names, in order (a child is removed by its label values)
+        self._labels: dict[Gauge | Counter, list[str]] = {
+            self.drifted: WHO, self.drifted_share: WHO, self.feature_drifted: [*WHO, "feature"],
+            self.rollouts: [*WHO, "outcome"]}
 
     @property
     def help(self) -> dict[str, str]:
@@ -77,7 +81,7 @@ class Registry:
         names = {"mlops_api_requests_total": "Kubernetes API requests made, by verb and resource",
                  "mlops_reconciles_total": "Reconciles run, by kind",
                  "mlops_reconcile_errors_total": "Reconciles that failed and were retried, by kind"}
-        for metric in (self.drifted, self.drifted_share, self.feature_drifted, self.rollouts):
+        for metric in self._labels:
             for family in metric.describe():
                 suffix = "_total" if family.type == "counter" else ""
                 names[family.name + suffix] = family.documentation
@@ -94,7 +98,7 @@ class Registry:
         self.rollouts.labels(namespace, name, outcome).inc()
 
     def _drop(self, metric: Gauge | Counter, **match: str) -> None:
-        names = metric._labelnames  # the metric's label names, in order
+        names = self._labels[metric]
         for family in metric.collect():
             for sample in family.samples:
                 if all(sample.labels.get(k) == v for k, v in match.items()):
@@ -103,7 +107,7 @@ class Registry:
 
     def forget(self, **match: str) -> None:
         """Drop every series whose labels include `match` (a deleted policy's)."""
-        for metric in (self.drifted, self.drifted_share, self.feature_drifted, self.rollouts):
+        for metric in self._labels:
             self._drop(metric, **match)
 
     def drift(self, namespace: str, name: str, evaluation: Any, per_feature: bool) -> None:

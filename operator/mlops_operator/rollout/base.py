@@ -31,7 +31,7 @@ from . import analysis as judge
 
 HISTORY_LIMIT = 10
 REJECTED_LIMIT = 20
-_TRANSIENT = {"since", "rollback", "promoting"}  # what a history entry does not keep of a revision
+TRANSIENT = {"since", "rollback", "promoting"}  # what a history entry does not keep of a revision
 
 
 class Need(enum.Enum):
@@ -139,7 +139,7 @@ class Rollout:
         self.plan.requeue_after = seconds if r is None else min(r, seconds)
 
     def history(self, ref: RevisionRef, outcome: str, message: str | None = None) -> None:
-        entry = HistoryEntry(**ref.model_dump(exclude=_TRANSIENT), since=self.now, outcome=outcome,
+        entry = HistoryEntry(**ref.model_dump(exclude=TRANSIENT), since=self.now, outcome=outcome,
                              message=message[:300] if message else None)
         self.st.history = [*(self.st.history or []), entry][-HISTORY_LIMIT:]
 

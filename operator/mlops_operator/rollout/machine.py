@@ -39,7 +39,7 @@ from ..api.modeldeployment import Strategy as StrategySpec
 from ..api.reports import AnalysisReport
 from ..conditions import FALSE, TRUE, Cond
 from . import analysis as judge
-from .base import _TRANSIENT, Need, Needed, Observed, Plan, Rollout, available, job_finished, progress_failed
+from .base import TRANSIENT, Need, Needed, Observed, Plan, Rollout, available, job_finished, progress_failed
 from .bluegreen import BlueGreen
 from .canary import Canary
 from .spec import newest_passing_run
@@ -99,7 +99,7 @@ class _Decision(Rollout):
         self.st.rejected = [r for r in self.st.rejected or [] if r != rev]
         self.reject_revision(stable.revision)
         self.clear_candidate()
-        self.st.candidate = RevisionRef(**known[0].model_dump(exclude={*_TRANSIENT, "outcome", "message"}),
+        self.st.candidate = RevisionRef(**known[0].model_dump(exclude={*TRANSIENT, "outcome", "message"}),
                                         since=self.now, rollback=True)
         self.event("RollingBack", f"rolling back from {stable.revision} to {rev} (mlops rollback)", True)
 
