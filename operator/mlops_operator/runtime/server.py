@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -164,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("granian").setLevel(logging.ERROR)  # it warns that embedding is experimental, at every start
     served = load(args)
+    # what was loaded (the model, scikit-learn, numpy, pandas, grpcio) lives as long as the process: out of
+    # the collector's sight, a full collection no longer walks it. Measured side by side (bench/serve_bench.py's
+    # iris row, wrk -c8, 3 rounds each): p99 5.3-11.1 ms frozen against 10.9-55.9 ms not, same throughput
+    gc.collect()
+    gc.freeze()
     try:
         import uvloop
 
