@@ -499,10 +499,11 @@ class Served:
     `predict` takes about 300 us for one row, of which its libsvm kernel is 8 us; with 8 connections
     the REST server went from 1384-1454 to 2391-2837 req/s (bench/serve_bench.py's iris row, measured
     side by side with --max-batch-rows 0). grpcio's asyncio server hands its calls to the loop one at a
-    time, so the gRPC servicer asks a batch to wait (`gather`, 3 ms) while calls arrive back to back:
-    under h2load's 64 streams that made 880-990 calls/s into 1330-1510 (batches of 6-8), and a paced
-    client at 300 calls/s never waits. A batch the model refuses (one call's NaN for a model that
-    takes none) is predicted again call by call, so only that call gets the 400. A regressor's values
+    time, so the gRPC servicer asks a batch to wait (`gather`, 6 ms, `--grpc-batch-window-ms`) while calls
+    arrive back to back: under h2load's 64 streams 3 ms made 880-990 calls/s into 1330-1510 (batches of
+    6-8) and 6 ms 14 % more again, while a paced client at 300 calls/s never waits. A batch the model
+    refuses (one call's NaN for a model that takes none) is predicted again call by call, so only that
+    call gets the 400. A regressor's values
     are the model's own up to the last bits BLAS may round differently for a batch of rows.
     `max_batch_rows` 0 or 1 turns batching off.
     """

@@ -89,7 +89,8 @@ async def serve(args: argparse.Namespace, served: Served, ready: asyncio.Event |
         from .grpc_server import start as start_grpc
 
         grpc_server = await start_grpc(served, args.host, args.grpc_port, tokens=tokens, tls=tls,
-                                       max_message=args.max_body_bytes, faults=faults)
+                                       max_message=args.max_body_bytes, faults=faults,
+                                       gather=args.grpc_batch_window_ms / 1000)
     tasks = [asyncio.ensure_future(s.serve()) for s in servers]  # type: ignore[attr-defined]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -139,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-batch-rows", type=int, default=64, metavar="ROWS",
                         help="inference calls waiting at the same moment are predicted together up to this many "
                              "rows (no call waits for a batch to fill; 0 or 1: every call alone)")
+    parser.add_argument("--grpc-batch-window-ms", type=float, default=6.0, metavar="MS",
+                        help="while gRPC calls arrive back to back, a batch waits this long for more (0: never)")
     parser.add_argument("--no-monitoring", action="store_true", help="do not count inputs into drift sketches")
     parser.add_argument("--inject-error-rate", type=float, default=0.0, metavar="FRACTION",
                         help="answer this fraction of inference requests with 500 (to rehearse a rollback)")
@@ -160,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--header-timeout must be within [1, 60] seconds")
     if args.body_timeout <= 0 or args.body_budget_bytes < args.max_body_bytes:
         parser.error("--body-timeout must be positive and --body-budget-bytes at least --max-body-bytes")
-    if args.max_batch_rows < 0:
-        parser.error("--max-batch-rows must not be negative")
+    if args.max_batch_rows < 0 or not 0 <= args.grpc_batch_window_ms <= 100:
+        parser.error("--max-batch-rows must not be negative and --grpc-batch-window-ms within [0, 100]")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("granian").setLevel(logging.ERROR)  # it warns that embedding is experimental, at every start
     served = load(args)
