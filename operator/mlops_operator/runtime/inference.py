@@ -546,8 +546,9 @@ class Served:
                             gather: float = 0.0) -> tuple[LoadedModel, dict[str, np.ndarray]]:
         """`infer`, predicted together with the calls that are waiting at the same moment. With
         `gather` (seconds), for a transport that hands its calls over one at a time: a batch waits that
-        long for more only while calls arrive so fast that at least two more are due within it (the
-        mean gap between arrivals, a moving average, under half of `gather`); otherwise it never waits."""
+        long for more only while calls arrive so fast that at least three more are due within it (the
+        mean gap between arrivals, a moving average, under a third of `gather`); otherwise it never
+        waits (a client calling 300 times a second, 3.3 ms apart, never does)."""
         model, wanted, counted, decoded = self._accept(request)
         if decoded.matrix is None or not 0 < decoded.rows < self.max_batch_rows:
             outputs = self._answer(model, decoded, counted, replay)
@@ -559,7 +560,7 @@ class Served:
             self._gap = 0.8 * self._gap + 0.2 * min(1.0, now - self._last_arrival)
             self._last_arrival = now
             if len(self._waiting) == 1:
-                if gather > 0 and 2 * self._gap < gather:
+                if gather > 0 and 3 * self._gap < gather:
                     loop.call_later(gather, self._predict_waiting, model)
                 else:
                     loop.call_soon(self._predict_waiting, model)
