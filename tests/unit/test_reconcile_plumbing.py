@@ -217,7 +217,7 @@ def test_the_liveness_probe_fails_for_an_informer_that_stopped_or_fails_for_minu
         services = Informer(api, SERVICES, "Service", None, lambda *_: None)
         watches = Informers([jobs, services])
         watches.tasks = [asyncio.create_task(asyncio.sleep(0)), asyncio.create_task(asyncio.sleep(60))]
-        await asyncio.sleep(0.01)  # the first task has finished: that informer stopped
+        await watches.tasks[0]  # the first task has finished: that informer stopped
         stopped = watches.problems(now=1000.0)
         watches.tasks[0] = asyncio.create_task(asyncio.sleep(60))
         services.failing_since = 950.0  # failing for 50 s: the apiserver is away for a while
