@@ -138,8 +138,10 @@ def test_a_model_server_runs_from_the_runtime_image_as_65532_on_a_read_only_root
     caps = kubectl(real, "exec", "-n", namespace, model_server, "--", "python", "-c",
                    "print([l for l in open('/proc/self/status') if l.startswith('CapEff')][0])").stdout
     assert caps.split()[-1] == "0000000000000000"
-    logs = kubectl(real, "logs", "-n", namespace, model_server).stdout
-    assert "iris" in logs
+    # the container's log as the kubelet serves it (the runtime's log file can lag the Pod's readiness)
+    wait_for(lambda: "serving model iris" in kubectl(real, "logs", "-n", namespace, model_server).stdout, 60,
+             "the model server's start-up line in kubectl logs",
+             show=lambda: kubectl(real, "logs", "-n", namespace, model_server, check=False).stdout)
 
 
 CLIENT = """
