@@ -47,10 +47,6 @@ def is_warning(c: Cond) -> bool:
     return c.type in _BAD_WHEN_FALSE and c.status == FALSE and c.reason not in EXPECTED_REASONS
 
 
-def now() -> str:
-    return times.now()
-
-
 def find(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> Mapping[str, Any] | None:
     for c in conditions or ():
         if c.get("type") == type_:
@@ -74,7 +70,7 @@ def merge(
     Conditions not mentioned in `decided` are kept as they are. Order: existing ones first in
     their order, new ones appended, so a re-run produces an identical list (no spurious patch).
     """
-    at = at or now()
+    at = at or times.now()
     result: Conditions = [dict(c) for c in current or ()]
     index = {c.get("type"): i for i, c in enumerate(result)}
     for d in decided:

@@ -34,6 +34,12 @@ WHO = ["namespace", "name"]
 CONTENT_TYPE = "text/plain; version=0.0.4"
 
 
+# the counters kept elsewhere: name → (help, labels)
+ELSEWHERE = {"mlops_api_requests": ("Kubernetes API requests made, by verb and resource", ["verb", "resource"]),
+             "mlops_reconciles": ("Reconciles run, by kind", ["kind"]),
+             "mlops_reconcile_errors": ("Reconciles that failed and were retried, by kind", ["kind"])}
+
+
 class _Elsewhere(Collector):
     """The counters the work queue and the API client keep, read at each scrape."""
 
@@ -41,20 +47,18 @@ class _Elsewhere(Collector):
         self.ctx = ctx
 
     def collect(self) -> Iterator[Metric]:
-        api = CounterMetricFamily("mlops_api_requests", "Kubernetes API requests made, by verb and resource",
-                                  labels=["verb", "resource"])
-        for (verb, resource), n in sorted(self.ctx.api.requests.items()):
-            api.add_metric([str(verb), str(resource)], float(n))
         queue = self.ctx.queue
-        runs = CounterMetricFamily("mlops_reconciles", "Reconciles run, by kind", labels=["kind"])
-        errors = CounterMetricFamily("mlops_reconcile_errors", "Reconciles that failed and were retried, by kind",
-                                     labels=["kind"])
-        if queue is not None:
-            for kind, n in sorted(queue.reconciles_by_kind.items()):
-                runs.add_metric([kind], float(n))
-            for kind, n in sorted(queue.errors_by_kind.items()):
-                errors.add_metric([kind], float(n))
-        yield from (api, runs, errors)
+        queued: dict[str, Any] = queue.reconciles_by_kind if queue is not None else {}
+        failed: dict[str, Any] = queue.errors_by_kind if queue is not None else {}
+        sources: dict[str, dict[tuple[str, ...], int]] = {
+            "mlops_api_requests": {(str(v), str(r)): n for (v, r), n in self.ctx.api.requests.items()},
+            "mlops_reconciles": {(k,): n for k, n in queued.items()},
+            "mlops_reconcile_errors": {(k,): n for k, n in failed.items()}}
+        for name, (documentation, labels) in ELSEWHERE.items():
+            family = CounterMetricFamily(name, documentation, labels=labels)
+            for values, n in sorted(sources[name].items()):
+                family.add_metric(list(values), float(n))
+            yield family
 
 
 class Registry:
@@ -78,9 +82,7 @@ class Registry:
     @property
     def help(self) -> dict[str, str]:
         """Every series name this registry exports (the queue's and client's too), with its help."""
-        names = {"mlops_api_requests_total": "Kubernetes API requests made, by verb and resource",
-                 "mlops_reconciles_total": "Reconciles run, by kind",
-                 "mlops_reconcile_errors_total": "Reconciles that failed and were retried, by kind"}
+        names = {f"{name}_total": documentation for name, (documentation, _) in ELSEWHERE.items()}
         for metric in self._labels:
             for family in metric.describe():
                 suffix = "_total" if family.type == "counter" else ""

@@ -232,3 +232,24 @@ def test_the_liveness_probe_fails_for_an_informer_that_stopped_or_fails_for_minu
     assert stopped == ["the informer of jobs in ns stopped"]
     assert briefly == []
     assert long == ["the informer of services has failed for 450 s"]
+
+
+def test_the_operators_metrics_export_the_queues_and_the_clients_counters() -> None:
+    import collections
+    from types import SimpleNamespace
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from mlops_operator.metrics import Registry
+
+    r = Registry()
+    ctx = SimpleNamespace(api=SimpleNamespace(requests=collections.Counter({("GET", "pods"): 3})),
+                          queue=SimpleNamespace(reconciles_by_kind=collections.Counter({"DriftPolicy": 2}),
+                                                errors_by_kind=collections.Counter({"DriftPolicy": 1})))
+    r.read_counters_of(ctx)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(r.render()) for s in f.samples}
+    assert samples[("mlops_api_requests_total", (("resource", "pods"), ("verb", "GET")))] == 3
+    assert samples[("mlops_reconciles_total", (("kind", "DriftPolicy"),))] == 2
+    assert samples[("mlops_reconcile_errors_total", (("kind", "DriftPolicy"),))] == 1
+    assert {name for name, _ in samples} <= set(r.help)
