@@ -444,3 +444,26 @@ def test_onnx_and_xgboost_models_serve_the_same_predictions(tmp_path: Path) -> N
             assert monitoring(s)["rows"] == 30
         finally:
             s.stop()
+
+
+def test_storage_init_refuses_an_s3_key_outside_the_model_directory(tmp_path: Path,
+                                                                    iris: tuple[Path, Any, Any, str],
+                                                                    s3: S3) -> None:
+    """`prefix//abs/path` is a valid S3 key: joined to --dest it names an absolute path the digest
+    does not cover. storage-init refuses it and writes nothing outside --dest."""
+    model_dir, _, _, digest = iris
+    client = s3.client()
+    client.create_bucket(Bucket="escape")
+    for f in model_dir.iterdir():
+        client.upload_file(str(f), "escape", f"iris/v1/{f.name}")
+    outside = tmp_path / "outside" / "planted.txt"
+    client.put_object(Bucket="escape", Key=f"iris/v1/{outside}", Body=b"not part of the model")
+    client.put_object(Bucket="escape", Key="iris/v1/sub/../../up.txt", Body=b"up")
+    dest = tmp_path / "dest"
+    done = subprocess.run([sys.executable, "-m", "mlops_operator.cli", "storage-init", "--uri", "s3://escape/iris/v1",
+                           "--dest", str(dest), "--digest", digest], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "MLOPS_TERMINATION_LOG": str(tmp_path / "term"), **s3.env})
+    assert done.returncode == 1
+    assert "would be written outside the model directory" in done.stderr
+    assert not outside.exists() and not (tmp_path / "up.txt").exists()
+    assert list(dest.iterdir()) == []

@@ -7,13 +7,15 @@ MLOPS_S3_ENDPOINT (MinIO, moto, …). Errors say which URI and what is wrong.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
 class StorageError(RuntimeError):
@@ -65,6 +67,28 @@ def _s3_error(uri: str, exc: Exception) -> StorageError:
     return StorageError(f"{uri}: {exc}")
 
 
+def inside(dest: Path, rel: str, uri: str) -> Path:
+    """`dest / rel`, refused when `rel` would land outside `dest` (an absolute key such as
+    `prefix//etc/x`, a `..` segment): a file the model's digest does not cover is never written."""
+    root = dest.resolve()
+    target = (root / rel).resolve()
+    if rel.startswith("/") or not target.is_relative_to(root) or target == root:
+        raise StorageError(f"{uri}: object {rel!r} would be written outside the model directory")
+    return target
+
+
+@contextlib.contextmanager
+def open_stream(uri: str) -> Iterator[IO[bytes]]:
+    """A file-like stream of one http(s):// object, read as it arrives (never whole in memory)."""
+    try:
+        with urllib.request.urlopen(uri, timeout=60) as resp:
+            yield resp
+    except urllib.error.HTTPError as exc:
+        raise StorageError(f"{uri}: HTTP {exc.code}") from None
+    except (OSError, urllib.error.URLError) as exc:
+        raise StorageError(f"{uri}: {exc}") from None
+
+
 def read_bytes(uri: str) -> bytes:
     scheme, where = _split(uri)
     if scheme == "file":
@@ -81,14 +105,11 @@ def read_bytes(uri: str) -> bytes:
             return body
         except Exception as exc:
             raise _s3_error(uri, exc) from None
-    try:
-        with urllib.request.urlopen(uri, timeout=60) as resp:
-            data: bytes = resp.read()
-            return data
-    except urllib.error.HTTPError as exc:
-        raise StorageError(f"{uri}: HTTP {exc.code}") from None
-    except (OSError, urllib.error.URLError) as exc:
-        raise StorageError(f"{uri}: {exc}") from None
+    with open_stream(uri) as resp:
+        try:
+            return resp.read()
+        except OSError as exc:
+            raise StorageError(f"{uri}: {exc}") from None
 
 
 def upload_dir(local: Path, uri: str) -> None:
@@ -138,11 +159,14 @@ def download_dir(uri: str, dest: Path) -> list[str]:
             for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
                 for obj in page.get("Contents", []):
                     rel = obj["Key"][len(prefix):]
-                    if not rel or rel.endswith("/") or ".." in Path(rel).parts:
-                        continue
-                    (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-                    s3.download_file(bucket, obj["Key"], str(dest / rel))
+                    if not rel or rel.endswith("/"):
+                        continue  # a "directory" marker
+                    target = inside(dest, rel, uri)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    s3.download_file(bucket, obj["Key"], str(target))
                     copied.append(rel)
+        except StorageError:
+            raise
         except Exception as exc:
             raise _s3_error(uri, exc) from None
         if not copied:

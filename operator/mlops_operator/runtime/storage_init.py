@@ -8,7 +8,6 @@ the copy against the digest given by the caller (the TrainingRun's record) and r
 from __future__ import annotations
 
 import argparse
-import io
 import shutil
 import tarfile
 from pathlib import Path
@@ -22,12 +21,12 @@ def fetch(uri: str, dest: Path) -> None:
     if uri.startswith(("http://", "https://")):
         if not uri.split("?", 1)[0].endswith((".tar.gz", ".tgz")):
             raise StorageError(f"{uri}: an http(s) model URI must point to a .tar.gz of the model directory")
-        data = storage.read_bytes(uri)
-        try:
-            with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-                tar.extractall(dest, filter="data")
-        except (tarfile.TarError, OSError) as exc:
-            raise StorageError(f"{uri}: not a readable .tar.gz: {exc}") from None
+        with storage.open_stream(uri) as stream:
+            try:  # streamed ("r|gz"): a model of any size passes through a buffer of one block
+                with tarfile.open(fileobj=stream, mode="r|gz") as tar:
+                    tar.extractall(dest, filter="data")
+            except (tarfile.TarError, OSError, EOFError) as exc:
+                raise StorageError(f"{uri}: not a readable .tar.gz: {exc}") from None
         return
     storage.download_dir(uri, dest)
 
