@@ -36,7 +36,7 @@ class Cond:
 # a False condition with one of these reasons is what the user asked for (replicas 0, suspend) or the
 # ordinary way to a first version (nothing trained or promoted yet): its Event is Normal, not a Warning
 EXPECTED_REASONS = frozenset({"NoStableVersion", "NoModelVersion", "ScaledToZero", "Suspended"})
-_BAD_WHEN_FALSE = ("Ready", "Available", "Succeeded", "GatesPassed", "ServiceHealthy")
+_BAD_WHEN_FALSE = ("Ready", "Available", "Succeeded", "GatesPassed", "ServiceHealthy", "Verified")
 _BAD_WHEN_TRUE = ("Degraded", "Drifted")
 
 

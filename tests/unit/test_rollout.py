@@ -19,6 +19,7 @@ from mlops_operator.api import times
 from mlops_operator.api.artifacts import ArtifactError
 from mlops_operator.api.modeldeployment import ModelDeploymentSpec, PodCounters
 from mlops_operator.api.reports import AnalysisReport, Side, Window
+from mlops_operator.conditions import Cond, is_warning
 from mlops_operator.rollout import machine
 from mlops_operator.rollout.spec import check
 
@@ -351,6 +352,19 @@ def test_a_rejected_pinned_version_is_degraded_while_the_stable_serves() -> None
     assert w.status["stable"]["revision"] == stable
     assert w.cond("Degraded")["reason"] == "PinnedVersionRejected" and w.cond("Ready")["status"] == "False"
     assert w.cond("Available")["status"] == "True"
+
+
+def test_a_pinned_version_served_unverified_says_so_in_its_verified_condition() -> None:
+    w = World(spec=stream(model={"storageUri": "s3://models/iris-v1", "digest": DIGEST[1]}), report=report())
+    w.settle()
+    assert w.cond("Verified")["status"] == "True" and DIGEST[1] in w.cond("Verified")["message"]
+    w.spec = stream(model={"storageUri": "s3://models/iris-v1", "verify": False})
+    w.settle()
+    verified = w.cond("Verified")
+    assert (verified["status"], verified["reason"]) == ("False", "VerificationDisabled")
+    assert "s3://models/iris-v1" in verified["message"] and "without checking its digest" in verified["message"]
+    assert is_warning(Cond("Verified", verified["status"], verified["reason"]))
+    assert promoted_world().cond("Verified")["reason"] == "DigestFromTrainingRun"
 
 
 # -- commands ------------------------------------------------------------------------------------------

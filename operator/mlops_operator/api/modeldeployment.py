@@ -32,7 +32,12 @@ class ModelSource(ApiModel):
     storage_uri: Annotated[str, Field(pattern=r"^(s3|file|https?)://.+|^/.+", max_length=2048)] | None = None
     """A pinned model directory."""
     digest: Digest | None = None
-    """Expected digest of the pinned model directory (sha256:…); verified before serving."""
+    """Expected digest of the pinned model directory (sha256:…); verified before serving. Required for a
+    pinned storageUri unless `verify` is false."""
+    verify: bool = True
+    """Verify the pinned model against `digest` before serving it (the default). `false` serves it
+    unverified, said so in the `Verified` condition and a Warning Event; refused over plain http:// and
+    with `spec.runtime.allowUnsafeFormats`."""
     format: ModelFormat | None = None
     """Model file format (default: read from the model's metadata.json)."""
     from_training_runs: FromTrainingRuns | None = None

@@ -410,7 +410,18 @@ class _Decision(Rollout):
             ready = Cond("Ready", TRUE, "Serving", avail.message)
         else:
             ready = Cond("Ready", FALSE, avail.reason, avail.message)
-        return [ready, avail, progress, degraded]
+        return [ready, avail, progress, degraded, self.verified()]
+
+    def verified(self) -> Cond:
+        model = self.spec.model
+        if not model.verify:
+            return Cond("Verified", FALSE, "VerificationDisabled",
+                        f"spec.model.verify is false: {model.storage_uri} is served without checking its digest")
+        if model.storage_uri is not None:
+            return Cond("Verified", TRUE, "DigestVerified",
+                        f"each pod checks the model against {model.digest} before it serves")
+        return Cond("Verified", TRUE, "DigestFromTrainingRun",
+                    "each pod checks the model against the digest its TrainingRun recorded before it serves")
 
 
 STRATEGIES: dict[str, Strategy] = {"BlueGreen": BlueGreen(), "Canary": Canary()}

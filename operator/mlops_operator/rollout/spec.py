@@ -6,10 +6,32 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..api.artifacts import UNSAFE_FORMATS
-from ..api.modeldeployment import BlueGreen, ModelDeploymentSpec, Strategy
+from ..api.modeldeployment import BlueGreen, ModelDeploymentSpec, ModelSource, Strategy
 from ..api.reports import MAX_WINDOWS, METRICS
 from ..conditions import is_true
 from ..training.spec import check_env
+
+
+def _verification(model: ModelSource, allow_unsafe: bool) -> list[str]:
+    """A pinned model is verified against its digest unless the spec says `verify: false` in so many
+    words, and never unverified where a swapped file would do the most harm."""
+    if model.verify:
+        if model.storage_uri and not model.digest:
+            return ["spec.model.digest: required for a pinned storageUri (the model is checked against it "
+                    "before it is served); set spec.model.verify: false to serve it unverified"]
+        return []
+    if model.from_training_runs is not None:
+        return ["spec.model.verify: only applies to a pinned storageUri (a TrainingRun stream is always "
+                "verified against the digest it recorded)"]
+    if model.digest:
+        return ["spec.model.verify: false contradicts spec.model.digest (drop one of them)"]
+    if (model.storage_uri or "").startswith("http://"):
+        return ["spec.model.verify: false is refused for a plain http:// storageUri (anyone on the path could "
+                "swap the model); give spec.model.digest or use https://"]
+    if allow_unsafe:
+        return ["spec.model.verify: false is refused with spec.runtime.allowUnsafeFormats (an unverified "
+                "pickle file runs whatever code it holds); give spec.model.digest"]
+    return []
 
 
 def check(spec: ModelDeploymentSpec) -> list[str]:
@@ -22,6 +44,7 @@ def check(spec: ModelDeploymentSpec) -> list[str]:
         errors.append("spec.model.format: only applies to a pinned storageUri (a TrainingRun stream "
                       "brings its own format)")
     allow_unsafe = spec.runtime is not None and spec.runtime.allow_unsafe_formats
+    errors += _verification(model, allow_unsafe)
     if model.format in UNSAFE_FORMATS and not allow_unsafe:
         errors.append(f"spec.model.format: {model.format} files are loaded with pickle, which runs code "
                       "from the file; set spec.runtime.allowUnsafeFormats: true to accept that")
