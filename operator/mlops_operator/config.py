@@ -25,6 +25,11 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, not {raw!r}") from None
 
 
+def _kubernetes_service() -> str:
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    return f"{host}:{os.environ.get('KUBERNETES_SERVICE_PORT') or 443}" if host else ""
+
+
 @dataclass(frozen=True)
 class Settings:
     """Operator settings. Read once at start-up (`Settings.from_env()`)."""
@@ -39,6 +44,11 @@ class Settings:
     normal_events: bool = True
     metrics_port: int = 0
     """Serve the operator's Prometheus metrics on this port (0: not at all)."""
+    analysis_endpoints: str = ""
+    """MLOPS_ANALYSIS_ENDPOINTS: the hosts and CIDRs spec.analysis.prometheus.address may name
+    (controller/endpoints.py; empty: `*.svc`, `*.svc.cluster.local`)."""
+    kubernetes_service: str = ""
+    """host:port of the apiserver's in-cluster Service (KUBERNETES_SERVICE_HOST/PORT), never read as an endpoint."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -54,4 +64,6 @@ class Settings:
             normal_events=os.environ.get("MLOPS_EVENTS", "all") != "warnings",
             copy_labels=tuple(k.strip() for k in os.environ.get("MLOPS_COPY_LABELS", "").split(",") if k.strip()),
             metrics_port=_int("MLOPS_METRICS_PORT", 0),
+            analysis_endpoints=os.environ.get("MLOPS_ANALYSIS_ENDPOINTS", ""),
+            kubernetes_service=_kubernetes_service(),
         )

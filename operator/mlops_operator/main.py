@@ -19,6 +19,7 @@ from . import metrics
 from .api import DRIFT_POLICY, KINDS, MODEL_DEPLOYMENT, TRAINING_RUN
 from .api import labels as L
 from .config import Settings
+from .controller import endpoints
 from .controller.client import DEPLOYMENTS, JOBS, SERVICES, Api
 from .controller.informers import Informer, Informers, Scope
 from .controller.queue import WorkQueue
@@ -75,8 +76,14 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     info = _credentials(settings)
     if info is None:
         raise kopf.PermanentError("no credentials: neither a service account nor a kubeconfig was found")
-    ctx = Ctx(api=Api.from_connection_info(info), store=make_store(), settings=config,
-              post_normal_events=config.normal_events)
+    api = Api.from_connection_info(info)
+    try:
+        rules = endpoints.Endpoints.parse(config.analysis_endpoints,
+                                          endpoints.apiserver_addresses(api.server, config.kubernetes_service))
+    except ValueError as exc:
+        raise kopf.PermanentError(str(exc)) from None
+    ctx = Ctx(api=api, store=make_store(), settings=config, post_normal_events=config.normal_events,
+              endpoints=rules)
     ctx.queue = WorkQueue({kind: _bind(fn, ctx) for kind, fn in RECONCILERS.items()}, workers=config.workers)
     Runtime.ctx = ctx
     namespaces = Runtime.namespaces if Runtime.namespaces is not None else config.namespaces

@@ -204,6 +204,8 @@ METRICS_PORT: list[int] = []
 def operator(control_plane: ControlPlane) -> Iterator[OperatorThread]:
     os.environ["MLOPS_RESYNC_SECONDS"] = str(RESYNC_SECONDS)
     os.environ["MLOPS_ARTIFACT_ROOT"] = ARTIFACT_ROOT
+    # the tests' own Prometheus listens on loopback; the apiserver there stays refused
+    os.environ["MLOPS_ANALYSIS_ENDPOINTS"] = "*.svc,*.svc.cluster.local,127.0.0.1/32"
     with socket.socket() as s:  # the operator's /metrics, read by the tests
         s.bind(("127.0.0.1", 0))
         METRICS_PORT.append(s.getsockname()[1])

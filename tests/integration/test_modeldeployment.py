@@ -659,3 +659,15 @@ def test_canary_live_analysis_reads_prometheus_when_asked(
     assert rev2 != rev1 and st["lastAnalysis"]["verdict"] == "Passed"
     assert st["lastAnalysis"]["message"].startswith("live (Prometheus): ")
     assert st["lastAnalysis"]["measurements"]["requests"] >= 5
+
+
+def test_an_analysis_address_naming_the_apiserver_is_refused(
+    cluster: Cluster, operator: OperatorThread, namespace: str, control_plane: Any
+) -> None:
+    """The tests allow 127.0.0.1/32 (their Prometheus listens there); the apiserver listens there too, and
+    stays refused: a tenant cannot make the operator send requests to it."""
+    md = model_deployment(analysis={**ANALYSIS, "prometheus": {"address": control_plane.server + "/api/v1/query"}})
+    cluster.create(md, namespace)
+    cond = cluster.wait_condition("ModelDeployment", namespace, "iris", "False", "InvalidSpec", timeout=60)
+    assert "spec.analysis.prometheus.address" in cond["message"] and "apiserver" in cond["message"], cond
+    assert cluster.children(namespace) == []

@@ -5,14 +5,18 @@ from __future__ import annotations
 import pytest
 
 from mlops_operator.api import BY_KIND
+from mlops_operator.controller.endpoints import Endpoints
 from mlops_operator.drift.spec import check as check_dp
 from mlops_operator.drift.spec import check_target
 from mlops_operator.rollout.spec import check as check_md
+from mlops_operator.rollout.spec import check_endpoints
 from mlops_operator.training.spec import check as check_tr
 from mlops_operator.validation import parse
 from tests.cases import SCHEMA_CASES, STATUS_CASES, TARGET_CASES, example
 
-CHECKS = {"TrainingRun": check_tr, "ModelDeployment": check_md, "DriftPolicy": check_dp}
+CHECKS = {"TrainingRun": check_tr, "DriftPolicy": check_dp,
+          # with the operator's default MLOPS_ANALYSIS_ENDPOINTS
+          "ModelDeployment": lambda spec: check_md(spec) + check_endpoints(spec, Endpoints())}
 
 
 def errors_of(manifest: dict) -> list[str]:

@@ -12,6 +12,7 @@ from ..conditions import FALSE, Cond, is_warning, merge
 from ..config import Settings
 from ..controller import events
 from ..controller.client import Api, ApiError, Resource
+from ..controller.endpoints import Endpoints
 from ..controller.errors import InvalidSpec, Retry
 from ..controller.queue import WorkQueue
 from ..controller.store import Key, Store
@@ -34,6 +35,8 @@ class Ctx:
     post_normal_events: bool = False
     status_writes: int = field(default=0)
     drift: DriftMemory = field(default_factory=DriftMemory)  # DriftPolicy's caches in this process
+    endpoints: Endpoints = field(default_factory=Endpoints)
+    """What spec.analysis.prometheus.address may name (MLOPS_ANALYSIS_ENDPOINTS)."""
 
     async def write_status(
         self,

@@ -14,6 +14,7 @@ from ..api.artifacts import Profile
 from ..api.driftpolicy import RetrainRecord
 from ..builders import driftpolicy as build
 from ..conditions import FALSE, UNKNOWN, Cond
+from ..controller import endpoints
 from ..controller.client import CONFIGMAPS
 from ..controller.errors import InvalidSpec, Retry
 from ..controller.store import Body, Key, RefKey
@@ -49,13 +50,14 @@ async def _scrape(ctx: Ctx, md: Body, revision: str) -> tuple[dict[str, Any], Pr
     """Every ready pod's monitoring snapshot, and the reference profile they count against."""
     name = md["metadata"]["name"]
     ready = await pods.ready_pods(ctx, md["metadata"]["namespace"], name, revision)
-    snapshots = await pods.get_json([(p["metadata"]["name"], f"{pods.base_url(p)}/v2/models/{name}/monitoring")
-                                     for p in ready])
+    snapshots = await endpoints.get_json([(p["metadata"]["name"], f"{pods.base_url(p)}/v2/models/{name}/monitoring")
+                                          for p in ready])
     digests = {s.get("profileDigest") for s in snapshots.values()} - {None}
     profile = next((ctx.drift.profiles[d] for d in digests if d in ctx.drift.profiles), None)
     if profile is None and snapshots:
         pod = next(p for p in ready if p["metadata"]["name"] in snapshots)
-        found = await pods.get_json([("profile", f"{pods.base_url(pod)}/v2/models/{name}/profile")])
+        found = await endpoints.get_json([("profile", f"{pods.base_url(pod)}/v2/models/{name}/profile")],
+                                         limit=endpoints.MAX_PROFILE_BYTES)
         if "profile" in found:
             profile = Profile.model_validate(found["profile"])
             for d in digests:

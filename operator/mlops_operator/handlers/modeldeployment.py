@@ -16,6 +16,7 @@ from ..api.modeldeployment import ModelDeploymentSpec, PodCounters, RevisionRef
 from ..api.reports import AnalysisReport, parse_report
 from ..builders import modeldeployment as build
 from ..conditions import FALSE, Cond
+from ..controller import endpoints
 from ..controller.client import DEPLOYMENTS, JOBS, SERVICES, Resource
 from ..controller.errors import Retry
 from ..controller.store import Body, Key, RefKey
@@ -78,13 +79,14 @@ async def _live(ctx: Ctx, md: Body, spec: ModelDeploymentSpec, rev: str) -> dict
     if prometheus is not None:
         queries = rollout_analysis.prometheus_queries(md["metadata"]["namespace"], build.deployment_name(md, rev))
         base = prometheus.address.rstrip("/") + "/api/v1/query?query="
-        answers = await pods.get_json([(k, base + urllib.parse.quote(q)) for k, q in queries.items()])
+        answers = await endpoints.get_json([(k, base + urllib.parse.quote(q)) for k, q in queries.items()],
+                                           ctx.endpoints)
         if len(answers) < len(queries):
             raise Retry(f"spec.analysis.prometheus: {prometheus.address} did not answer", delay=5)
         return rollout_analysis.counters_from_prometheus(answers)
     ready = await pods.ready_pods(ctx, md["metadata"]["namespace"], name, rev)
-    found = await pods.get_json([(p["metadata"]["name"], f"{pods.base_url(p)}/v2/models/{name}/monitoring")
-                                 for p in ready])
+    found = await endpoints.get_json([(p["metadata"]["name"], f"{pods.base_url(p)}/v2/models/{name}/monitoring")
+                                      for p in ready])
     return {pod: rollout_analysis.counters(snapshot) for pod, snapshot in found.items()}
 
 
@@ -179,7 +181,10 @@ class _Fetch:
 
 
 async def reconcile(ctx: Ctx, key: Key) -> None:
-    found = await ctx.validated(MODEL_DEPLOYMENT, key, rollout_spec.check, invalid_also=("Available",))
+    def check(spec: ModelDeploymentSpec) -> list[str]:
+        return rollout_spec.check(spec) + rollout_spec.check_endpoints(spec, ctx.endpoints)
+
+    found = await ctx.validated(MODEL_DEPLOYMENT, key, check, invalid_also=("Available",))
     if found is None:
         return
     md, spec = found

@@ -5,20 +5,12 @@ window closing, a drift evaluation falling due), never on a steady-state resync.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Sequence
 from typing import Any
-
-import aiohttp
 
 from ..api import labels as L
 from ..builders.modeldeployment import MONITORING_PORT
 from ..controller.client import PODS
 from .context import Ctx
-
-logger = logging.getLogger("mlops_operator")
-SCRAPE_TIMEOUT = 5.0
 
 
 async def pods(ctx: Ctx, namespace: str, selector: str) -> list[dict[str, Any]]:
@@ -45,21 +37,3 @@ def base_url(pod: dict[str, Any]) -> str:
 async def ready_pods(ctx: Ctx, namespace: str, md_name: str, revision: str) -> list[dict[str, Any]]:
     selector = L.selector({L.MODEL_DEPLOYMENT: md_name, L.REVISION: revision})
     return [p for p in await pods(ctx, namespace, selector) if ready(p)]
-
-
-async def get_json(targets: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    """GET each (key, url) at once; the answers by key (a pod that does not answer is left out)."""
-    out: dict[str, Any] = {}
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT)) as session:
-        async def one(key: str, url: str) -> None:
-            try:
-                async with session.get(url) as resp:
-                    if resp.status == 200:
-                        out[key] = await resp.json()
-                    else:
-                        logger.warning("%s answered %s", url, resp.status)
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                logger.warning("could not read %s: %s", url, exc)
-
-        await asyncio.gather(*(one(k, u) for k, u in targets))
-    return out

@@ -9,6 +9,7 @@ from ..api.artifacts import UNSAFE_FORMATS
 from ..api.modeldeployment import BlueGreen, ModelDeploymentSpec, ModelSource, Strategy
 from ..api.reports import MAX_WINDOWS, METRICS
 from ..conditions import is_true
+from ..controller.endpoints import Endpoints
 from ..training.spec import check_env
 
 
@@ -32,6 +33,13 @@ def _verification(model: ModelSource, allow_unsafe: bool) -> list[str]:
         return ["spec.model.verify: false is refused with spec.runtime.allowUnsafeFormats (an unverified "
                 "pickle file runs whatever code it holds); give spec.model.digest"]
     return []
+
+
+def check_endpoints(spec: ModelDeploymentSpec, endpoints: Endpoints) -> list[str]:
+    """The analysis endpoints the spec names that this operator will not read (MLOPS_ANALYSIS_ENDPOINTS)."""
+    prometheus = spec.analysis.prometheus if spec.analysis is not None else None
+    why = endpoints.refusal(prometheus.address) if prometheus is not None else None
+    return [f"spec.analysis.prometheus.address: {why}"] if why else []
 
 
 def check(spec: ModelDeploymentSpec) -> list[str]:
