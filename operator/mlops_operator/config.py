@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,8 @@ class Settings:
     analysis_endpoints: str = ""
     """MLOPS_ANALYSIS_ENDPOINTS: the hosts and CIDRs spec.analysis.prometheus.address may name
     (controller/endpoints.py; empty: `*.svc`, `*.svc.cluster.local`)."""
+    instance: str = ""
+    """Which replica this process is: POD_NAME (the chart sets it from the downward API), else the host name."""
     kubernetes_service: str = ""
     """host:port of the apiserver's in-cluster Service (KUBERNETES_SERVICE_HOST/PORT), never read as an endpoint."""
 
@@ -66,4 +69,5 @@ class Settings:
             metrics_port=_int("MLOPS_METRICS_PORT", 0),
             analysis_endpoints=os.environ.get("MLOPS_ANALYSIS_ENDPOINTS", ""),
             kubernetes_service=_kubernetes_service(),
+            instance=os.environ.get("POD_NAME") or socket.gethostname(),
         )

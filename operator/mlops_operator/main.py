@@ -16,11 +16,13 @@ import kopf
 from aiohttp import web
 
 from . import metrics
-from .api import DRIFT_POLICY, KINDS, MODEL_DEPLOYMENT, TRAINING_RUN
+from .api import BY_KIND, DRIFT_POLICY, KINDS, MODEL_DEPLOYMENT, TRAINING_RUN
 from .api import labels as L
+from .conditions import FALSE, Cond
 from .config import Settings
 from .controller import endpoints
 from .controller.client import DEPLOYMENTS, JOBS, SERVICES, Api
+from .controller.errors import NameConflict, Retry
 from .controller.informers import Informer, Informers, Scope
 from .controller.queue import WorkQueue
 from .controller.store import Key, Store, owner_of
@@ -29,6 +31,7 @@ from .handlers.context import Ctx, resource
 
 logger = logging.getLogger("mlops_operator")
 MANAGED_BY_SELECTOR = L.selector(L.MANAGED_BY)  # the children's watches
+NAME_CONFLICT_RECHECK_SECONDS = 30
 # the child kinds whose events reconcile their owner
 CHILD_KINDS = ((JOBS, "Job"), (DEPLOYMENTS, "Deployment"), (SERVICES, "Service"))
 RECONCILERS: dict[str, Callable[[Ctx, Key], Coroutine[Any, Any, None]]] = {
@@ -102,7 +105,15 @@ def run_in(namespaces: list[str] | tuple[str, ...]) -> None:
 
 def _bind(fn: Callable[[Ctx, Key], Coroutine[Any, Any, None]], ctx: Ctx) -> Callable[[Key], Coroutine[Any, Any, None]]:
     async def run(key: Key) -> None:
-        await fn(ctx, key)
+        try:
+            await fn(ctx, key)
+        except NameConflict as exc:
+            # a child's name is someone else's object: said in status, looked at again now and then
+            # (the other object's deletion is no event the operator sees)
+            body = ctx.store.get(key)
+            if body is not None:
+                await ctx.write_status(BY_KIND[key[0]], body, [Cond("Ready", FALSE, "NameConflict", str(exc))])
+            raise Retry(str(exc), delay=NAME_CONFLICT_RECHECK_SECONDS) from exc
     return run
 
 

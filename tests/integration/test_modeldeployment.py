@@ -671,3 +671,36 @@ def test_an_analysis_address_naming_the_apiserver_is_refused(
     cond = cluster.wait_condition("ModelDeployment", namespace, "iris", "False", "InvalidSpec", timeout=60)
     assert "spec.analysis.prometheus.address" in cond["message"] and "apiserver" in cond["message"], cond
     assert cluster.children(namespace) == []
+
+
+def test_a_service_of_the_same_name_is_never_adopted(
+    cluster: Cluster, operator: OperatorThread, namespace: str
+) -> None:
+    """Server-side apply with force would take over an unowned Service `iris` and give it an ownerReference
+    (garbage collection then deletes it with the ModelDeployment). The first write is a create: its 409 on
+    someone else's object ends in Ready=False, reason=NameConflict, the object untouched."""
+    theirs = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "iris", "labels": {"team": "other"}},
+              "spec": {"selector": {"app": "theirs"}, "ports": [{"port": 80, "targetPort": 8080}]}}
+    cluster.core.create_namespaced_service(namespace, theirs)
+    before = cluster.core.read_namespaced_service("iris", namespace)
+    md = model_deployment(model={"storageUri": "s3://models/pinned/iris", "digest": "sha256:" + "0" * 64})
+    cluster.create(md, namespace)
+    cond = cluster.wait_condition("ModelDeployment", namespace, "iris", "False", "NameConflict", timeout=60)
+    assert "Service iris already exists" in cond["message"] and "left untouched" in cond["message"], cond
+    after = cluster.core.read_namespaced_service("iris", namespace)
+    assert after.metadata.resource_version == before.metadata.resource_version
+    assert not after.metadata.owner_references and after.spec.selector == {"app": "theirs"}
+    wait_for(lambda: any(e.reason == "NameConflict" and e.type == "Warning" for e in cluster.events(namespace, "iris")),
+             what="a Warning event NameConflict")
+    # written through events.k8s.io/v1, without the deprecated core/v1 fields
+    said = [e for e in cluster.custom.list_namespaced_custom_object("events.k8s.io", "v1", namespace, "events")["items"]
+            if e.get("reason") == "NameConflict" and e["regarding"]["name"] == "iris"]
+    assert said and said[0]["reportingController"] == "mlops.dev/operator" and said[0]["eventTime"], said
+    assert said[0]["regarding"]["kind"] == "ModelDeployment" and "Service iris" in said[0]["note"]
+    assert not said[0].get("deprecatedCount") and not said[0].get("deprecatedFirstTimestamp"), said[0]
+    assert not (said[0].get("deprecatedSource") or {}).get("component"), said[0]
+    cluster.custom.delete_namespaced_custom_object("mlops.dev", "v1alpha1", namespace, "modeldeployments", "iris")
+    wait_for(lambda: not any(d.metadata.name.startswith("iris-") for d in
+                             cluster.apps.list_namespaced_deployment(namespace).items), 60,
+             "the ModelDeployment's own children collected")
+    assert cluster.core.read_namespaced_service("iris", namespace).spec.selector == {"app": "theirs"}

@@ -1,5 +1,6 @@
 """Timestamps as the API writes them: RFC 3339 in UTC to the second (`2026-12-01T16:04:05Z`), as
-Kubernetes writes `lastTransitionTime`; and read back, with or without the `Z`."""
+Kubernetes writes `lastTransitionTime`, or to the microsecond (MicroTime, an Event's `eventTime`); and
+read back, with or without the `Z`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ def stamp(t: datetime.datetime) -> str:
 
 def now() -> str:
     return stamp(datetime.datetime.now(datetime.UTC))
+
+
+def micro(t: datetime.datetime | None = None) -> str:
+    """A MicroTime (`2026-12-01T16:04:05.123456Z`), as events.k8s.io/v1 `eventTime` wants it."""
+    return (t or datetime.datetime.now(datetime.UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse(value: str) -> datetime.datetime:

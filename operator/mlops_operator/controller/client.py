@@ -16,11 +16,13 @@ import contextlib
 import json
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
+
+from .errors import NameConflict
 
 FIELD_MANAGER = "mlops-operator"
 
@@ -69,10 +71,27 @@ class Resource:
 # the built-in resources the operator touches
 CONFIGMAPS = Resource("", "v1", "configmaps")
 DEPLOYMENTS = Resource("apps", "v1", "deployments")
-EVENTS = Resource("", "v1", "events")
+EVENTS = Resource("events.k8s.io", "v1", "events")
 JOBS = Resource("batch", "v1", "jobs")
 PODS = Resource("", "v1", "pods")
 SERVICES = Resource("", "v1", "services")
+
+
+def controller_uid(obj: Mapping[str, Any]) -> str | None:
+    """The uid of an object's controller (the ownerReference with controller: true), if any."""
+    return next((o.get("uid") for o in obj["metadata"].get("ownerReferences") or () if o.get("controller")), None)
+
+
+def name_conflict(obj: Mapping[str, Any], existing: Mapping[str, Any]) -> NameConflict:
+    """The error for a child `obj` whose name `existing`, not controlled by obj's parent, holds."""
+    meta = obj["metadata"]
+    holder = next((f"{o.get('kind')} {o.get('name')}" for o in
+                   existing["metadata"].get("ownerReferences") or () if o.get("controller")), None)
+    owner = next(o for o in meta["ownerReferences"] if o.get("controller"))
+    return NameConflict(
+        f"{obj['kind']} {meta['name']} already exists and is not this {owner['kind']}'s "
+        f"({'controlled by ' + holder if holder else 'it has no controller'}); it is left untouched: "
+        f"delete or rename it, or give this {owner['kind']} another name")
 
 
 def _namespace(path: str) -> str:
@@ -214,9 +233,27 @@ class Api:
         return list((await self.list(res, namespace, label_selector=label_selector)).get("items") or [])
 
     async def create(self, res: Resource, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
-        result = await self.request("POST", res.path(namespace), obj)
+        result = await self.request("POST", res.path(namespace), obj, params={"fieldManager": FIELD_MANAGER})
         assert result is not None
         return result
+
+    async def ensure(self, res: Resource, obj: dict[str, Any], known: bool) -> dict[str, Any]:
+        """Write a child: server-side apply when it is `known` to be this parent's (seen in the cache);
+        else a create, so that an object of that name the parent does not control is never adopted (apply
+        would add the ownerReference, and garbage collection delete the object with the parent). A 409 on the
+        create reads the object: its controller reference is the parent's when the cache had not seen it yet
+        (then apply); otherwise `NameConflict`, the object untouched."""
+        if not known:
+            meta = obj["metadata"]
+            try:
+                return await self.create(res, meta["namespace"], obj)
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+            existing = await self.get(res, meta["namespace"], meta["name"])
+            if existing is not None and controller_uid(existing) != controller_uid(obj):
+                raise name_conflict(obj, existing)
+        return await self.apply(res, obj)
 
     async def patch(self, res: Resource, namespace: str, name: str, patch: Any,
                     patch_type: Literal["merge", "json"] = "merge") -> dict[str, Any] | None:

@@ -16,3 +16,8 @@ class Retry(Exception):
 class InvalidSpec(Exception):
     """The object cannot be reconciled as it is (already reported as Ready=False, reason=InvalidSpec);
     nothing is retried until it changes."""
+
+
+class NameConflict(Exception):
+    """A child's name is taken by an object this parent does not control: it is left untouched (never
+    adopted, so never garbage-collected with the parent); reported as `Ready=False, reason=NameConflict`."""

@@ -122,4 +122,4 @@ class Ctx:
         if not warning and not self.post_normal_events:
             return
         await events.post(self.api, {"apiVersion": API_VERSION, "kind": kind.kind, "metadata": body["metadata"]},
-                          reason, message, warning)
+                          reason, message, warning, instance=self.settings.instance)

@@ -15,7 +15,7 @@ from ..api.driftpolicy import RetrainRecord
 from ..builders import driftpolicy as build
 from ..conditions import FALSE, UNKNOWN, Cond
 from ..controller import endpoints
-from ..controller.client import CONFIGMAPS
+from ..controller.client import CONFIGMAPS, controller_uid, name_conflict
 from ..controller.errors import InvalidSpec, Retry
 from ..controller.store import Body, Key, RefKey
 from ..drift import decide
@@ -37,12 +37,18 @@ async def _state(ctx: Ctx, key: Key, policy: Body) -> WindowState | None:
     if key in ctx.drift.states:
         return ctx.drift.states[key]
     cm = await ctx.api.get(CONFIGMAPS, key[1], build.state_name(policy))
+    if cm is not None and controller_uid(cm) != policy["metadata"].get("uid"):
+        raise name_conflict(build.window_configmap(policy, ""), cm)  # someone else's ConfigMap: never read
     text = ((cm or {}).get("data") or {}).get(build.STATE_KEY)
-    return WindowState.model_validate_json(text) if text else None
+    if not text:
+        return None
+    ctx.drift.states[key] = WindowState.model_validate_json(text)
+    return ctx.drift.states[key]
 
 
 async def _save(ctx: Ctx, key: Key, policy: Body, state: WindowState) -> None:
-    await ctx.api.apply(CONFIGMAPS, build.window_configmap(policy, state.model_dump_json()))
+    # a state in memory was saved by this process or read from this policy's own ConfigMap
+    await ctx.api.ensure(CONFIGMAPS, build.window_configmap(policy, state.model_dump_json()), key in ctx.drift.states)
     ctx.drift.states[key] = state
 
 
@@ -136,7 +142,8 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
         for name in plan.delete:
             await ctx.api.delete(runs, key[1], name)
         if plan.create is not None:
-            await ctx.api.apply(runs, build.retrain_run(body, spec, plan.create, evaluation))
+            await ctx.api.ensure(runs, build.retrain_run(body, spec, plan.create, evaluation),
+                                 plan.create in owned)
             await ctx.event(DRIFT_POLICY, body, "Retraining", f"created TrainingRun {plan.create}: "
                             f"{decide.drifted_condition(evaluation, None).message}", warning=True)
         blocked = plan.blocked

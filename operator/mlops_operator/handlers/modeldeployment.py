@@ -17,7 +17,7 @@ from ..api.reports import AnalysisReport, parse_report
 from ..builders import modeldeployment as build
 from ..conditions import FALSE, Cond
 from ..controller import endpoints
-from ..controller.client import DEPLOYMENTS, JOBS, SERVICES, Resource
+from ..controller.client import DEPLOYMENTS, JOBS, SERVICES, Resource, name_conflict
 from ..controller.errors import Retry
 from ..controller.store import Body, Key, RefKey
 from ..metrics import REGISTRY
@@ -116,14 +116,14 @@ async def _apply(ctx: Ctx, key: Key, md: Body, spec: ModelDeploymentSpec, plan: 
                 observed["metadata"].get("annotations", {}).get(build.TEMPLATE_HASH) == \
                 desired["metadata"]["annotations"][build.TEMPLATE_HASH]:
             return
-        ctx.store.upsert_child(key, "Deployment", await ctx.api.apply(DEPLOYMENTS, desired))
+        ctx.store.upsert_child(key, "Deployment", await ctx.api.ensure(DEPLOYMENTS, desired, observed is not None))
 
     async def traffic(preview: bool, selected: str | None) -> None:
         desired = build.service(md, selected, preview, copy_labels=s.copy_labels)
         observed = services.get(desired["metadata"]["name"])
         wanted = desired["spec"]["selector"]
         if observed is None or (observed.get("spec") or {}).get("selector") != wanted:
-            applied = await ctx.api.apply(SERVICES, desired)
+            applied = await ctx.api.ensure(SERVICES, desired, observed is not None)
             if (applied.get("spec") or {}).get("selector") != wanted:
                 # keys someone else added (kubectl edit) are not the operator's to drop by an apply:
                 # the selector decides where traffic goes, so it is replaced as a whole
@@ -145,7 +145,7 @@ async def _apply(ctx: Ctx, key: Key, md: Body, spec: ModelDeploymentSpec, plan: 
         job = build.analysis_job(md, spec, cand.revision, model_uri=cand.model_uri, digest=cand.digest,
                                  candidate=urls, stable=stable_urls, runtime_image=s.runtime_image,
                                  copy_labels=s.copy_labels)
-        ctx.store.upsert_child(key, "Job", await ctx.api.apply(JOBS, job))
+        ctx.store.upsert_child(key, "Job", await ctx.api.ensure(JOBS, job, cand.revision in jobs))
     for rev in plan.delete_jobs:
         name = jobs[rev]["metadata"]["name"]
         await ctx.api.delete(JOBS, key[1], name)
@@ -157,8 +157,10 @@ async def _apply(ctx: Ctx, key: Key, md: Body, spec: ModelDeploymentSpec, plan: 
             if observed is not None and build.owned_by(observed, md):
                 await ctx.api.delete(routes, key[1], md["metadata"]["name"])
         elif build.route_weights(observed) != plan.route:
-            await ctx.api.apply(routes, build.http_route(md, spec, route_version, plan.route,
-                                                         copy_labels=s.copy_labels))
+            route = build.http_route(md, spec, route_version, plan.route, copy_labels=s.copy_labels)
+            if observed is not None and not build.owned_by(observed, md):
+                raise name_conflict(route, observed)
+            await ctx.api.ensure(routes, route, observed is not None)
 
 
 @dataclass
