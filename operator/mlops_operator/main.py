@@ -7,12 +7,17 @@ finalizers, no per-object timers or tasks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import kopf
+import yaml
 from aiohttp import web
 
 from . import metrics
@@ -65,9 +70,34 @@ def make_store() -> Store:
     )
 
 
-def _credentials(settings: kopf.OperatorSettings) -> Any:
-    return (kopf.login_with_service_account(settings=settings)
-            or kopf.login_with_kubeconfig(settings=settings))
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+def _kubeconfig_token_file() -> str | None:
+    """The current context's user's `tokenFile` in the first KUBECONFIG file (kopf's own kubeconfig login
+    reads `token` only)."""
+    path = (os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")).split(os.pathsep)[0]
+    try:
+        config = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    contexts = {c.get("name"): c.get("context") or {} for c in config.get("contexts") or ()}
+    users = {u.get("name"): u.get("user") or {} for u in config.get("users") or ()}
+    user = users.get(contexts.get(config.get("current-context"), {}).get("user"), {})
+    token_file = user.get("tokenFile")
+    return str(Path(path).parent / token_file) if token_file else None
+
+
+def _credentials(settings: kopf.OperatorSettings) -> tuple[Any, str | None]:
+    """kopf's ConnectionInfo, and the file its token comes from (read again as it rotates), if any."""
+    if (info := kopf.login_with_service_account(settings=settings)) is not None:
+        return info, SERVICE_ACCOUNT_TOKEN
+    info = kopf.login_with_kubeconfig(settings=settings)
+    token_file = _kubeconfig_token_file() if info is not None and not info.token else None
+    if info is not None and token_file:
+        with contextlib.suppress(OSError):
+            info = dataclasses.replace(info, token=Path(token_file).read_text().strip())
+    return info, token_file
 
 
 @kopf.on.startup()
@@ -76,10 +106,10 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     logging.getLogger("mlops_operator").setLevel(config.log_level)
     # kopf's liveness endpoint logs every probe (one line every 10 s in `kubectl logs`): only its problems
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    info = _credentials(settings)
+    info, token_path = _credentials(settings)
     if info is None:
         raise kopf.PermanentError("no credentials: neither a service account nor a kubeconfig was found")
-    api = Api.from_connection_info(info)
+    api = Api.from_connection_info(info, token_path)
     try:
         rules = endpoints.Endpoints.parse(config.analysis_endpoints,
                                           endpoints.apiserver_addresses(api.server, config.kubernetes_service))
@@ -162,7 +192,8 @@ async def cleanup(**_: Any) -> None:
 
 @kopf.on.login()
 def login(settings: kopf.OperatorSettings, **_: Any) -> Any:
-    return _credentials(settings)
+    """kopf's own credentials, called again after a 401: the token file is read each time."""
+    return _credentials(settings)[0]
 
 
 def on_own_event(ctx: Ctx, kind: str) -> Callable[[str, dict[str, Any]], None]:

@@ -4,13 +4,18 @@ apiserver accepts them, and the operator's ServiceAccount gets exactly what its 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import re
 import shutil
+import ssl
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -228,16 +233,28 @@ def _service_account_kubeconfig(cluster: Cluster, control_plane: ControlPlane, n
     return path
 
 
-def test_the_operator_as_the_charts_service_account_reconciles_every_kind_and_nothing_more(
-    cluster: Cluster, control_plane: ControlPlane, sp_namespace: str, tmp_path: Path
-) -> None:
-    ns, release = sp_namespace, f"mlops-{sp_namespace[-8:]}"
+def _chart_rbac(cluster: Cluster, ns: str, release: str) -> list[dict[str, Any]]:
+    """The chart's ServiceAccount and roles for a release watching `ns`, applied."""
     docs = [d for d in yaml.safe_load_all(helm(
         "template", release, str(CHART), "--namespace", ns, "--set", f"watchNamespaces={{{ns}}}",
         "--set", "aggregateToUserRoles=false").stdout) if d]
     rbac = [d for d in docs if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
                                               "RoleBinding")]
     cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(rbac))
+    return rbac
+
+
+def _delete_cluster_rbac(cluster: Cluster, rbac: list[dict[str, Any]]) -> None:
+    for d in rbac:
+        if d["kind"].startswith("Cluster"):
+            cluster.kubectl("delete", d["kind"].lower(), d["metadata"]["name"], check=False)
+
+
+def test_the_operator_as_the_charts_service_account_reconciles_every_kind_and_nothing_more(
+    cluster: Cluster, control_plane: ControlPlane, sp_namespace: str, tmp_path: Path
+) -> None:
+    ns, release = sp_namespace, f"mlops-{sp_namespace[-8:]}"
+    rbac = _chart_rbac(cluster, ns, release)
     operator = OperatorProcess(_service_account_kubeconfig(cluster, control_plane, ns, release,
                                                            tmp_path / "sa-kubeconfig"),
                                ns, tmp_path / "operator.log", env={"MLOPS_RESYNC_SECONDS": "5"})
@@ -268,9 +285,70 @@ def test_the_operator_as_the_charts_service_account_reconciles_every_kind_and_no
             assert denied.returncode != 0 and "forbidden" in denied.stderr.lower(), (args, denied.stderr)
     finally:
         operator.stop()
-        for d in rbac:
-            if d["kind"].startswith("Cluster"):
-                cluster.kubectl("delete", d["kind"].lower(), d["metadata"]["name"], check=False)
+        _delete_cluster_rbac(cluster, rbac)
+
+
+def test_the_operator_keeps_reconciling_when_its_token_rotates(
+    cluster: Cluster, control_plane: ControlPlane, sp_namespace: str, tmp_path: Path
+) -> None:
+    """Bound tokens expire and the kubelet rewrites the token file: the operator reads it again (and at once
+    on a 401), as client-go does. Here the token is bound to a Secret (TokenRequest), the file is replaced
+    with a new token, and the old one revoked by deleting its Secret."""
+    ns, release = sp_namespace, f"mlops-{sp_namespace[-8:]}"
+    rbac = _chart_rbac(cluster, ns, release)
+
+    def bound_token(secret: str) -> str:
+        uid = cluster.core.create_namespaced_secret(ns, {"metadata": {"name": secret}}).metadata.uid
+
+        def token() -> str | None:
+            with contextlib.suppress(ApiException):  # the ServiceAccount may not be there yet
+                return str(cluster.core.create_namespaced_service_account_token(release, ns, {"spec": {
+                    "expirationSeconds": 3600,
+                    "boundObjectRef": {"apiVersion": "v1", "kind": "Secret", "name": secret, "uid": uid}}}
+                ).status.token)
+            return None
+        return str(wait_for(token, 30, f"a token bound to Secret {secret}"))
+
+    def accepted(token: str) -> bool:
+        request = urllib.request.Request(f"{control_plane.server}/api/v1/namespaces/{ns}/configmaps",
+                                         headers={"Authorization": f"Bearer {token}"})
+        ca = yaml.safe_load(control_plane.kubeconfig.read_text())["clusters"][0]["cluster"]
+        ctx = ssl.create_default_context(cafile=ca.get("certificate-authority"))
+        if ca.get("certificate-authority-data"):
+            ctx.load_verify_locations(cadata=base64.b64decode(ca["certificate-authority-data"]).decode())
+        try:
+            with urllib.request.urlopen(request, context=ctx, timeout=10):
+                return True
+        except urllib.error.HTTPError as exc:
+            return exc.code != 401
+
+    token_file = tmp_path / "token"
+    token_file.write_text(bound_token("token-a"))
+    config = yaml.safe_load(control_plane.kubeconfig.read_text())
+    config["users"] = [{"name": release, "user": {"tokenFile": str(token_file)}}]
+    config["contexts"][0]["context"]["user"] = release
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(config))
+    operator = OperatorProcess(kubeconfig, ns, tmp_path / "operator.log", env={"MLOPS_RESYNC_SECONDS": "5"})
+    try:
+        operator.start()
+        run = example("TrainingRun")
+        run["spec"]["suspend"] = True
+        cluster.create(run, ns)
+        cluster.wait_condition("TrainingRun", ns, "iris-v1", "False", "Suspended", timeout=60)
+        old = token_file.read_text()
+        rotated = tmp_path / "token.new"
+        rotated.write_text(bound_token("token-b"))
+        rotated.replace(token_file)  # as the kubelet swaps a projected volume: the whole file at once
+        cluster.core.delete_namespaced_secret("token-a", ns)
+        wait_for(lambda: not accepted(old), 60, "the old token to be revoked")
+        run["metadata"]["name"] = "iris-v2"
+        cluster.create(run, ns)
+        cluster.wait_condition("TrainingRun", ns, "iris-v2", "False", "Suspended", timeout=90)
+        assert operator.proc is not None and operator.proc.poll() is None, operator.output()
+    finally:
+        operator.stop()
+        _delete_cluster_rbac(cluster, rbac)
 
 
 def test_monitoring_values_render_and_the_dashboard_reads_only_series_that_exist() -> None:

@@ -10,28 +10,52 @@ requests a reconcile costs.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import collections
 import contextlib
 import json
+import logging
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
 
+from .endpoints import read_bounded
 from .errors import NameConflict
 
 FIELD_MANAGER = "mlops-operator"
+TOKEN_REREAD_SECONDS = 60.0
+RETRIES = 4  # after the first attempt: at 0.2, 0.4, 0.8, 1.6 s (a connection error), or as Retry-After says
+BACKOFF = 0.2
+MAX_RETRY_AFTER = 30.0
+# an answer larger than any the operator asks for (a list page is at most 500 objects of at most 1.5 MiB
+# each in etcd, but ours are a few KiB): a broken or hostile apiserver proxy cannot take its memory
+MAX_RESPONSE_BYTES = 64 << 20
+MAX_LINE_BYTES = 16 << 20  # one watch event: one object
+MAX_ERROR_BYTES = 64 << 10
+logger = logging.getLogger("mlops_operator")
 
 
-async def lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The newline-delimited records of a byte stream, of any length."""
+def _seconds(retry_after: str) -> float:
+    """Retry-After as seconds (an integer, as the apiserver sends; anything else: one second), at most 30."""
+    try:
+        return min(MAX_RETRY_AFTER, max(0.0, float(retry_after)))
+    except ValueError:
+        return 1.0
+
+
+async def lines(chunks: AsyncIterator[bytes], limit: int | None = None) -> AsyncIterator[bytes]:
+    """The newline-delimited records of a byte stream, each up to `limit` bytes (a longer one is an error)."""
     buffer = b""
     async for chunk in chunks:
         buffer += chunk
+        if limit is not None and len(buffer) > limit and buffer.find(b"\n") < 0:
+            raise ValueError(f"a watch event longer than {limit} bytes")
         while (end := buffer.find(b"\n")) >= 0:
             line, buffer = buffer[:end], buffer[end + 1:]
             if line.strip():
@@ -127,9 +151,14 @@ class Api:
         insecure: bool = False,
         cert_path: str | None = None,
         key_path: str | None = None,
+        token_path: str | None = None,
     ) -> None:
         self.server = server.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._token = token
+        self._token_path = token_path
+        self._token_read = time.monotonic()
+        self.reauthentications = 0
+        """Times a 401 made the client read its token file again and retry."""
         if insecure:
             self._ssl: ssl.SSLContext | bool = False
         else:
@@ -146,9 +175,20 @@ class Api:
         """(namespace, verb, resource) → requests: what the objects of one namespace cost."""
         self._discovered: dict[tuple[str, str], tuple[float, str | None]] = {}
 
+    def _auth(self, reread: bool = False) -> dict[str, str]:
+        """The Authorization header, from the token file when there is one: read again every
+        TOKEN_REREAD_SECONDS (the kubelet rewrites a projected token long before it expires) and at once
+        after a 401 (`reread`), as client-go does."""
+        if self._token_path and (reread or time.monotonic() - self._token_read > TOKEN_REREAD_SECONDS):
+            with contextlib.suppress(OSError):
+                self._token = Path(self._token_path).read_text().strip() or self._token
+            self._token_read = time.monotonic()
+        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+
     @classmethod
-    def from_connection_info(cls, info: Any) -> Api:
-        """Build from a kopf ConnectionInfo (what the login handler returns)."""
+    def from_connection_info(cls, info: Any, token_path: str | None = None) -> Api:
+        """Build from a kopf ConnectionInfo (what the login handler returns), with the file the token was
+        read from (`token_path`) when there is one."""
         ca_data = info.ca_data
         if isinstance(ca_data, bytes):
             ca_data = ca_data.decode()
@@ -160,6 +200,7 @@ class Api:
             insecure=bool(info.insecure),
             cert_path=str(info.certificate_path) if info.certificate_path else None,
             key_path=str(info.private_key_path) if info.private_key_path else None,
+            token_path=token_path,
         )
 
     async def close(self) -> None:
@@ -172,16 +213,19 @@ class Api:
         """The events of a watch request, decoded. Watches have connections of their own (a request
         each, held open), so writes never wait behind them."""
         if self._watches is None:
-            self._watches = aiohttp.ClientSession(headers=self._headers,
-                                                  connector=aiohttp.TCPConnector(ssl=self._ssl, limit=0))
+            self._watches = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._ssl, limit=0))
         resource = path.rstrip("/").rsplit("/", 1)[-1]
         self.requests["WATCH", resource] += 1
         self.by_namespace[_namespace(path), "WATCH", resource] += 1
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=read_timeout)
-        async with self._watches.get(self.server + path, params=params, timeout=timeout) as resp:
+        async with self._watches.get(self.server + path, params=params, timeout=timeout,
+                                     headers=self._auth()) as resp:
             if resp.status >= 400:
-                raise ApiError(resp.status, "WATCH", path, await resp.text())
-            async for line in lines(resp.content.iter_any()):
+                if resp.status == 401:
+                    self._auth(reread=True)  # the informer's next list and watch use the new token
+                raise ApiError(resp.status, "WATCH", path, (await resp.content.read(MAX_ERROR_BYTES)).decode(
+                    errors="replace"))
+            async for line in lines(resp.content.iter_any(), MAX_LINE_BYTES):
                 yield json.loads(line)
 
     async def request(
@@ -194,9 +238,12 @@ class Api:
         params: dict[str, str] | None = None,
         missing_ok: bool = False,
     ) -> dict[str, Any] | None:
+        """One API request, retried where that is safe: after a 429 (or 503) at the time its Retry-After
+        says, after a 401 once with the token file read again, after a connection error with backoff
+        when the request is idempotent (GET, DELETE, server-side apply). An answer over MAX_RESPONSE_BYTES
+        is an error, never held."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                headers=self._headers,
                 timeout=aiohttp.ClientTimeout(total=60),
                 connector=aiohttp.TCPConnector(ssl=self._ssl, limit=32),
             )
@@ -204,16 +251,35 @@ class Api:
         self.requests[verb, resource] += 1
         self.by_namespace[_namespace(path), verb, resource] += 1
         data = None if body is None else json.dumps(body)
-        async with self._session.request(
-            method, self.server + path, data=data, params=params,
-            headers={"Content-Type": content_type} if data is not None else None,
-        ) as resp:
-            text = await resp.text()
-            if resp.status == 404 and missing_ok:
+        idempotent = method in ("GET", "DELETE") or content_type == "application/apply-patch+yaml"
+        reauthenticated = False
+        for attempt in range(RETRIES + 1):
+            headers = {**self._auth(), **({"Content-Type": content_type} if data is not None else {})}
+            try:
+                async with self._session.request(method, self.server + path, data=data, params=params,
+                                                 headers=headers) as resp:
+                    status, retry_after = resp.status, resp.headers.get("Retry-After")
+                    text = (await read_bounded(resp, MAX_RESPONSE_BYTES)).decode()
+            except aiohttp.ClientConnectionError as exc:
+                if not idempotent or attempt == RETRIES:
+                    raise
+                logger.info("%s %s: %s; retrying", method, path, exc)
+                await asyncio.sleep(BACKOFF * 2 ** attempt)
+                continue
+            if status == 401 and self._token_path and not reauthenticated:
+                reauthenticated = True
+                self.reauthentications += 1
+                self._auth(reread=True)
+                continue
+            if status in (429, 503) and retry_after is not None and attempt < RETRIES:
+                await asyncio.sleep(_seconds(retry_after))
+                continue
+            if status == 404 and missing_ok:
                 return None
-            if resp.status >= 400:
-                raise ApiError(resp.status, method, path, text)
+            if status >= 400:
+                raise ApiError(status, method, path, text)
             return json.loads(text) if text else {}
+        raise ApiError(429, method, path, f"still refused after {RETRIES + 1} attempts")
 
     # -- the verbs the operator uses
     async def get(self, res: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:

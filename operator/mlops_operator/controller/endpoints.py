@@ -154,7 +154,8 @@ class TooLarge(ValueError):
     pass
 
 
-async def _read(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body of an answer, or TooLarge past `limit` bytes (read no further)."""
     if resp.content_length is not None and resp.content_length > limit:
         raise TooLarge(f"the answer is {resp.content_length} bytes, more than the {limit} read")
     body = bytearray()
@@ -194,7 +195,7 @@ async def get_json(targets: Sequence[tuple[str, str]], endpoints: Endpoints | No
                     if resp.status != 200:
                         logger.warning("%s answered %s", url, resp.status)
                         return
-                    out[key] = json.loads(await _read(resp, limit))
+                    out[key] = json.loads(await read_bounded(resp, limit))
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
                 logger.warning("could not read %s: %s", url, exc)
 

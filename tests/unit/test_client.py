@@ -1,0 +1,131 @@
+"""The operator's API client against a real HTTP server on loopback playing the apiserver's part: a token
+file read again after a 401, Retry-After honoured on a 429, idempotent requests retried after a dropped
+connection (and a create never), answers past the size cap refused."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from mlops_operator.controller import client
+from mlops_operator.controller.client import CONFIGMAPS, Api, ApiError
+
+
+@contextlib.asynccontextmanager
+async def apiserver(handler: Any) -> AsyncIterator[str]:
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def test_a_401_reads_the_token_file_again_and_retries(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("old\n")
+    seen: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        if request.headers.get("Authorization") != "Bearer new":
+            return web.json_response({"message": "Unauthorized"}, status=401)
+        return web.json_response({"metadata": {"name": "x"}})
+
+    async def run() -> tuple[Any, Any]:
+        async with apiserver(handler) as url:
+            api = Api(url, token="old", token_path=str(token), insecure=True)
+            try:
+                with pytest.raises(ApiError) as refused:  # the file still holds the revoked token
+                    await api.get(CONFIGMAPS, "ns", "x")
+                token.write_text("new\n")  # the kubelet rotated it
+                return refused.value.status, await api.get(CONFIGMAPS, "ns", "x")
+            finally:
+                await api.close()
+
+    status, found = asyncio.run(run())
+    assert status == 401 and found == {"metadata": {"name": "x"}}
+    assert seen == ["Bearer old", "Bearer old", "Bearer old", "Bearer new"]
+
+
+def test_a_429_is_retried_when_retry_after_says() -> None:
+    answered: list[float] = []
+
+    async def handler(_: web.Request) -> web.Response:
+        answered.append(time.monotonic())
+        if len(answered) == 1:
+            return web.json_response({"message": "Too many requests"}, status=429, headers={"Retry-After": "1"})
+        return web.json_response({"items": []})
+
+    async def run() -> Any:
+        async with apiserver(handler) as url:
+            api = Api(url, insecure=True)
+            try:
+                return await api.list(CONFIGMAPS, "ns")
+            finally:
+                await api.close()
+
+    assert asyncio.run(run()) == {"items": []}
+    assert len(answered) == 2 and answered[1] - answered[0] >= 0.95
+
+
+def test_a_dropped_connection_retries_a_get_and_never_a_create() -> None:
+    calls: list[str] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        calls.append(request.method)
+        if len(calls) in (1, 3):  # the first GET and the first POST: the connection drops, no answer
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response()
+        return web.json_response({"metadata": {"name": "x"}})
+
+    async def run() -> tuple[Any, str]:
+        async with apiserver(handler) as url:
+            api = Api(url, insecure=True)
+            try:
+                got = await api.get(CONFIGMAPS, "ns", "x")
+                try:
+                    await api.create(CONFIGMAPS, "ns", {"metadata": {"name": "y"}})
+                except Exception as exc:  # a create that may have happened is the caller's to decide
+                    return got, type(exc).__name__
+                return got, "created"
+            finally:
+                await api.close()
+
+    got, create = asyncio.run(run())
+    assert got == {"metadata": {"name": "x"}} and calls[:3] == ["GET", "GET", "POST"]
+    assert create != "created" and len(calls) == 3
+
+
+def test_an_answer_past_the_cap_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client, "MAX_RESPONSE_BYTES", 1000)
+
+    async def handler(_: web.Request) -> web.Response:
+        return web.Response(text=json.dumps({"items": ["x" * 2000]}), content_type="application/json")
+
+    async def run() -> None:
+        async with apiserver(handler) as url:
+            api = Api(url, insecure=True)
+            try:
+                await api.list(CONFIGMAPS, "ns")
+            finally:
+                await api.close()
+
+    with pytest.raises(ValueError, match="more than the 1000"):
+        asyncio.run(run())
