@@ -45,6 +45,8 @@ class Settings:
     normal_events: bool = True
     metrics_port: int = 0
     """Serve the operator's Prometheus metrics on this port (0: not at all)."""
+    ready_port: int = 0
+    """Serve the readiness probe's /readyz on this port (0: not at all)."""
     analysis_endpoints: str = ""
     """MLOPS_ANALYSIS_ENDPOINTS: the hosts and CIDRs spec.analysis.prometheus.address may name
     (controller/endpoints.py; empty: `*.svc`, `*.svc.cluster.local`)."""
@@ -67,6 +69,7 @@ class Settings:
             normal_events=os.environ.get("MLOPS_EVENTS", "all") != "warnings",
             copy_labels=tuple(k.strip() for k in os.environ.get("MLOPS_COPY_LABELS", "").split(",") if k.strip()),
             metrics_port=_int("MLOPS_METRICS_PORT", 0),
+            ready_port=_int("MLOPS_READY_PORT", 0),
             analysis_endpoints=os.environ.get("MLOPS_ANALYSIS_ENDPOINTS", ""),
             kubernetes_service=_kubernetes_service(),
             instance=os.environ.get("POD_NAME") or socket.gethostname(),

@@ -52,6 +52,7 @@ class Runtime:
     ctx: Ctx | None = None
     resync: asyncio.Task[None] | None = None
     metrics: web.AppRunner | None = None
+    ready: web.AppRunner | None = None
     informers: Informers | None = None
     namespaces: tuple[str, ...] | None = None
     """What `mlops run -n` (or the in-process runner) was given; None: MLOPS_NAMESPACES."""
@@ -125,6 +126,24 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     Runtime.resync = asyncio.create_task(_open_then_resync(ctx, Runtime.informers, config.resync_seconds))
     if config.metrics_port:
         Runtime.metrics = await metrics.serve(ctx, config.metrics_port)
+    if config.ready_port:
+        Runtime.ready = await _serve_readiness(config.ready_port)
+
+
+async def _serve_readiness(port: int) -> web.AppRunner:
+    """`/readyz` on a port of its own (the kubelet's readiness probe): 200 while every informer lists and
+    watches, 503 naming the ones that do not."""
+    async def ready(_: web.Request) -> web.Response:
+        watches = Runtime.informers
+        unready = watches.unready(time.monotonic()) if watches is not None else ["not started"]
+        return web.json_response({"ready": not unready, "problems": unready}, status=503 if unready else 200)
+
+    app = web.Application()
+    app.router.add_get("/readyz", ready)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()
+    return runner
 
 
 def run_in(namespaces: list[str] | tuple[str, ...]) -> None:
@@ -180,9 +199,10 @@ async def cleanup(**_: Any) -> None:
         Runtime.resync.cancel()
     if Runtime.informers is not None:
         await Runtime.informers.stop()
-    if Runtime.metrics is not None:
-        await Runtime.metrics.cleanup()
-        Runtime.metrics = None
+    for server in (Runtime.metrics, Runtime.ready):
+        if server is not None:
+            await server.cleanup()
+    Runtime.metrics = Runtime.ready = None
     if Runtime.ctx is not None:
         if Runtime.ctx.queue is not None:
             await Runtime.ctx.queue.close()

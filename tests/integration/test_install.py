@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import json
 import re
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -391,3 +394,47 @@ def test_monitoring_values_render_and_the_dashboard_reads_only_series_that_exist
                 assert labels <= relabeled | {"le"}, (e, labels)
             else:
                 assert labels <= {"namespace", "name", "outcome", "kind", "verb", "resource", "feature"}, (e, labels)
+
+
+def test_an_informer_refused_403_makes_the_operator_unready_naming_the_watch(
+    cluster: Cluster, control_plane: ControlPlane, sp_namespace: str, tmp_path: Path
+) -> None:
+    """The chart's Role without `services`: the Service informer is refused (403) while the others list.
+    /readyz answers 503 naming it within 30 s, the log names the watch; granted again, the operator is ready."""
+    ns, release = sp_namespace, f"mlops-{sp_namespace[-8:]}"
+    rbac = _chart_rbac(cluster, ns, release)
+    role = next(d for d in rbac if d["kind"] == "Role")
+    narrowed = copy.deepcopy(role)
+    for rule in narrowed["rules"]:
+        rule["resources"] = [r for r in rule["resources"] if r != "services"]
+    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(narrowed))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    operator = OperatorProcess(_service_account_kubeconfig(cluster, control_plane, ns, release,
+                                                           tmp_path / "sa-kubeconfig"),
+                               ns, tmp_path / "operator.log", env={"MLOPS_READY_PORT": str(port)})
+
+    def readiness() -> tuple[int, dict[str, Any]] | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+        except OSError:
+            return None  # not listening yet
+
+    try:
+        operator.start()
+        started = time.monotonic()
+        _, answer = wait_for(lambda: (r := readiness()) and r[0] == 503 and any(
+            f"services in {ns}" in p and "failed" in p for p in r[1]["problems"]) and r, 45,
+            "/readyz to name the refused Service informer", show=lambda: (readiness(), operator.output()[-2000:]))
+        assert time.monotonic() - started < 40 and not answer["ready"]
+        assert f"watch of services in {ns} failed" in operator.output() and "403" in operator.output()
+        cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(role))
+        wait_for(lambda: (r := readiness()) and r[0] == 200, 60, "/readyz to answer 200 once granted",
+                 show=lambda: readiness())
+    finally:
+        operator.stop()
+        _delete_cluster_rbac(cluster, rbac)

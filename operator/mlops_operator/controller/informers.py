@@ -34,6 +34,7 @@ logger = logging.getLogger("mlops_operator")
 
 Handler = Callable[[str, dict[str, Any]], None]  # (event type, object)
 FAILING_TOO_LONG = 300.0  # seconds of failed lists and watches in a row before the liveness probe fails
+NOT_READY_AFTER = 10.0  # … and before the readiness probe does (an informer refused 403 is not ready within 30 s)
 
 
 class Gone(Exception):
@@ -196,6 +197,13 @@ class Informers:
             elif informer.failing_since is not None and now - informer.failing_since > failing_for:
                 out.append(f"the informer of {where} has failed for {now - informer.failing_since:.0f} s")
         return out
+
+    def unready(self, now: float, failing_for: float = NOT_READY_AFTER) -> list[str]:
+        """What the readiness probe reports: informers not listed yet, or failing for `failing_for` seconds
+        (a 403, an apiserver away): the cache is not being kept current, so neither are decisions."""
+        waiting = [f"the informer of {i.resource.plural}" + (f" in {i.namespace}" if i.namespace else "") +
+                   " has not listed yet" for i in self.informers if not i.listed.is_set()]
+        return waiting + self.problems(now, failing_for)
 
     async def stop(self) -> None:
         for t in self.tasks:
