@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 def cache_dir() -> Path:
@@ -24,6 +26,24 @@ def _int(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SystemExit(f"{name} must be an integer, not {raw!r}") from None
+
+
+CHILD_ROLES = ("train", "serve", "storage-init", "analyze")
+
+
+def _child_resources(raw: str) -> dict[str, Any]:
+    """MLOPS_CHILD_RESOURCES, checked at start-up: a wrong one stops the operator with the reason."""
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise SystemExit(f"MLOPS_CHILD_RESOURCES is not JSON: {exc}") from None
+    if not isinstance(value, dict) or not all(k in CHILD_ROLES and isinstance(v, dict) and set(v) <= {
+            "requests", "limits"} for k, v in value.items()):
+        raise SystemExit(f"MLOPS_CHILD_RESOURCES must map roles ({', '.join(CHILD_ROLES)}) to "
+                         f"{{requests, limits}}, not {raw!r}")
+    return value
 
 
 def _kubernetes_service() -> str:
@@ -45,6 +65,9 @@ class Settings:
     normal_events: bool = True
     metrics_port: int = 0
     """Serve the operator's Prometheus metrics on this port (0: not at all)."""
+    child_resources: dict[str, Any] = field(default_factory=dict)
+    """MLOPS_CHILD_RESOURCES: a JSON object of container role (train, serve, storage-init, analyze) →
+    ResourceRequirements, replacing that role's default (builders/common.py DEFAULT_RESOURCES)."""
     ready_port: int = 0
     """Serve the readiness probe's /readyz on this port (0: not at all)."""
     analysis_endpoints: str = ""
@@ -70,6 +93,7 @@ class Settings:
             copy_labels=tuple(k.strip() for k in os.environ.get("MLOPS_COPY_LABELS", "").split(",") if k.strip()),
             metrics_port=_int("MLOPS_METRICS_PORT", 0),
             ready_port=_int("MLOPS_READY_PORT", 0),
+            child_resources=_child_resources(os.environ.get("MLOPS_CHILD_RESOURCES", "")),
             analysis_endpoints=os.environ.get("MLOPS_ANALYSIS_ENDPOINTS", ""),
             kubernetes_service=_kubernetes_service(),
             instance=os.environ.get("POD_NAME") or socket.gethostname(),

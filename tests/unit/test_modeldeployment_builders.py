@@ -106,3 +106,56 @@ def test_auth_and_tls_secrets_are_mounted_and_passed_and_make_a_new_revision() -
 
     before = {k: None for k in ("image", "args", "env", "resources", "allowUnsafeFormats")}
     assert revision(plain, DIGEST) == short_hash(DIGEST, json.dumps(before, sort_keys=True))
+
+
+def test_every_child_container_has_requests_and_limits_and_every_emptydir_a_size_limit() -> None:
+    """A namespace with a compute ResourceQuota and no LimitRange admits only Pods whose every container
+    names requests and limits; the defaults are per role, the operator's settings replace a role's, and a
+    resource's own choice wins as a whole."""
+    from mlops_operator.api.trainingrun import TrainingRunSpec
+    from mlops_operator.builders.common import DEFAULT_RESOURCES
+    from mlops_operator.builders.modeldeployment import analysis_job
+    from mlops_operator.builders.trainingrun import training_job
+
+    body, spec = md()
+    rev = revision(spec, DIGEST)
+    d = deployment(body, spec, rev, model_uri="s3://m/x", digest=DIGEST, replicas=1, runtime_image="r:1")
+    job = analysis_job(body, spec, rev, model_uri="s3://m/x", digest=DIGEST, candidate=["http://c"], stable=[],
+                       runtime_image="r:1")
+    run = example("TrainingRun")
+    run["metadata"].update(namespace="ns", uid="uid-tr")
+    train = training_job(run, TrainingRunSpec.model_validate(run["spec"]), runtime_image="r:1",
+                         artifact_root="s3://a")
+    pods = [d["spec"]["template"]["spec"], job["spec"]["template"]["spec"], train["spec"]["template"]["spec"]]
+    roles = {c["name"]: c["resources"] for p in pods for c in p.get("initContainers", []) + p["containers"]}
+    assert roles == {"storage-init": DEFAULT_RESOURCES["storage-init"], "server": DEFAULT_RESOURCES["serve"],
+                     "analyze": DEFAULT_RESOURCES["analyze"], "trainer": DEFAULT_RESOURCES["train"]}
+    for r in roles.values():
+        assert set(r["requests"]) == set(r["limits"]) == {"cpu", "memory"}
+    assert all(v["emptyDir"].get("sizeLimit") for p in pods for v in p["volumes"] if "emptyDir" in v)
+
+    mine = {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "8Gi"}}
+    body, spec = md(runtime={"resources": mine, "initResources": {"limits": {"memory": "1Gi"}}})
+    operator_wide = {"serve": {"requests": {"cpu": "1"}}, "analyze": {"limits": {"cpu": "3"}}}
+    d = deployment(body, spec, rev, model_uri="s3://m/x", digest=DIGEST, replicas=1, runtime_image="r:1",
+                   defaults=operator_wide)
+    pod = d["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"] == mine
+    assert pod["initContainers"][0]["resources"] == {"limits": {"memory": "1Gi"}}
+    job = analysis_job(body, spec, rev, model_uri="s3://m/x", digest=DIGEST, candidate=["http://c"], stable=[],
+                       runtime_image="r:1", defaults=operator_wide)
+    assert job["spec"]["template"]["spec"]["containers"][0]["resources"] == {"limits": {"cpu": "3"}}
+    assert revision(spec, DIGEST) != revision(md(runtime={"resources": mine})[1], DIGEST)
+
+
+def test_the_operator_refuses_child_resources_it_cannot_use(monkeypatch: Any) -> None:
+    import pytest
+
+    from mlops_operator.config import Settings
+
+    monkeypatch.setenv("MLOPS_CHILD_RESOURCES", '{"serve": {"requests": {"cpu": "1"}}}')
+    assert Settings.from_env().child_resources == {"serve": {"requests": {"cpu": "1"}}}
+    for bad in ('{"server": {}}', "not json", '{"train": {"request": {}}}'):
+        monkeypatch.setenv("MLOPS_CHILD_RESOURCES", bad)
+        with pytest.raises(SystemExit, match="MLOPS_CHILD_RESOURCES"):
+            Settings.from_env()

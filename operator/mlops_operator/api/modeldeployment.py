@@ -61,6 +61,9 @@ class Runtime(ApiModel):
     args: list[str] | None = None
     env: list[EnvVar] | None = None
     resources: ResourceRequirements | None = None
+    """The model server container (default: the operator's for that role)."""
+    init_resources: ResourceRequirements | None = None
+    """The storage-init container that copies and verifies the model (default: the operator's)."""
     allow_unsafe_formats: bool = False
     """Allow joblib/pickle model files (they can run arbitrary code when loaded)."""
     auth: ServerAuth | None = None
@@ -119,6 +122,8 @@ class Analysis(ApiModel):
     prometheus: Prometheus | None = None
     """Read live traffic's counters from this Prometheus (which scrapes the pods' /metrics, labelling
     series with namespace and pod) instead of scraping the pods' monitoring endpoints directly."""
+    resources: ResourceRequirements | None = None
+    """The analysis Job's `analyze` container (default: the operator's for that role)."""
 
 
 class ParentRef(ApiModel):

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..api import API_VERSION
 from ..api.labels import MANAGED_BY
+from ..config import CHILD_ROLES
 
 # labels copied from a resource to its children; never a GitOps tool's tracking label
 # (Argo CD's app.kubernetes.io/instance, Flux's kustomize.toolkit.fluxcd.io/*): it would prune them
@@ -15,6 +16,24 @@ COPIED_LABELS = frozenset({"app.kubernetes.io/name", "app.kubernetes.io/part-of"
                            "app.kubernetes.io/component"})
 RUN_AS = 65532  # the user of the runtime image (images/Dockerfile)
 TMP_VOLUME = "tmp"
+# emptyDir sizes: the kubelet evicts a Pod past them instead of letting it fill the node's disk
+TMP_SIZE_LIMIT = "1Gi"
+MODEL_SIZE_LIMIT = "10Gi"  # a model directory (storage-init copies it there)
+EMPTY_DIR_SIZE_LIMIT = "10Gi"  # a trainer's emptyDir volume that names no sizeLimit of its own
+
+# Every child container's requests and limits unless the resource names its own (then all of its own),
+# per role; MLOPS_CHILD_RESOURCES (the chart's childResources) replaces a role's default. Measured by
+# bench/child_resources.py on the demo's containers under the real node's cgroups (peak memory, busiest
+# second of CPU): requests are about the peak, limits twice it (CPU limits keep a namespace's compute
+# ResourceQuota satisfiable; they are generous, start-up imports are the busiest second).
+DEFAULT_RESOURCES: dict[str, dict[str, dict[str, str]]] = {
+    "train": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}},
+    "serve": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
+    "storage-init": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}},
+    "analyze": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
+}
+if tuple(DEFAULT_RESOURCES) != CHILD_ROLES:  # the roles MLOPS_CHILD_RESOURCES may name
+    raise ImportError(f"DEFAULT_RESOURCES has roles {tuple(DEFAULT_RESOURCES)}, not {CHILD_ROLES}")
 
 
 def short_hash(*parts: str, length: int = 8) -> str:
@@ -42,6 +61,16 @@ def pod_security() -> dict[str, Any]:
 def container_security() -> dict[str, Any]:
     return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
             "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def resources(role: str, chosen: Any | None, defaults: Mapping[str, Mapping[str, Any]] | None = None,
+              ) -> dict[str, Any]:
+    """A container's resources: the spec's `chosen` ResourceRequirements as a whole, else the role's
+    default (`defaults`, the operator's settings, over DEFAULT_RESOURCES)."""
+    if chosen is not None:
+        return dict(chosen.wire())
+    role_default = (defaults or {}).get(role) or DEFAULT_RESOURCES[role]
+    return {k: dict(v) for k, v in role_default.items()}
 
 
 def env_list(env: Iterable[Any] | None) -> list[dict[str, Any]]:

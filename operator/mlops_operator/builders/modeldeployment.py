@@ -14,7 +14,18 @@ from typing import Any
 
 from ..api import labels as L
 from ..api.modeldeployment import ModelDeploymentSpec
-from .common import TMP_VOLUME, container_security, env_list, labels, owner_reference, pod_security, short_hash
+from .common import (
+    MODEL_SIZE_LIMIT,
+    TMP_SIZE_LIMIT,
+    TMP_VOLUME,
+    container_security,
+    env_list,
+    labels,
+    owner_reference,
+    pod_security,
+    resources,
+    short_hash,
+)
 
 PORT, GRPC_PORT, MONITORING_PORT = 8080, 8081, 8082  # REST, gRPC (both routed), monitoring (pod IP only)
 MODEL_DIR = "/mnt/models"
@@ -26,6 +37,8 @@ SERVER = "server"
 def revision(spec: ModelDeploymentSpec, model_digest: str) -> str:
     runtime = spec.runtime.wire() if spec.runtime is not None else {}
     chosen = {k: runtime.get(k) for k in ("image", "args", "env", "resources", "allowUnsafeFormats")}
+    if runtime.get("initResources") is not None:  # only when set: the revisions of specs without it stay
+        chosen["initResources"] = runtime["initResources"]
     chosen |= {k: runtime[k] for k in ("auth", "tls") if runtime.get(k)}  # absent: revisions as before
     return short_hash(model_digest, json.dumps(chosen, sort_keys=True))
 
@@ -51,7 +64,7 @@ def template_hash(pod_template: Mapping[str, Any]) -> str:
 
 
 def _model_pod(spec: ModelDeploymentSpec, model_uri: str, digest: str | None, image: str,
-               main: dict[str, Any]) -> dict[str, Any]:
+               main: dict[str, Any], defaults: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
     """A Pod spec whose `main` container finds the verified model directory at MODEL_DIR."""
     storage = spec.storage
     mounts = [{"name": MODEL_VOLUME, "mountPath": MODEL_DIR}, {"name": TMP_VOLUME, "mountPath": "/tmp"}]
@@ -60,6 +73,7 @@ def _model_pod(spec: ModelDeploymentSpec, model_uri: str, digest: str | None, im
         "args": ["storage-init", "--uri", model_uri, "--dest", MODEL_DIR, *(["--digest", digest] if digest else [])],
         "volumeMounts": mounts, "securityContext": container_security(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        "resources": resources("storage-init", spec.runtime.init_resources if spec.runtime else None, defaults),
     }
     if storage and storage.secret_ref:
         init["envFrom"] = [{"secretRef": {"name": storage.secret_ref.name}}]
@@ -71,7 +85,8 @@ def _model_pod(spec: ModelDeploymentSpec, model_uri: str, digest: str | None, im
         "securityContext": pod_security(),
         "initContainers": [init],
         "containers": [main],
-        "volumes": [{"name": MODEL_VOLUME, "emptyDir": {}}, {"name": TMP_VOLUME, "emptyDir": {}}],
+        "volumes": [{"name": MODEL_VOLUME, "emptyDir": {"sizeLimit": MODEL_SIZE_LIMIT}},
+                    {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}}],
     }
     if storage is not None and storage.service_account_name:
         pod_spec["serviceAccountName"] = storage.service_account_name
@@ -84,7 +99,8 @@ def _image(spec: ModelDeploymentSpec, runtime_image: str) -> str:
 
 def deployment(md: Mapping[str, Any], spec: ModelDeploymentSpec, rev: str, *, model_uri: str,
                digest: str | None, replicas: int | None, runtime_image: str,
-               copy_labels: tuple[str, ...] = ()) -> dict[str, Any]:
+               copy_labels: tuple[str, ...] = (),
+               defaults: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """The revision's Deployment; `replicas` None leaves the field to whoever owns it (an autoscaler)."""
     meta = md["metadata"]
     runtime = spec.runtime
@@ -116,9 +132,8 @@ def deployment(md: Mapping[str, Any], spec: ModelDeploymentSpec, rev: str, *, mo
         "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "monitoring"}, "periodSeconds": 10,
                           "initialDelaySeconds": 10, "failureThreshold": 3},
     }
-    if runtime is not None and runtime.resources is not None:
-        server["resources"] = runtime.resources.wire()
-    pod_spec = {**_model_pod(spec, model_uri, digest, image, server), "terminationGracePeriodSeconds": 30}
+    server["resources"] = resources("serve", runtime.resources if runtime else None, defaults)
+    pod_spec = {**_model_pod(spec, model_uri, digest, image, server, defaults), "terminationGracePeriodSeconds": 30}
     if secrets:
         main = pod_spec["containers"][0]
         main["volumeMounts"] = [*main["volumeMounts"],
@@ -141,7 +156,8 @@ def deployment(md: Mapping[str, Any], spec: ModelDeploymentSpec, rev: str, *, mo
 
 def analysis_job(md: Mapping[str, Any], spec: ModelDeploymentSpec, rev: str, *, model_uri: str, digest: str | None,
                  candidate: list[str], stable: list[str], runtime_image: str,
-                 copy_labels: tuple[str, ...] = ()) -> dict[str, Any]:
+                 copy_labels: tuple[str, ...] = (),
+                 defaults: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """`mlops analyze` replaying the candidate's validation sample against both revisions' pods.
 
     It reaches them by the pod URLs given as arguments and reads no API: it mounts no token (unless
@@ -156,10 +172,11 @@ def analysis_job(md: Mapping[str, Any], spec: ModelDeploymentSpec, rev: str, *, 
     if stable:
         args += ["--stable", ",".join(stable)]
     main = {"name": "analyze", "image": image, "command": ["mlops"], "args": args,
-            "terminationMessagePolicy": "FallbackToLogsOnError"}
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "resources": resources("analyze", analysis.resources if analysis else None, defaults)}
     # not the revision's labels: the analysis Pod must never be selected by a Service or taken for a server
     own = {L.ANALYSIS_OF: meta["name"], L.ANALYSIS: rev}
-    pod_spec = {**_model_pod(spec, model_uri, digest, image, main), "restartPolicy": "Never"}
+    pod_spec = {**_model_pod(spec, model_uri, digest, image, main, defaults), "restartPolicy": "Never"}
     return {
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": analysis_job_name(md, rev), "namespace": meta["namespace"],

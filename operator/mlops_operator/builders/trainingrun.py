@@ -10,12 +10,15 @@ from ..api import labels as L
 from ..api.artifacts import join
 from ..api.trainingrun import TrainingRunSpec, Volume
 from .common import (
+    EMPTY_DIR_SIZE_LIMIT,
+    TMP_SIZE_LIMIT,
     TMP_VOLUME,
     container_security,
     env_list,
     labels,
     owner_reference,
     pod_security,
+    resources,
     short_hash,
 )
 
@@ -30,7 +33,7 @@ def _volume(v: Volume) -> dict[str, Any]:
         return {"name": v.name, "secret": {"secretName": v.secret.name}}
     if v.persistent_volume_claim is not None:
         return {"name": v.name, "persistentVolumeClaim": {"claimName": v.persistent_volume_claim.name}}
-    return {"name": v.name, "emptyDir": dict(v.empty_dir or {})}
+    return {"name": v.name, "emptyDir": {"sizeLimit": EMPTY_DIR_SIZE_LIMIT, **(v.empty_dir or {})}}
 
 
 def job_name(run: Mapping[str, Any]) -> str:
@@ -45,7 +48,8 @@ def output_uri(run: Mapping[str, Any], spec: TrainingRunSpec, artifact_root: str
 
 
 def training_job(run: Mapping[str, Any], spec: TrainingRunSpec, *, runtime_image: str, artifact_root: str,
-                 copy_labels: tuple[str, ...] = ()) -> dict[str, Any]:
+                 copy_labels: tuple[str, ...] = (),
+                 defaults: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     meta = run["metadata"]
     own = {L.TRAINING_RUN: meta["name"], L.MODEL: spec.model}
     env: list[dict[str, Any]] = [
@@ -63,7 +67,7 @@ def training_job(run: Mapping[str, Any], spec: TrainingRunSpec, *, runtime_image
             env.append({"name": "MLOPS_DATASET_FORMAT", "value": spec.dataset.format})
         if spec.dataset.target_column:
             env.append({"name": "MLOPS_TARGET_COLUMN", "value": spec.dataset.target_column})
-    volumes: list[dict[str, Any]] = [{"name": TMP_VOLUME, "emptyDir": {}}]
+    volumes: list[dict[str, Any]] = [{"name": TMP_VOLUME, "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}}]
     mounts: list[dict[str, Any]] = [{"name": TMP_VOLUME, "mountPath": "/tmp"}]
     container: dict[str, Any] = {"name": TRAINER}
     if spec.trainer is not None:
@@ -75,8 +79,6 @@ def training_job(run: Mapping[str, Any], spec: TrainingRunSpec, *, runtime_image
         if t.estimator:
             env.append({"name": "MLOPS_ESTIMATOR", "value": t.estimator})
         env += env_list(t.env)
-        if t.resources is not None:
-            container["resources"] = t.resources.wire()
         for v in t.volumes or ():
             mounts.append({"name": v.name, "mountPath": v.mount_path, "readOnly": v.read_only})
             volumes.append(_volume(v))
@@ -94,6 +96,7 @@ def training_job(run: Mapping[str, Any], spec: TrainingRunSpec, *, runtime_image
             env.append({"name": "MLOPS_PIPELINE_FILE", "value": f"{PIPELINE_MOUNT}/pipeline.yaml"})
         else:
             env.append({"name": "MLOPS_PIPELINE", "value": p.inline})
+    container["resources"] = resources("train", spec.trainer.resources if spec.trainer else None, defaults)
     storage = spec.storage
     if storage is not None and storage.secret_ref is not None:
         container["envFrom"] = [{"secretRef": {"name": storage.secret_ref.name}}]

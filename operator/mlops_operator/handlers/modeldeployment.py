@@ -111,7 +111,8 @@ async def _apply(ctx: Ctx, key: Key, md: Body, spec: ModelDeploymentSpec, plan: 
                     ctx.store.upsert_child(key, "Deployment", patched)
             return
         desired = build.deployment(md, spec, rev, model_uri=version.model_uri, digest=version.digest,
-                                   replicas=replicas, runtime_image=s.runtime_image, copy_labels=s.copy_labels)
+                                   replicas=replicas, runtime_image=s.runtime_image, copy_labels=s.copy_labels,
+                                   defaults=s.child_resources)
         if observed is not None and (observed.get("spec") or {}).get("replicas") == replicas and \
                 observed["metadata"].get("annotations", {}).get(build.TEMPLATE_HASH) == \
                 desired["metadata"]["annotations"][build.TEMPLATE_HASH]:
@@ -144,7 +145,7 @@ async def _apply(ctx: Ctx, key: Key, md: Body, spec: ModelDeploymentSpec, plan: 
         assert cand.model_uri is not None
         job = build.analysis_job(md, spec, cand.revision, model_uri=cand.model_uri, digest=cand.digest,
                                  candidate=urls, stable=stable_urls, runtime_image=s.runtime_image,
-                                 copy_labels=s.copy_labels)
+                                 copy_labels=s.copy_labels, defaults=s.child_resources)
         ctx.store.upsert_child(key, "Job", await ctx.api.ensure(JOBS, job, cand.revision in jobs))
     for rev in plan.delete_jobs:
         name = jobs[rev]["metadata"]["name"]

@@ -69,7 +69,8 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
     if decision.apply_job:
         s = ctx.settings
         applied = await ctx.api.ensure(JOBS, training_job(body, spec, runtime_image=s.runtime_image,
-                                                           artifact_root=s.artifact_root, copy_labels=s.copy_labels),
+                                                           artifact_root=s.artifact_root, copy_labels=s.copy_labels,
+                                                           defaults=s.child_resources),
                                        job is not None)
         ctx.store.upsert_child(key, "Job", applied)
     if decision.delete_job and job is not None:
