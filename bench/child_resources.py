@@ -5,7 +5,7 @@
 Runs `mlops dev demo` (the whole loop: training, storage-init, serving, analysis, the operator Pod) on the
 local cluster and samples every container's memory cgroup (`memory.max_usage_in_bytes`, cgroup v1, as the
 node's kubelet sets them up) and CPU (`cpuacct.usage`, the busiest second) every 0.25 s. Prints per
-container role the peak memory and CPU, and the requests (the peak) and limits (2× the peak) the
+container role the peak memory and CPU, and the requests (the peak) and limits (twice the peak) the
 operator's defaults derive from (builders/common.py DEFAULT_RESOURCES).
 """
 
