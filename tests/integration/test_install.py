@@ -166,14 +166,36 @@ def test_helm_install_upgrade_and_uninstall_keep_the_crds_current(cluster: Clust
     assert "trainingruns.mlops.dev" in names  # kept: uninstalling the operator never deletes users' models
 
 
-@pytest.mark.parametrize("values", ["networkPolicy.enabled=true", "events=warnings"])
+@pytest.mark.parametrize("values", ["events=warnings", "image.digest=sha256:" + "a" * 64, "namespace.create=true",
+                                    "networkPolicy.enabled=false"])
 def test_optional_values_render(values: str) -> None:
     docs = rendered(values)
-    if values.startswith("networkPolicy"):
-        assert any(d["kind"] == "NetworkPolicy" for d in docs)
+    deployment = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    kinds = [d["kind"] for d in docs]
+    if values.startswith("events"):
+        assert {"name": "MLOPS_EVENTS", "value": "warnings"} in deployment["env"]
+    elif values.startswith("image.digest"):
+        assert deployment["image"] == "ghcr.io/mlops-dev/mlops-operator@sha256:" + "a" * 64
+    elif values.startswith("namespace.create"):
+        namespace = next(d for d in docs if d["kind"] == "Namespace")
+        assert kinds[0] == "Namespace" and {f"pod-security.kubernetes.io/{m}": "restricted" for m in (
+            "enforce", "audit", "warn")}.items() <= namespace["metadata"]["labels"].items()
     else:
-        env = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
-        assert {"name": "MLOPS_EVENTS", "value": "warnings"} in env
+        assert "NetworkPolicy" not in kinds
+
+
+def test_the_default_network_policy_admits_only_prometheus_to_metrics() -> None:
+    docs = rendered()
+    (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": 9090}]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "ready"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"health": 8080, "ready": 8081,
+                                                                          "metrics": 9090}
 
 
 def test_gitops_example_renders_and_is_accepted(cluster: Cluster) -> None:
