@@ -23,14 +23,23 @@ EMPTY_DIR_SIZE_LIMIT = "10Gi"  # a trainer's emptyDir volume that names no sizeL
 
 # Every child container's requests and limits unless the resource names its own (then all of its own),
 # per role; MLOPS_CHILD_RESOURCES (the chart's childResources) replaces a role's default. Measured by
-# bench/child_resources.py on the demo's containers under the real node's cgroups (peak memory, busiest
-# second of CPU): requests are about the peak, limits twice it (CPU limits keep a namespace's compute
-# ResourceQuota satisfiable; they are generous, start-up imports are the busiest second).
+# `python bench/child_resources.py` on the demo's containers under the real node's cgroups (v1
+# memory.max_usage_in_bytes; cpuacct over the busiest second), 2026-12-01:
+#   role          peak memory  peak CPU   → memory request / limit     CPU request / limit
+#   train         167 MiB      1.14       192Mi / 1Gi                  500m / 2500m
+#   serve         144 MiB      0.99       160Mi / 512Mi                250m / 2
+#   storage-init   58 MiB      0.93        64Mi / 256Mi                100m / 2
+#   analyze        28 MiB      0.53        32Mi / 128Mi                100m / 1100m
+# Memory: the request is the peak; the limit at least twice it, more where a role's use grows with what it
+# is given (a pipeline's components, a larger model or sample, batches under load). CPU: the peak is
+# start-up (imports), so the request is what a steady container needs and the limit twice the peak (a
+# limit keeps a namespace with a compute ResourceQuota admitting the Pods). Real training data needs more:
+# spec.trainer.resources.
 DEFAULT_RESOURCES: dict[str, dict[str, dict[str, str]]] = {
-    "train": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}},
-    "serve": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
-    "storage-init": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}},
-    "analyze": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
+    "train": {"requests": {"cpu": "500m", "memory": "192Mi"}, "limits": {"cpu": "2500m", "memory": "1Gi"}},
+    "serve": {"requests": {"cpu": "250m", "memory": "160Mi"}, "limits": {"cpu": "2", "memory": "512Mi"}},
+    "storage-init": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "2", "memory": "256Mi"}},
+    "analyze": {"requests": {"cpu": "100m", "memory": "32Mi"}, "limits": {"cpu": "1100m", "memory": "128Mi"}},
 }
 if tuple(DEFAULT_RESOURCES) != CHILD_ROLES:  # the roles MLOPS_CHILD_RESOURCES may name
     raise ImportError(f"DEFAULT_RESOURCES has roles {tuple(DEFAULT_RESOURCES)}, not {CHILD_ROLES}")
