@@ -227,3 +227,24 @@ def test_operator_killed_mid_run_creates_no_second_job(
     assert len(jobs(cluster, ns, "iris-v1")) == 1
     with pytest.raises(ApiException):
         cluster.batch.read_namespaced_job("iris-v1", ns)  # the name is the run's plus a hash, found again
+
+
+def test_children_are_admitted_in_a_namespace_with_a_compute_quota_and_no_limit_range(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str
+) -> None:
+    """A compute ResourceQuota without a LimitRange admits only Pods whose every container names requests
+    and limits: the operator's defaults do, so the run trains and the model's Pods are created."""
+    cluster.core.create_namespaced_resource_quota(namespace, {
+        "metadata": {"name": "compute"},
+        "spec": {"hard": {"requests.cpu": "4", "requests.memory": "4Gi", "limits.cpu": "12",
+                          "limits.memory": "8Gi"}}})
+    credentials(cluster, namespace, s3)
+    cluster.create(training_run(), namespace)
+    cluster.wait_condition(TR, namespace, "iris-v1", "True", "Completed", type_="Succeeded", timeout=180)
+    cluster.create(example("ModelDeployment"), namespace)
+    pods = wait_for(lambda: cluster.core.list_namespaced_pod(
+        namespace, label_selector="mlops.dev/modeldeployment=iris").items, 90, "the model's Pods, admitted")
+    for c in pods[0].spec.init_containers + pods[0].spec.containers:
+        assert c.resources.requests and c.resources.limits, c.name
+    used = cluster.core.read_namespaced_resource_quota("compute", namespace).status.used
+    assert used and used.get("limits.memory"), used
