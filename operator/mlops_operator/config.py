@@ -68,6 +68,10 @@ class Settings:
     child_resources: dict[str, Any] = field(default_factory=dict)
     """MLOPS_CHILD_RESOURCES: a JSON object of container role (train, serve, storage-init, analyze) →
     ResourceRequirements, replacing that role's default (builders/common.py DEFAULT_RESOURCES)."""
+    leader_election: bool = False
+    """MLOPS_LEADER_ELECTION=true: reconcile only while holding the Lease (controller/election.py)."""
+    lease: tuple[str, str] = ("", "mlops-operator")
+    """(namespace, name) of the Lease: MLOPS_LEASE_NAMESPACE (else POD_NAMESPACE), MLOPS_LEASE_NAME."""
     ready_port: int = 0
     """Serve the readiness probe's /readyz on this port (0: not at all)."""
     analysis_endpoints: str = ""
@@ -93,6 +97,9 @@ class Settings:
             copy_labels=tuple(k.strip() for k in os.environ.get("MLOPS_COPY_LABELS", "").split(",") if k.strip()),
             metrics_port=_int("MLOPS_METRICS_PORT", 0),
             ready_port=_int("MLOPS_READY_PORT", 0),
+            leader_election=os.environ.get("MLOPS_LEADER_ELECTION", "false").lower() == "true",
+            lease=(os.environ.get("MLOPS_LEASE_NAMESPACE") or os.environ.get("POD_NAMESPACE") or "default",
+                   os.environ.get("MLOPS_LEASE_NAME") or "mlops-operator"),
             child_resources=_child_resources(os.environ.get("MLOPS_CHILD_RESOURCES", "")),
             analysis_endpoints=os.environ.get("MLOPS_ANALYSIS_ENDPOINTS", ""),
             kubernetes_service=_kubernetes_service(),

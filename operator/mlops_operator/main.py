@@ -27,6 +27,7 @@ from .conditions import FALSE, Cond
 from .config import Settings
 from .controller import endpoints
 from .controller.client import DEPLOYMENTS, JOBS, SERVICES, Api
+from .controller.election import Elector
 from .controller.errors import NameConflict, Retry
 from .controller.informers import Informer, Informers, Scope
 from .controller.queue import WorkQueue
@@ -53,6 +54,8 @@ class Runtime:
     resync: asyncio.Task[None] | None = None
     metrics: web.AppRunner | None = None
     ready: web.AppRunner | None = None
+    elector: Elector | None = None
+    watchdog: asyncio.Task[None] | None = None
     informers: Informers | None = None
     namespaces: tuple[str, ...] | None = None
     """What `mlops run -n` (or the in-process runner) was given; None: MLOPS_NAMESPACES."""
@@ -123,7 +126,12 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     namespaces = Runtime.namespaces if Runtime.namespaces is not None else config.namespaces
     Runtime.informers = informers(ctx, Scope(tuple(namespaces)))
     Runtime.informers.start()
-    Runtime.resync = asyncio.create_task(_open_then_resync(ctx, Runtime.informers, config.resync_seconds))
+    if config.leader_election:
+        Runtime.elector = Elector(api, *config.lease, identity=config.instance)
+        Runtime.elector.start()
+        Runtime.watchdog = asyncio.create_task(_exit_when_lost(Runtime.elector))
+    Runtime.resync = asyncio.create_task(_open_then_resync(ctx, Runtime.informers, config.resync_seconds,
+                                                           Runtime.elector))
     if config.metrics_port:
         Runtime.metrics = await metrics.serve(ctx, config.metrics_port)
     if config.ready_port:
@@ -166,11 +174,24 @@ def _bind(fn: Callable[[Ctx, Key], Coroutine[Any, Any, None]], ctx: Ctx) -> Call
     return run
 
 
-async def _open_then_resync(ctx: Ctx, watches: Informers, every: int) -> None:
-    """Open the queue once everything was listed into the cache; then the slow periodic resync:
-    every object is reconciled again (writes only what changed)."""
+async def _exit_when_lost(elector: Elector) -> None:
+    """A leader that lost its Lease stops at once, mid-reconcile or not: another replica holds it (or will
+    within seconds), and two writers are what leader election is for. The kubelet starts it again, as a
+    standby."""
+    await elector.lost.wait()
+    logging.getLogger("mlops_operator").critical("lost leadership: exiting")
+    logging.shutdown()
+    os._exit(1)
+
+
+async def _open_then_resync(ctx: Ctx, watches: Informers, every: int, elector: Elector | None = None) -> None:
+    """Open the queue once everything was listed into the cache (a standby keeps listing and watching, and
+    opens it when it leads); then the slow periodic resync: every object is reconciled again (writes only
+    what changed)."""
     assert ctx.queue is not None
     await watches.listed()
+    if elector is not None:
+        await elector.leading.wait()
     ctx.queue.open.set()
     while True:
         await asyncio.sleep(every)
@@ -195,8 +216,9 @@ def informers_probe(**_: Any) -> dict[str, Any]:
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
-    if Runtime.resync is not None:
-        Runtime.resync.cancel()
+    for task in (Runtime.resync, Runtime.watchdog):
+        if task is not None:
+            task.cancel()
     if Runtime.informers is not None:
         await Runtime.informers.stop()
     for server in (Runtime.metrics, Runtime.ready):
@@ -206,8 +228,10 @@ async def cleanup(**_: Any) -> None:
     if Runtime.ctx is not None:
         if Runtime.ctx.queue is not None:
             await Runtime.ctx.queue.close()
+        if Runtime.elector is not None:  # nothing reconciles any more: hand the Lease over
+            await Runtime.elector.release()
         await Runtime.ctx.api.close()
-    Runtime.ctx = Runtime.resync = Runtime.informers = None
+    Runtime.ctx = Runtime.resync = Runtime.informers = Runtime.elector = Runtime.watchdog = None
 
 
 @kopf.on.login()

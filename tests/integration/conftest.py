@@ -297,23 +297,35 @@ class InClusterOperator:
             self.namespace, label_selector="app.kubernetes.io/name=mlops-operator").items
             if not p.metadata.deletion_timestamp]
 
+    def leader(self) -> str | None:
+        """The name of the operator Pod holding the release's Lease, if any."""
+        try:
+            lease = client.CoordinationV1Api(self.cluster.api_client).read_namespaced_lease(self.release,
+                                                                                            self.namespace)
+        except ApiException:
+            return None
+        return lease.spec.holder_identity or None
+
     def pod(self) -> Any:
-        """The one running, ready operator Pod (waits for it)."""
+        """The running, ready operator Pod that leads (holds the Lease; waits for it)."""
         def ready() -> Any:
-            pods = [p for p in self.pods() if any(c.type == "Ready" and c.status == "True"
-                                                  for c in p.status.conditions or ())]
-            return pods[0] if len(pods) == 1 else None
-        return wait_for(ready, 180, "the operator Pod to be Ready")
+            leader = self.leader()
+            pods = [p for p in self.pods() if p.metadata.name == leader and any(
+                c.type == "Ready" and c.status == "True" for c in p.status.conditions or ())]
+            return pods[0] if pods else None
+        return wait_for(ready, 180, "the leading operator Pod to be Ready")
 
     def kill_pod(self) -> str:
-        """Delete the operator Pod at once (no grace): its Deployment makes a new one. Returns the old uid."""
+        """Delete the leading operator Pod at once (no grace, no Lease handed over): a standby takes over,
+        its Deployment makes a new one. Returns the old uid."""
         pod = self.pod()
         self.cluster.core.delete_namespaced_pod(pod.metadata.name, self.namespace, grace_period_seconds=0)
         return str(pod.metadata.uid)
 
     def logs(self) -> str:
-        return self.cluster.kubectl("logs", "-n", self.namespace, f"deployment/{self.release}",
-                                    check=False).stdout
+        """Every operator Pod's log (leader and standbys)."""
+        return self.cluster.kubectl("logs", "-n", self.namespace, "-l", "app.kubernetes.io/name=mlops-operator",
+                                    "--tail=-1", "--prefix", check=False).stdout
 
     def uninstall(self) -> None:
         subprocess.run([tool("helm"), f"--kubeconfig={self.cluster.kubeconfig}", "uninstall", self.release,

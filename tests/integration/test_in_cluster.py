@@ -5,6 +5,7 @@ the Pod killed while work is pending: its Deployment replaces it and the new one
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from typing import Any
 
@@ -56,10 +57,20 @@ def test_the_chart_runs_the_operator_pod_which_reconciles_and_survives_being_kil
         names = {f.name for f in text_string_to_metric_families(r.read().decode())}
     assert any(n.startswith("mlops_") for n in names), names
 
-    # the Pod killed, and work created while it is gone: the next Pod does it, once
+    # two replicas, one leads (the Lease's holder); the standby is ready too, and writes nothing
+    assert dep.spec.replicas == 2
+    standby = wait_for(lambda: [p for p in op.pods() if p.metadata.name != pod.metadata.name and any(
+        c.type == "Ready" and c.status == "True" for c in p.status.conditions or ())], 180, "the ready standby")
+    assert len(standby) == 1
+    # the leader killed (no grace: no Lease handed over), and work created while it is gone: the standby
+    # takes over within 20 s and does it, once
     old = op.kill_pod()
+    killed = time.monotonic()
     cluster.create(pinned("second"), ns)
-    new = wait_for(lambda: (p := op.pod()) and p.metadata.uid != old and p, 180, "a new operator Pod")
+    wait_for(lambda: op.leader() == standby[0].metadata.name, 60, "the standby to take the Lease")
+    took = time.monotonic() - killed
+    assert took <= 20, f"the standby took over after {took:.1f} s"
+    new = wait_for(lambda: (p := op.pod()) and p.metadata.uid != old and p, 180, "a new leading operator Pod")
     assert new.metadata.uid != old
     wait_for(lambda: len(deployments_of(cluster, ns, "second")) == 1, 120, "the second ModelDeployment's Deployment")
     assert len(deployments_of(cluster, ns, "first")) == 1 and len(deployments_of(cluster, ns, "second")) == 1

@@ -321,6 +321,12 @@ class Api:
                 raise name_conflict(obj, existing)
         return await self.apply(res, obj)
 
+    async def replace(self, res: Resource, namespace: str, name: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """PUT the whole object; with its metadata.resourceVersion, a 409 when it changed since it was read."""
+        result = await self.request("PUT", res.path(namespace, name), obj, params={"fieldManager": FIELD_MANAGER})
+        assert result is not None
+        return result
+
     async def patch(self, res: Resource, namespace: str, name: str, patch: Any,
                     patch_type: Literal["merge", "json"] = "merge") -> dict[str, Any] | None:
         """A merge patch (a dict) or a JSON patch (a list of operations) under the operator's field
