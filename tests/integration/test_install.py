@@ -65,7 +65,13 @@ def test_chart_lints_and_renders_least_privilege_rbac() -> None:
             assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
             assert "secrets" not in rule["resources"], rule
     deployment = next(d for d in docs if d["kind"] == "Deployment")
-    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+    # two replicas under leader election (a Role for the one Lease in the release namespace); one without
+    assert deployment["spec"]["replicas"] == 2 and deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    (lease_role,) = [d for d in docs if d["kind"] == "Role"]
+    assert lease_role["metadata"]["namespace"] == "mlops-system" and lease_role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}]
+    single = next(d for d in rendered("leaderElection.enabled=false") if d["kind"] == "Deployment")
+    assert single["spec"]["replicas"] == 1 and single["spec"]["strategy"] == {"type": "Recreate"}
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -79,7 +85,11 @@ def test_chart_lints_and_renders_least_privilege_rbac() -> None:
 def test_namespaced_mode_uses_roles_in_the_watched_namespaces() -> None:
     docs = rendered("watchNamespaces={team-a,team-b}")
     roles = sorted((d["kind"], d["metadata"].get("namespace")) for d in docs if d["kind"] in ("Role", "RoleBinding"))
-    assert roles == [("Role", "team-a"), ("Role", "team-b"), ("RoleBinding", "team-a"), ("RoleBinding", "team-b")]
+    assert roles == [("Role", "mlops-system"), ("Role", "team-a"), ("Role", "team-b"),  # the Lease's, then the apps'
+                     ("RoleBinding", "mlops-system"), ("RoleBinding", "team-a"), ("RoleBinding", "team-b")]
+    # explicit namespaces: the cluster-wide rules are the CRDs' alone (no namespace list or watch)
+    framework = next(d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-framework"))
+    assert [r["resources"] for r in framework["rules"]] == [["customresourcedefinitions"]]
     assert "mlops-operator" not in [d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole"]
     args = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[-4:] == ["-n", "team-a", "-n", "team-b"]
@@ -223,7 +233,8 @@ def test_kind_path_installs_the_images_it_builds_and_runs_the_loop_the_cli_has(c
     container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == built["operator"]
     assert {"name": "MLOPS_RUNTIME_IMAGE", "value": built["runtime"]} in container["env"]
-    assert [(d["kind"], d["metadata"]["namespace"]) for d in docs if d["kind"] == "Role"] == [("Role", "mlops-demo")]
+    assert sorted((d["kind"], d["metadata"]["namespace"]) for d in docs if d["kind"] == "Role") == [
+        ("Role", "mlops-demo"), ("Role", "mlops-system")]
     # the loop command and flags the script calls exist
     loop = re.search(r'"\$MLOPS" dev loop (.*)', script)
     assert loop is not None
