@@ -10,7 +10,7 @@ app.kubernetes.io/name: mlops-operator
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- define "mlops.appRules" -}}
-# Application rules: what the operator reads and writes for its three kinds (no Secrets)
+# Application rules: exactly the verbs the operator uses (its request counters), no Secrets
 - apiGroups: [mlops.dev]
   resources: [trainingruns, modeldeployments, driftpolicies]
   verbs: [get, list, watch, create, patch, delete]
@@ -24,14 +24,20 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: [deployments]
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
-  resources: [services, configmaps]
-  verbs: [get, list, watch, create, patch, delete]
+  resources: [services]
+  verbs: [get, list, watch, create, patch]
+# a DriftPolicy's window, a pipeline's ConfigMap: read and written by name, never listed
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, create, patch]
+# a revision's and a Job's Pods, listed by label when a decision needs them
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch]
+  verbs: [list]
+# HTTPRoutes are read by name (never watched)
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [get, create, patch, delete]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create]
