@@ -30,14 +30,11 @@ from typing import Any
 
 import aiohttp
 
+from ..api import times
 from .client import Api, ApiError, Resource
 
 logger = logging.getLogger("mlops_operator")
 LEASES = Resource("coordination.k8s.io", "v1", "leases")
-
-
-def _micro(t: datetime.datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass
@@ -86,10 +83,10 @@ class Elector:
     def _spec(self, old: dict[str, Any] | None, now: datetime.datetime) -> dict[str, Any]:
         spec = dict((old or {}).get("spec") or {})
         if spec.get("holderIdentity") != self.identity:
-            spec["acquireTime"] = _micro(now)
+            spec["acquireTime"] = times.micro(now)
             spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + (1 if old else 0)
         spec.update(holderIdentity=self.identity, leaseDurationSeconds=int(self.lease_duration),
-                    renewTime=_micro(now))
+                    renewTime=times.micro(now))
         return spec
 
     async def _try(self) -> bool:
@@ -134,6 +131,6 @@ class Elector:
             lease = await self.api.get(LEASES, self.namespace, self.name)
             if lease is not None and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
                 spec = {**lease["spec"], "holderIdentity": None, "leaseDurationSeconds": 1,
-                        "renewTime": _micro(datetime.datetime.now(datetime.UTC))}
+                        "renewTime": times.micro(datetime.datetime.now(datetime.UTC))}
                 await self.api.replace(LEASES, self.namespace, self.name, {**lease, "spec": spec})
                 logger.info("gave up the Lease %s/%s", self.namespace, self.name)
