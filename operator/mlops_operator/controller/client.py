@@ -157,8 +157,6 @@ class Api:
         self._token = token
         self._token_path = token_path
         self._token_read = time.monotonic()
-        self.reauthentications = 0
-        """Times a 401 made the client read its token file again and retry."""
         if insecure:
             self._ssl: ssl.SSLContext | bool = False
         else:
@@ -268,7 +266,6 @@ class Api:
                 continue
             if status == 401 and self._token_path and not reauthenticated:
                 reauthenticated = True
-                self.reauthentications += 1
                 self._auth(reread=True)
                 continue
             if status in (429, 503) and retry_after is not None and attempt < RETRIES:
