@@ -264,7 +264,7 @@ class Api:
                 logger.info("%s %s: %s; retrying", method, path, exc)
                 await asyncio.sleep(BACKOFF * 2 ** attempt)
                 continue
-            if status == 401 and self._token_path and not reauthenticated:
+            if status == 401 and self._token_path and not reauthenticated and attempt < RETRIES:
                 reauthenticated = True
                 self._auth(reread=True)
                 continue
@@ -276,7 +276,7 @@ class Api:
             if status >= 400:
                 raise ApiError(status, method, path, text)
             return json.loads(text) if text else {}
-        raise ApiError(429, method, path, f"still refused after {RETRIES + 1} attempts")
+        raise AssertionError("the last attempt returns or raises")
 
     # -- the verbs the operator uses
     async def get(self, res: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:

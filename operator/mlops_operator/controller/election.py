@@ -57,9 +57,12 @@ class Elector:
 
     async def _run(self) -> None:
         while not self.leading.is_set():
-            with contextlib.suppress(ApiError, aiohttp.ClientError, OSError, TimeoutError, ValueError):
+            try:
                 if await self._try():
                     break
+            except (ApiError, aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                # a standby that cannot read the Lease (a 403: the chart's Role missing) says so
+                logger.warning("could not read the Lease %s/%s: %s", self.namespace, self.name, exc)
             await asyncio.sleep(self.retry)
         logger.info("leading as %s (Lease %s/%s)", self.identity, self.namespace, self.name)
         self.leading.set()
