@@ -70,7 +70,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     goes back to the host's namespace (the unit tests reach PyPI for their clients' environments)."""
     for name in ("kubectl", "helm"):
         tool(name)  # fetched while the way out is open
-    cp = ControlPlane(tmp_path_factory.mktemp("controlplane"))
+    cp = ControlPlane(tmp_path_factory.mktemp("controlplane"), audit=True)  # test_zz_rbac reads its log
     cp.start(timeout=300)
     try:
         with netns.inside(cp.netns) as host:

@@ -14,6 +14,7 @@ import asyncio
 import builtins
 import collections
 import contextlib
+import importlib.metadata
 import json
 import logging
 import ssl
@@ -27,6 +28,12 @@ import aiohttp
 
 from .endpoints import read_bounded
 from .errors import NameConflict
+
+try:
+    USER_AGENT = f"mlops-operator/{importlib.metadata.version('mlops-operator')}"
+except importlib.metadata.PackageNotFoundError:
+    USER_AGENT = "mlops-operator/unknown"
+"""How the apiserver (its audit log, its request metrics) tells the operator's requests from others'."""
 
 FIELD_MANAGER = "mlops-operator"
 TOKEN_REREAD_SECONDS = 60.0
@@ -211,7 +218,8 @@ class Api:
         """The events of a watch request, decoded. Watches have connections of their own (a request
         each, held open), so writes never wait behind them."""
         if self._watches is None:
-            self._watches = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._ssl, limit=0))
+            self._watches = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._ssl, limit=0),
+                                                  headers={"User-Agent": USER_AGENT})
         resource = path.rstrip("/").rsplit("/", 1)[-1]
         self.requests["WATCH", resource] += 1
         self.by_namespace[_namespace(path), "WATCH", resource] += 1
@@ -244,6 +252,7 @@ class Api:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=60),
                 connector=aiohttp.TCPConnector(ssl=self._ssl, limit=32),
+                headers={"User-Agent": USER_AGENT},
             )
         verb, resource = _verb_and_resource(method, path)
         self.requests[verb, resource] += 1

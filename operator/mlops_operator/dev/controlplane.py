@@ -178,6 +178,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: None
+    userGroups: ["system:nodes", "system:serviceaccounts:kube-system"]
+  - level: None
+    nonResourceURLs: ["/healthz*", "/readyz*", "/livez*", "/version", "/api", "/api/*", "/apis", "/apis/*",
+                      "/openapi/*"]
+  - level: Metadata
+"""
+
+
 @dataclass
 class ControlPlane:
     """The processes of one control plane, their ports and state directory."""
@@ -185,6 +199,7 @@ class ControlPlane:
     state_dir: Path
     with_controllers: bool = True
     with_node: bool = True  # a real node (kubelet + containerd) and the cluster's own network namespace
+    audit: bool = False  # the apiserver's audit log (Metadata level) in logs/audit.log: who made which request
     netns: str = ""
     pids: dict[str, int] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
@@ -194,6 +209,10 @@ class ControlPlane:
     @property
     def kubeconfig(self) -> Path:
         return self.state_dir / "kubeconfig"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.state_dir / "logs" / "audit.log"
 
     @property
     def server(self) -> str:
@@ -285,7 +304,7 @@ class ControlPlane:
                 f"--service-account-signing-key-file={certs / 'sa.key'}",
                 f"--token-auth-file={self.state_dir / 'tokens.csv'}",
                 f"--service-cluster-ip-range={node.SERVICE_CIDR}", "--allow-privileged=true",
-                *self._apiserver_flags(certs),
+                *self._apiserver_flags(certs), *self._audit_flags(),
             ], logs)
             if self.with_node:
                 self._spawn("apiserver-forwarder", [
@@ -338,6 +357,15 @@ class ControlPlane:
                 f"--kubelet-client-key={certs / 'kubelet-client.key'}",
                 "--kubelet-preferred-address-types=InternalIP,Hostname",
                 "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction"]
+
+    def _audit_flags(self) -> list[str]:
+        """Every request's metadata (user, user agent, verb, resource, subresource, namespace; no bodies) but
+        the node's and the controllers' own, once when answered (a watch also when it starts)."""
+        if not self.audit:
+            return []
+        policy = self.state_dir / "audit-policy.yaml"
+        policy.write_text(AUDIT_POLICY)
+        return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}", "--audit-log-format=json"]
 
     def _write_node_kubeconfig(self, certs: Path, node_token: str) -> None:
         path = self.state_dir / "kubeconfig.node"
