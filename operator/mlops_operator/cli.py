@@ -127,6 +127,24 @@ def cmd_dev_exec(args: argparse.Namespace) -> int:
         return 127
 
 
+def cmd_dev_lock(args: argparse.Namespace) -> int:
+    from .dev import lock
+
+    top = _repo_crds_dir().parent
+    if args.check:
+        problems = lock.lock_problems(top)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return 1 if problems else 0
+    try:
+        for path in lock.write(top):
+            print(f"wrote {path}")
+    except RuntimeError as exc:
+        print(f"mlops dev lock: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_dev_images(args: argparse.Namespace) -> int:
     from .dev import controlplane, imagebuild, node
 
@@ -329,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = dev_sub.add_parser("images", help="build the operator and runtime images (buildah) and import them")
     p.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="whose containerd to import into, if one runs")
     p.set_defaults(func=cmd_dev_images)
+    p = dev_sub.add_parser("lock", help="hash-pinned requirements for the images (images/requirements/, uv)")
+    p.add_argument("--check", action="store_true", help="exit 1 when they disagree with the constraints (offline)")
+    p.set_defaults(func=cmd_dev_lock)
     p = dev_sub.add_parser("down", help="stop every process `mlops dev up` started")
     p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     p.set_defaults(func=cmd_dev_down)

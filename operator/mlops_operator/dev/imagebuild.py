@@ -162,7 +162,8 @@ def context_hash(base: str) -> str:
     """A hash of everything the build reads: the Dockerfile, the base, and the context .dockerignore lets in."""
     digest = hashlib.sha256(f"{RECIPE_VERSION}\0{base}\0".encode())
     files = [REPO_ROOT / "images/Dockerfile", REPO_ROOT / "pyproject.toml", REPO_ROOT / "README.md",
-             *sorted((REPO_ROOT / "constraints").rglob("*")), *sorted((REPO_ROOT / "operator").rglob("*"))]
+             *sorted((REPO_ROOT / "constraints").rglob("*")), *sorted((REPO_ROOT / "images/requirements").rglob("*")),
+             *sorted((REPO_ROOT / "operator").rglob("*"))]
     for path in files:
         skipped = "__pycache__" in path.parts or ".egg-info" in str(path) or path.suffix == ".pyc"
         if path.is_file() and not skipped:
