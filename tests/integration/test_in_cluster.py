@@ -1,6 +1,7 @@
 """The operator as users run it: `helm install` of the chart with the image built from images/Dockerfile, the
 operator Pod on the real node (its ServiceAccount token, the chart's RBAC, its liveness and metrics ports), and
-the Pod killed while work is pending: its Deployment replaces it and the new one finishes the work, once."""
+the leading Pod killed while work is pending and in the middle of a rollout: the standby takes over within
+20 s and finishes the work, once, with one status writer throughout."""
 
 from __future__ import annotations
 
@@ -13,9 +14,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mlops_operator.dev.imagebuild import OPERATOR_IMAGE
 from tests.cases import example
+from tests.conftest import S3
 
 from .conftest import Cluster, InClusterOperator, wait_for
+from .test_driftpolicy import RETRAIN, iris_rows, policy, send
 from .test_faults import pinned
+from .test_modeldeployment import MD, TR, cond, serving_first_version, status
+from .test_retrain_kills import Versions, one_writer_faults
+from .test_trainingrun import iris_data, jobs
+
+__all__ = ["iris_data", "iris_rows"]  # fixtures used here
 
 
 def deployments_of(cluster: Cluster, ns: str, md: str) -> list[Any]:
@@ -74,5 +82,55 @@ def test_the_chart_runs_the_operator_pod_which_reconciles_and_survives_being_kil
     assert new.metadata.uid != old
     wait_for(lambda: len(deployments_of(cluster, ns, "second")) == 1, 120, "the second ModelDeployment's Deployment")
     assert len(deployments_of(cluster, ns, "first")) == 1 and len(deployments_of(cluster, ns, "second")) == 1
+    logs = op.logs()
+    assert "Traceback" not in logs and "Forbidden" not in logs, logs[-3000:]
+
+
+def test_the_leader_killed_mid_rollout_the_standby_finishes_it_once_with_one_status_writer(
+    cluster: Cluster, helm_operator: InClusterOperator, sp_namespace: str, s3: S3, iris_data: str,
+    iris_rows: list[list[float]]
+) -> None:
+    ns, op = sp_namespace, helm_operator
+    rev1 = serving_first_version(cluster, ns, s3)
+    pod = next(p for p in cluster.core.list_namespaced_pod(ns, label_selector=f"mlops.dev/revision={rev1}").items
+               if p.status.pod_ip)
+    leader = op.pod()
+    standby = wait_for(lambda: [p.metadata.name for p in op.pods() if p.metadata.name != leader.metadata.name
+                                and any(c.type == "Ready" and c.status == "True"
+                                        for c in p.status.conditions or ())], 180, "a ready standby")
+    with Versions(cluster, ns) as versions:
+        # drift → a retrain → its version a candidate of the ModelDeployment: the rollout under way
+        cluster.create(policy("iris-drift", RETRAIN), ns)
+        send(f"http://{pod.status.pod_ip}:8080", [[v * 3 for v in r] for r in iris_rows[2::3] * 2])
+        wait_for(lambda: (status(cluster, ns).get("candidate") or {}).get("trainingRun") == "iris-drift-1", 300,
+                 "the retrained version to be the candidate", show=lambda: status(cluster, ns), interval=0.3)
+        op.kill_pod()
+        killed = time.monotonic()
+        assert status(cluster, ns).get("candidate"), "the rollout ended before the leader was killed"
+        wait_for(lambda: op.leader() in standby, 60, "the standby to take the Lease")
+        took = time.monotonic() - killed
+        st = wait_for(lambda: (s := status(cluster, ns)) and (s.get("stable") or {}).get("trainingRun")
+                      == "iris-drift-1" and not s.get("candidate") and cond(s, "Available").get("status") == "True"
+                      and s, 300, "the standby to promote the retrained version", show=lambda: status(cluster, ns))
+        cluster.wait_condition(TR, ns, "iris-drift-1", "True", "Completed", type_="Succeeded", timeout=60)
+        now = {(kind, name): cluster.get(kind, ns, name)["metadata"]["resourceVersion"]
+               for kind, name in versions.histories()}
+        wait_for(lambda: all(rv in {o["metadata"]["resourceVersion"] for o in versions.histories()[key]}
+                             for key, rv in now.items()), 30, "the watches to see every object as it is now")
+    assert took <= 20, f"the standby took over after {took:.1f} s"
+    # one retrain, one Job for it, the rollout finished once
+    runs = cluster.custom.list_namespaced_custom_object("mlops.dev", "v1alpha1", ns, "trainingruns")["items"]
+    assert sorted(r["metadata"]["name"] for r in runs) == ["iris-drift-1", "iris-v1"]
+    assert len(jobs(cluster, ns, "iris-drift-1")) == 1
+    rev2 = st["stable"]["revision"]
+    assert [(h["revision"], h["outcome"]) for h in st["history"]] == [(rev1, "Promoted"), (rev2, "Promoted")]
+    # one status writer per object through the takeover: no condition dropped, none moved, no flip-flop
+    histories = versions.histories()
+    assert {(TR, "iris-drift-1"), (MD, "iris")} <= set(histories)
+    faults = {f"{kind}/{name}": f for (kind, name), h in histories.items() if (f := one_writer_faults(h))}
+    assert not faults, faults
+    stables = [r for obj in histories[(MD, "iris")] if (r := ((obj.get("status") or {}).get("stable") or {})
+                                                         .get("revision"))]
+    assert [r for i, r in enumerate(stables) if i == 0 or stables[i - 1] != r] == [rev1, rev2]
     logs = op.logs()
     assert "Traceback" not in logs and "Forbidden" not in logs, logs[-3000:]
