@@ -8,6 +8,8 @@ import contextlib
 import json
 import socket
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -441,3 +443,36 @@ def test_unfinished_uploads_cannot_hold_the_memory(hostile: Served) -> None:
         time.sleep(0.2)
     assert rss_mb(pid) - base <= 60, f"RSS still {rss_mb(pid):.0f} MB (from {base:.0f})"
     assert hostile.infer({"inputs": [tensor([ROW])]})[0] == 200
+
+
+def test_connections_past_the_limit_wait_and_the_monitoring_port_still_answers(
+        iris: tuple[Path, Any, Any, str]) -> None:
+    s = Served(iris[0], "iris", "--max-connections", "8", "--header-timeout", "30")
+    conns = []
+    try:
+        for _ in range(8):  # the limit, held open after their answer (keep-alive)
+            c = socket.create_connection(("127.0.0.1", s.port))
+            c.settimeout(10)
+            c.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert c.recv(100).startswith(b"HTTP/1.1 200")
+            conns.append(c)
+        extra = socket.create_connection(("127.0.0.1", s.port))
+        conns.append(extra)
+        extra.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        extra.settimeout(1.5)
+        with pytest.raises(TimeoutError):
+            extra.recv(100)  # one past the limit: accepted by the kernel, not served
+        # the probes' port has its own limit
+        started = time.monotonic()
+        assert s.request("GET", "/v2/health/live", port=s.monitoring_port)[0] == 200
+        assert time.monotonic() - started < 2
+        conns.pop(0).close()  # one closes: the waiting one is served
+        extra.settimeout(10)
+        assert extra.recv(100).startswith(b"HTTP/1.1 200")
+    finally:
+        for c in conns:
+            c.close()
+        s.stop()
+    bad = subprocess.run([sys.executable, "-m", "mlops_operator.cli", "serve", "--model-dir", str(iris[0]),
+                          "--name", "iris", "--max-connections", "0"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--max-connections: must be at least 1, not 0" in bad.stderr

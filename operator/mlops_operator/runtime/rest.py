@@ -54,7 +54,9 @@ class Limits:
     header_timeout_ms: int = 10_000  # also the keep-alive idle timeout (hyper's header read timeout)
     max_head: int = 64 * 1024  # request line + headers (granian's HTTP/1 buffer): 431 past it
     max_target: int = 8 * 1024  # the request target (path and query): 414 past it, when the head fits
-    max_concurrent: int = 512  # requests processed at once (granian's backpressure)
+    max_connections: int = 512
+    """Connections served at once per port (granian's backpressure: a permit per accepted connection, held for
+    its life, keep-alive idle time included); more wait in the listen backlog until one closes."""
 
 
 class Faults:

@@ -51,6 +51,13 @@ def load(args: argparse.Namespace) -> Served:
                   max_batch_rows=args.max_batch_rows)
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def read_tokens(path: str | None) -> frozenset[str]:
     if not path:
         return frozenset()
@@ -66,7 +73,7 @@ def _granian(app: RestApp, host: str, port: int, limits: Limits, tls: tuple[str,
     from granian.server.embed import Server
 
     return Server(app, address=host, port=port, interface=Interfaces.RSGI, http=HTTPModes.http1,
-                  websockets=False, backlog=1024, backpressure=limits.max_concurrent, log_enabled=False,
+                  websockets=False, backlog=1024, backpressure=limits.max_connections, log_enabled=False,
                   http1_settings=HTTP1Settings(header_read_timeout=limits.header_timeout_ms,
                                                max_buffer_size=max(8192, limits.max_head)),
                   ssl_cert=Path(tls[0]) if tls else None, ssl_key=Path(tls[1]) if tls else None)
@@ -74,6 +81,7 @@ def _granian(app: RestApp, host: str, port: int, limits: Limits, tls: tuple[str,
 
 async def serve(args: argparse.Namespace, served: Served, ready: asyncio.Event | None = None) -> None:
     limits = Limits(max_body=args.max_body_bytes, header_timeout_ms=int(args.header_timeout * 1000),
+                    max_connections=args.max_connections,
                     body_timeout=args.body_timeout, body_budget=args.body_budget_bytes)
     budget = BodyBudget(limits.body_budget)
     faults = Faults(args.inject_error_rate, args.inject_delay_ms, args.inject_live_only)
@@ -133,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
     parser.add_argument("--header-timeout", type=float, default=10.0, metavar="SECONDS",
                         help="time a client has to send a request's headers; also the keep-alive idle timeout")
+    parser.add_argument("--max-connections", type=_at_least_one, default=512, metavar="N",
+                        help="connections each HTTP port serves at once; more wait in the backlog (1024) until one "
+                             "closes (idle ones close after the keep-alive timeout)")
     parser.add_argument("--body-timeout", type=float, default=30.0, metavar="SECONDS",
                         help="time a client has to send a request's body (408 after it)")
     parser.add_argument("--body-budget-bytes", type=int, default=64 * 1024 * 1024,
