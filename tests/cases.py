@@ -82,6 +82,14 @@ SCHEMA_CASES = [
     Case("tr-bad-quantity", TR, (("spec.trainer.resources", {"limits": {"cpu": "lots"}}),),
          "spec.trainer.resources.limits.cpu"),
     Case("tr-name-too-long", TR, (("metadata.name", "a" * 55),), "metadata.name"),
+    Case("tr-toleration-unknown-effect", TR, (("spec.scheduling", {"tolerations": [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedul"}]}),),
+        "spec.scheduling.tolerations[0].effect"),
+    Case("tr-node-affinity-unknown-operator", TR, (("spec.scheduling", {"affinity": {"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "zone", "operator": "Equals", "values": ["a"]}]}]}}}}),),
+        "spec.scheduling.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+        ".nodeSelectorTerms[0].matchExpressions[0].operator"),
     # ModelDeployment
     Case("md-no-model-source", MD, (("spec.model", {}),), "spec.model"),
     Case("md-both-model-sources", MD, (("spec.model.storageUri", "s3://models/iris/v1"),), "spec.model"),
@@ -100,6 +108,11 @@ SCHEMA_CASES = [
          "spec.analysis.compareToStable.maxDegradation"),
     Case("md-zero-interval", MD, (("spec.analysis.intervalSeconds", 0),), "spec.analysis.intervalSeconds"),
     Case("md-name-too-long", MD, (("metadata.name", "a" * 50),), "metadata.name"),
+    Case("md-spread-unknown-when", MD, (("spec.runtime", {"scheduling": {"topologySpreadConstraints": [
+        {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "Maybe"}]}}),),
+        "spec.runtime.scheduling.topologySpreadConstraints[0].whenUnsatisfiable"),
+    Case("md-analysis-priority-class-not-dns", MD, (("spec.analysis.scheduling", {"priorityClassName": "High_1"}),),
+         "spec.analysis.scheduling.priorityClassName"),
     Case("md-name-starts-with-digit", MD, (("metadata.name", "1iris"),), "metadata.name"),
     # DriftPolicy
     Case("dp-no-target", DP, (("spec.targetRef", DELETE),), "spec.targetRef"),
@@ -123,6 +136,8 @@ STATUS_CASES = [
     Case("tr-builtin-without-dataset", TR, (("spec.dataset", DELETE),), "spec.dataset"),
     Case("tr-reserved-env", TR, (("spec.trainer.env", [{"name": "MLOPS_RUN", "value": "x"}]),),
          "spec.trainer.env[0].name"),
+    Case("tr-node-selector-bad-key", TR, (("spec.scheduling", {"nodeSelector": {"gpu type": "a100"}}),),
+         "spec.scheduling.nodeSelector"),
     Case("tr-duplicate-env", TR, (("spec.trainer.env", [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]),),
          "spec.trainer.env[1].name"),
     Case("tr-duplicate-volume", TR, (("spec.trainer.volumes", [
@@ -137,6 +152,10 @@ STATUS_CASES = [
     Case("tr-inline-pipeline-multibyte-too-large", TR, (
         ("spec.trainer", DELETE), ("spec.pipeline", {"inline": "é" * (40 * 1024)})), "spec.pipeline.inline"),
     # ModelDeployment
+    Case("md-spread-selector-bad-label-value", MD, (("spec.runtime", {"scheduling": {"topologySpreadConstraints": [
+        {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+         "labelSelector": {"matchLabels": {"app": "not a value"}}}]}}),),
+        "spec.runtime.scheduling.topologySpreadConstraints[0].labelSelector.matchLabels[app]"),
     Case("md-digest-with-stream", MD, (("spec.model.digest", "sha256:" + "a" * 64),), "spec.model.digest"),
     Case("md-format-with-stream", MD, (("spec.model.format", "onnx"),), "spec.model.format"),
     Case("md-unsafe-format", MD, (("spec.model", {"storageUri": "s3://m/iris", "format": "joblib"}),),

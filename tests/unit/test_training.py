@@ -238,6 +238,45 @@ def test_suspended_runs_no_job() -> None:
     assert decide(body, spec_of(body), job(active=1), None, NOW).delete_job
 
 
+def test_a_run_edited_while_suspended_trains_what_its_record_names() -> None:
+    body = run_body(seed=1)
+    body = with_status(body, decide(body, spec_of(body), None, None, NOW))  # started: generation 1, seed 1
+    body = {**body, "spec": {**body["spec"], "suspend": True}, "metadata": {**body["metadata"], "generation": 2}}
+    body = with_status(body, decide(body, spec_of(body), job(active=1), None, NOW))  # suspended: Job deleted
+    body = {**body, "spec": {**body["spec"], "suspend": False, "seed": 7},
+            "metadata": {**body["metadata"], "generation": 3}}  # edited, then resumed
+    d = decide(body, spec_of(body), None, None, NOW)
+    assert d.apply_job and conds(d)["SpecApplied"] == ("True", "Restarted")
+    body = with_status(body, d)
+    env = {e["name"]: e["value"] for e in training_job(body, spec_of(body), runtime_image="img:1",
+                                                        artifact_root="s3://m")["spec"]["template"]["spec"][
+        "containers"][0]["env"] if "value" in e}
+    # the Job and the record agree: both the edited spec
+    assert env["MLOPS_SEED"] == "7" == str(body["status"]["reproducibility"]["seed"])
+    assert body["status"]["startedGeneration"] == 3
+    # once its Job runs, later edits are refused as before (the Job keeps the record's spec)
+    edited = {**body, "spec": {**body["spec"], "seed": 9}, "metadata": {**body["metadata"], "generation": 4}}
+    d = decide(edited, spec_of(edited), job(active=1), None, NOW)
+    assert conds(d)["SpecApplied"] == ("False", "ChangedAfterStart")
+    assert with_status(edited, d)["status"]["reproducibility"]["seed"] == 7
+
+
+def test_a_job_a_queue_suspends_is_queued_not_failed() -> None:
+    """Kueue creates admitted-later Jobs suspended (spec.suspend, a `Suspended` condition on 1.25+): recorded
+    statuses, since the 1.20 apiserver of the tests has no Job suspend."""
+    body = run_body()
+    body = with_status(body, decide(body, spec_of(body), None, None, NOW))
+    queued = {**job(), "spec": {"suspend": True}}
+    queued["metadata"]["labels"] = {"kueue.x-k8s.io/queue-name": "gpu-queue"}
+    queued["status"]["conditions"] = [{"type": "Suspended", "status": "True", "reason": "JobSuspended"}]
+    d = decide(body, spec_of(body), queued, None, NOW)
+    assert conds(d)["Succeeded"] == ("Unknown", "Queued") and conds(d)["Ready"] == ("Unknown", "Queued")
+    assert "gpu-queue" in next(c.message for c in d.conditions if c.type == "Succeeded")
+    assert not d.apply_job and not d.delete_job
+    admitted = {**queued, "spec": {"suspend": False}, "status": {**queued["status"], "active": 1}}
+    assert conds(decide(body, spec_of(body), admitted, None, NOW))["Succeeded"] == ("Unknown", "Running")
+
+
 def test_spec_change_after_start_is_reported_not_applied() -> None:
     body = run_body()
     body = with_status(body, decide(body, spec_of(body), None, None, NOW))

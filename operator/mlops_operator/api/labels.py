@@ -21,3 +21,5 @@ COMMAND_PREFIX = f"{GROUP}/"  # annotations `mlops.dev/<verb>=<revision>@<time>`
 def selector(labels: dict[str, str]) -> str:
     """A label selector matching these labels exactly."""
     return ",".join(f"{k}={v}" for k, v in labels.items())
+KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+"""Kueue's queue label: on a TrainingRun, passed to its Job (Kueue admits Jobs by it, suspending them until then)."""

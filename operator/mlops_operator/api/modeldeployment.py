@@ -18,6 +18,7 @@ from .common import (
     StatusBase,
     StorageAccess,
 )
+from .scheduling import Scheduling, ServingScheduling
 
 ANALYSIS_METRIC = r"^[A-Za-z_][A-Za-z0-9_./-]*$"
 
@@ -68,6 +69,8 @@ class Runtime(ApiModel):
     """Allow joblib/pickle model files (they can run arbitrary code when loaded)."""
     auth: ServerAuth | None = None
     tls: ServerTLS | None = None
+    scheduling: ServingScheduling | None = None
+    """Where the serving Pods run (part of the revision: a change is rolled out like any other)."""
 
 
 class BlueGreen(ApiModel):
@@ -124,6 +127,8 @@ class Analysis(ApiModel):
     series with namespace and pod) instead of scraping the pods' monitoring endpoints directly."""
     resources: ResourceRequirements | None = None
     """The analysis Job's `analyze` container (default: the operator's for that role)."""
+    scheduling: Scheduling | None = None
+    """Where the analysis Job's Pod runs (default: `runtime.scheduling` without its spread constraints)."""
 
 
 class ParentRef(ApiModel):

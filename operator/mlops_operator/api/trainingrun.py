@@ -18,6 +18,7 @@ from .common import (
     StatusBase,
     StorageAccess,
 )
+from .scheduling import Scheduling
 
 GateOperator = Literal[">", ">=", "<", "<=", "==", "!="]
 ESTIMATOR = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
@@ -104,6 +105,9 @@ class TrainingRunSpec(ApiModel):
     backoff_limit: Annotated[int, Field(ge=0, le=20)] = 1
     active_deadline_seconds: Annotated[int, Field(ge=1)] | None = None
     suspend: bool = False
+    scheduling: Scheduling | None = None
+    """Where the training Pod runs: nodeSelector, tolerations, affinity, priorityClassName,
+    runtimeClassName (GPUs: `nvidia.com/gpu` in `trainer.resources`)."""
     ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = None
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..api import API_VERSION
 from ..api.labels import MANAGED_BY
+from ..api.scheduling import Scheduling, ServingScheduling
 from ..config import CHILD_ROLES
 
 # labels copied from a resource to its children; never a GitOps tool's tracking label
@@ -43,6 +44,25 @@ DEFAULT_RESOURCES: dict[str, dict[str, dict[str, str]]] = {
 }
 if tuple(DEFAULT_RESOURCES) != CHILD_ROLES:  # the roles MLOPS_CHILD_RESOURCES may name
     raise ImportError(f"DEFAULT_RESOURCES has roles {tuple(DEFAULT_RESOURCES)}, not {CHILD_ROLES}")
+
+
+def scheduling(chosen: Scheduling | None, spread_selector: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The Pod spec fields of `chosen`, as written; a spread constraint without a labelSelector spreads the
+    Pods `spread_selector` selects (the ModelDeployment's serving Pods)."""
+    if chosen is None:
+        return {}
+    fields = chosen.wire()
+    for constraint in fields.get("topologySpreadConstraints") or ():
+        if "labelSelector" not in constraint and spread_selector:
+            constraint["labelSelector"] = {"matchLabels": dict(spread_selector)}
+    return fields
+
+
+def without_spread(chosen: ServingScheduling | None) -> Scheduling | None:
+    """Serving scheduling for a Pod that is no serving replica (the analysis Job's)."""
+    if chosen is None:
+        return None
+    return Scheduling.model_validate(chosen.model_dump(exclude={"topology_spread_constraints"}))
 
 
 def short_hash(*parts: str, length: int = 8) -> str:

@@ -24,7 +24,9 @@ from .common import (
     owner_reference,
     pod_security,
     resources,
+    scheduling,
     short_hash,
+    without_spread,
 )
 
 PORT, GRPC_PORT, MONITORING_PORT = 8080, 8081, 8082  # REST, gRPC (both routed), monitoring (pod IP only)
@@ -39,7 +41,7 @@ def revision(spec: ModelDeploymentSpec, model_digest: str) -> str:
     chosen = {k: runtime.get(k) for k in ("image", "args", "env", "resources", "allowUnsafeFormats")}
     if runtime.get("initResources") is not None:  # only when set: the revisions of specs without it stay
         chosen["initResources"] = runtime["initResources"]
-    chosen |= {k: runtime[k] for k in ("auth", "tls") if runtime.get(k)}  # absent: revisions as before
+    chosen |= {k: runtime[k] for k in ("auth", "tls", "scheduling") if runtime.get(k)}  # absent: as before
     return short_hash(model_digest, json.dumps(chosen, sort_keys=True))
 
 
@@ -64,8 +66,10 @@ def template_hash(pod_template: Mapping[str, Any]) -> str:
 
 
 def _model_pod(spec: ModelDeploymentSpec, model_uri: str, digest: str | None, image: str,
-               main: dict[str, Any], defaults: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
-    """A Pod spec whose `main` container finds the verified model directory at MODEL_DIR."""
+               main: dict[str, Any], defaults: Mapping[str, Mapping[str, Any]] | None,
+               placement: dict[str, Any]) -> dict[str, Any]:
+    """A Pod spec whose `main` container finds the verified model directory at MODEL_DIR, placed by
+    `placement` (scheduling fields)."""
     storage = spec.storage
     mounts = [{"name": MODEL_VOLUME, "mountPath": MODEL_DIR}, {"name": TMP_VOLUME, "mountPath": "/tmp"}]
     init = {
@@ -87,6 +91,7 @@ def _model_pod(spec: ModelDeploymentSpec, model_uri: str, digest: str | None, im
         "containers": [main],
         "volumes": [{"name": MODEL_VOLUME, "emptyDir": {"sizeLimit": MODEL_SIZE_LIMIT}},
                     {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}}],
+        **placement,
     }
     if storage is not None and storage.service_account_name:
         pod_spec["serviceAccountName"] = storage.service_account_name
@@ -133,7 +138,9 @@ def deployment(md: Mapping[str, Any], spec: ModelDeploymentSpec, rev: str, *, mo
                           "initialDelaySeconds": 10, "failureThreshold": 3},
     }
     server["resources"] = resources("serve", runtime.resources if runtime else None, defaults)
-    pod_spec = {**_model_pod(spec, model_uri, digest, image, server, defaults), "terminationGracePeriodSeconds": 30}
+    placement = scheduling(runtime.scheduling if runtime else None, {L.MODEL_DEPLOYMENT: meta["name"]})
+    pod_spec = {**_model_pod(spec, model_uri, digest, image, server, defaults, placement),
+                "terminationGracePeriodSeconds": 30}
     if secrets:
         main = pod_spec["containers"][0]
         main["volumeMounts"] = [*main["volumeMounts"],
@@ -176,7 +183,10 @@ def analysis_job(md: Mapping[str, Any], spec: ModelDeploymentSpec, rev: str, *, 
             "resources": resources("analyze", analysis.resources if analysis else None, defaults)}
     # not the revision's labels: the analysis Pod must never be selected by a Service or taken for a server
     own = {L.ANALYSIS_OF: meta["name"], L.ANALYSIS: rev}
-    pod_spec = {**_model_pod(spec, model_uri, digest, image, main, defaults), "restartPolicy": "Never"}
+    chosen = analysis.scheduling if analysis and analysis.scheduling else \
+        without_spread(spec.runtime.scheduling if spec.runtime else None)
+    pod_spec = {**_model_pod(spec, model_uri, digest, image, main, defaults, scheduling(chosen)),
+                "restartPolicy": "Never"}
     return {
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": analysis_job_name(md, rev), "namespace": meta["namespace"],

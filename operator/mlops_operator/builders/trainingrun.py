@@ -19,6 +19,7 @@ from .common import (
     owner_reference,
     pod_security,
     resources,
+    scheduling,
     short_hash,
 )
 
@@ -114,6 +115,7 @@ def training_job(run: Mapping[str, Any], spec: TrainingRunSpec, *, runtime_image
         "containers": [container],
         "volumes": volumes,
         "automountServiceAccountToken": bool(storage and storage.service_account_name),
+        **scheduling(spec.scheduling),
     }
     if storage is not None and storage.service_account_name:
         pod_spec["serviceAccountName"] = storage.service_account_name
@@ -127,6 +129,7 @@ def training_job(run: Mapping[str, Any], spec: TrainingRunSpec, *, runtime_image
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {"name": job_name(run), "namespace": meta["namespace"],
-                     "labels": labels(run, own, copy_labels), "ownerReferences": [owner_reference(run)]},
+                     "labels": labels(run, own, (*copy_labels, L.KUEUE_QUEUE)),
+                     "ownerReferences": [owner_reference(run)]},
         "spec": job_spec,
     }

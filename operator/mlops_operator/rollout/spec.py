@@ -8,6 +8,7 @@ from typing import Any
 from ..api.artifacts import UNSAFE_FORMATS
 from ..api.modeldeployment import BlueGreen, ModelDeploymentSpec, ModelSource, Strategy
 from ..api.reports import MAX_WINDOWS, METRICS
+from ..api.scheduling import check as check_scheduling
 from ..conditions import is_true
 from ..controller.endpoints import Endpoints
 from ..training.spec import check_env
@@ -58,6 +59,9 @@ def check(spec: ModelDeploymentSpec) -> list[str]:
                       "from the file; set spec.runtime.allowUnsafeFormats: true to accept that")
     if spec.runtime is not None:
         errors += check_env(spec.runtime.env, "spec.runtime.env")
+        errors += check_scheduling(spec.runtime.scheduling, "spec.runtime.scheduling")
+    if spec.analysis is not None:
+        errors += check_scheduling(spec.analysis.scheduling, "spec.analysis.scheduling")
 
     strategy = spec.strategy or Strategy()
     if strategy.type == "Canary" and strategy.canary is None:

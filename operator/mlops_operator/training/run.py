@@ -13,6 +13,7 @@ from typing import Any
 
 from ..api import times
 from ..api.artifacts import ArtifactError, parse_termination_message
+from ..api.labels import KUEUE_QUEUE
 from ..api.trainingrun import TrainingRunSpec
 from ..conditions import FALSE, TRUE, UNKNOWN, Cond, find
 from .gates import evaluate
@@ -115,21 +116,36 @@ def decide(run: Mapping[str, Any], spec: TrainingRunSpec, job: Mapping[str, Any]
             Cond("Ready", FALSE, "Suspended", "spec.suspend is true"),
         ], delete_job=job is not None)
 
-    # 3. no Job yet (or deleted by hand before it finished): create it
+    # 3. no Job yet (or deleted, by hand or by a suspension, before it finished): create it. The Job is made
+    # from the spec as it is, so a spec edited while no Job ran is accepted, and the record names it
     if job is None:
+        renewed = started_generation is not None and generation != started_generation
+        accepted = started_generation if started_generation is not None and not renewed else generation
+        applied = Cond("SpecApplied", TRUE, "Restarted", f"generation {accepted}: the spec changed while no Job "
+                       f"ran (it was generation {started_generation}); the new Job and the record follow it") \
+            if renewed else Cond("SpecApplied", TRUE, "Started", f"generation {accepted}")
         return Decision(conditions=[
             Cond("Succeeded", UNKNOWN, "Pending", "the training Job is being created"),
             Cond("Ready", UNKNOWN, "Training", "training has not finished"),
-            *(spec_conditions or [Cond("SpecApplied", TRUE, "Started", f"generation {generation}")]),
-        ], status={"startTime": status.get("startTime") or stamp,
-                   "startedGeneration": started_generation if started_generation is not None else generation,
-                   "reproducibility": status.get("reproducibility") or _inputs(spec)}, apply_job=True)
+            applied,
+        ], status={"startTime": status.get("startTime") or stamp, "startedGeneration": accepted,
+                   "reproducibility": (None if renewed else status.get("reproducibility")) or _inputs(spec)},
+            apply_job=True)
 
     job_status = job.get("status") or {}
     attempts = int(job_status.get("failed") or 0) + int(job_status.get("succeeded") or 0) + \
         int(job_status.get("active") or 0)
     common = {"jobName": job["metadata"]["name"], "attempts": attempts}
     complete, failed = _job_condition(job, "Complete"), _job_condition(job, "Failed")
+    if not complete and not failed and (job.get("spec") or {}).get("suspend"):
+        # suspended by a queue (Kueue admits a Job by un-suspending it): waiting, not failing
+        queue = (job["metadata"].get("labels") or {}).get(KUEUE_QUEUE)
+        return Decision(conditions=[
+            Cond("Succeeded", UNKNOWN, "Queued", "the training Job is suspended until it is admitted"
+                 + (f" (Kueue queue {queue})" if queue else "")),
+            Cond("Ready", UNKNOWN, "Queued", "training has not started"),
+            *spec_conditions,
+        ], status=common)
     if not complete and not failed:
         return Decision(conditions=[
             Cond("Succeeded", UNKNOWN, "Running", f"attempt {max(attempts, 1)} of {spec.backoff_limit + 1}"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from ..api.common import EnvVar
+from ..api.scheduling import check as check_scheduling
 from ..api.trainingrun import MAX_INLINE_PIPELINE, TrainingRunSpec
 
 # set by the operator for every trainer; a user value would silently lose
@@ -53,4 +54,4 @@ def check(spec: TrainingRunSpec, prefix: str = "spec") -> list[str]:
                           f"(at most {MAX_INLINE_PIPELINE}); put the pipeline in a ConfigMap and use configMapKeyRef")
     for gate in sorted(_duplicates([f"{g.metric} {g.operator}" for g in spec.gates or ()])):
         errors.append(f"{prefix}.gates: the gate {gate} is given twice")
-    return errors
+    return errors + check_scheduling(spec.scheduling, f"{prefix}.scheduling")
