@@ -78,3 +78,13 @@ def test_the_analysis_job_has_a_scheduling_of_its_own_when_given() -> None:
                        candidate=["http://p:8082"], stable=[], runtime_image="runtime:1")["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"pool": "cpu"} and pod["priorityClassName"] == "batch-low"
     assert "tolerations" not in pod and "affinity" not in pod and "runtimeClassName" not in pod
+
+
+def test_an_onnx_model_can_ask_for_the_cuda_provider_as_part_of_its_revision() -> None:
+    body, spec = md(runtime={"onnxExecutionProvider": "CUDA", "resources": {"limits": {"nvidia.com/gpu": 1}}})
+    rev = revision(spec, DIGEST)
+    assert rev != revision(md(runtime={"resources": {"limits": {"nvidia.com/gpu": 1}}})[1], DIGEST)
+    server = deployment(body, spec, rev, model_uri="s3://m/iris", digest=DIGEST, replicas=1,
+                        runtime_image="runtime:1")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "MLOPS_ONNX_EXECUTION_PROVIDER", "value": "CUDA"} in server["env"]
+    assert server["resources"] == {"limits": {"nvidia.com/gpu": 1}}

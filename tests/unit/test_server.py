@@ -446,6 +446,37 @@ def test_onnx_and_xgboost_models_serve_the_same_predictions(tmp_path: Path) -> N
             s.stop()
 
 
+def test_an_onnx_model_asking_for_cuda_without_it_says_so_and_serves_on_the_cpu(tmp_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                                ) -> None:
+    import onnxruntime
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    from mlops_operator.runtime.formats import onnx_providers
+
+    assert onnx_providers("CUDA", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == (
+        ["CUDAExecutionProvider", "CPUExecutionProvider"], None)
+    assert onnx_providers("CPU", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == (["CPUExecutionProvider"], None)
+    assert "CUDAExecutionProvider" not in onnxruntime.get_available_providers()  # this machine's: CPU only
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    logistic = LogisticRegression(max_iter=500).fit(X, y)
+    onnx_model = to_onnx(logistic, X.to_numpy()[:1].astype(np.float32), options={"zipmap": False})
+    d, digest = model_dir_for(tmp_path, "onnx", lambda p: p.write_bytes(onnx_model.SerializeToString()), X, y,
+                              "classification", [0, 1, 2])
+    monkeypatch.setenv("MLOPS_ONNX_EXECUTION_PROVIDER", "CUDA")  # as the builder sets it from the spec
+    s = Served(d, "iris", "--digest", digest)
+    try:
+        status, body = s.infer({"inputs": [tensor(X.to_numpy()[:5].tolist())]})
+        assert status == 200 and body["outputs"][0]["data"] == logistic.predict(X[:5]).tolist()
+    finally:
+        s.stop()
+    log = s.log.read_text()
+    assert "the CUDA execution provider was asked for" in log and "serving on the CPU" in log, log
+    assert "ONNX execution providers: CPUExecutionProvider" in log
+
+
 def test_storage_init_refuses_an_s3_key_outside_the_model_directory(tmp_path: Path,
                                                                     iris: tuple[Path, Any, Any, str],
                                                                     s3: S3) -> None:

@@ -268,3 +268,6 @@ def read_profile(directory: Path) -> Profile:
 
 def read_validation(directory: Path) -> ValidationSample:
     return _read(directory, VALIDATION_FILE, ValidationSample)
+
+ONNX_PROVIDER_ENV = "MLOPS_ONNX_EXECUTION_PROVIDER"
+"""CPU (default) or CUDA: the execution provider an ONNX model is served with (spec.runtime.onnxExecutionProvider)."""

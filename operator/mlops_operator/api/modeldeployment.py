@@ -71,6 +71,9 @@ class Runtime(ApiModel):
     tls: ServerTLS | None = None
     scheduling: ServingScheduling | None = None
     """Where the serving Pods run (part of the revision: a change is rolled out like any other)."""
+    onnx_execution_provider: Literal["CPU", "CUDA"] | None = None
+    """An ONNX model on a GPU: CUDA (an image with onnxruntime-gpu and `nvidia.com/gpu` in `resources`);
+    without the provider the server says so in its log and serves on the CPU. Default CPU."""
 
 
 class BlueGreen(ApiModel):

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..api import labels as L
+from ..api.artifacts import ONNX_PROVIDER_ENV
 from ..api.modeldeployment import ModelDeploymentSpec
 from .common import (
     MODEL_SIZE_LIMIT,
@@ -41,7 +42,8 @@ def revision(spec: ModelDeploymentSpec, model_digest: str) -> str:
     chosen = {k: runtime.get(k) for k in ("image", "args", "env", "resources", "allowUnsafeFormats")}
     if runtime.get("initResources") is not None:  # only when set: the revisions of specs without it stay
         chosen["initResources"] = runtime["initResources"]
-    chosen |= {k: runtime[k] for k in ("auth", "tls", "scheduling") if runtime.get(k)}  # absent: as before
+    chosen |= {k: runtime[k] for k in ("auth", "tls", "scheduling", "onnxExecutionProvider")
+               if runtime.get(k)}  # absent: revisions as before
     return short_hash(model_digest, json.dumps(chosen, sort_keys=True))
 
 
@@ -127,6 +129,8 @@ def deployment(md: Mapping[str, Any], spec: ModelDeploymentSpec, rev: str, *, mo
     server: dict[str, Any] = {
         "name": SERVER, "image": image, "command": ["mlops"], "args": args,
         "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                *([{"name": ONNX_PROVIDER_ENV, "value": runtime.onnx_execution_provider}]
+                  if runtime and runtime.onnx_execution_provider else []),
                 *env_list(runtime.env if runtime else None)],
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"},
                   {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},

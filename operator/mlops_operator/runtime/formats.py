@@ -8,11 +8,13 @@ joblib/pickle files run code when loaded and load only with `allow_unsafe=True`.
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, get_args
 
-from ..api.artifacts import MODEL_FILES, UNSAFE_FORMATS, ArtifactError, ModelFormat
+from ..api.artifacts import MODEL_FILES, ONNX_PROVIDER_ENV, UNSAFE_FORMATS, ArtifactError, ModelFormat
 
 # types skops lists as untrusted that plain scikit-learn models need (tree-based models)
 TRUSTED_TYPES = frozenset({
@@ -101,12 +103,29 @@ class OnnxModel:
         return result.ravel() if result.ndim == 2 and result.shape[1] == 1 else result
 
 
+def onnx_providers(wanted: str, available: list[str]) -> tuple[list[str], str | None]:
+    """The providers to open a session with, and why the one asked for is not among them (then CPU)."""
+    if wanted.upper() == "CUDA":
+        if "CUDAExecutionProvider" in available:
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"], None
+        return ["CPUExecutionProvider"], ("the CUDA execution provider was asked for but this onnxruntime has "
+                                          f"only {', '.join(available)} (it needs onnxruntime-gpu, CUDA and a "
+                                          "GPU in the Pod): serving on the CPU")
+    return ["CPUExecutionProvider"], None
+
+
 @register("onnx")
 class Onnx(Format):
     def load(self, path: Path, task: str, classes: list[Any] | None) -> Any:
         import onnxruntime
 
-        return OnnxModel(onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
+        providers, fallback = onnx_providers(os.environ.get(ONNX_PROVIDER_ENV, "CPU"),
+                                             list(onnxruntime.get_available_providers()))
+        if fallback:
+            logging.getLogger("mlops.serve").warning("%s", fallback)
+        session = onnxruntime.InferenceSession(str(path), providers=providers)
+        logging.getLogger("mlops.serve").info("ONNX execution providers: %s", ", ".join(session.get_providers()))
+        return OnnxModel(session)
 
 
 class XGBoostModel:
