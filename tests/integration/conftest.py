@@ -56,6 +56,10 @@ def wait_for(check: Callable[[], Any], timeout: float = 30, what: str = "conditi
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last error: {last_exc}\n{shown}")
 
 
+TESTS_AGENT = "mlops-operator-tests"
+"""The User-Agent of the tests' own uses of the operator's client (an informer, an elector, a status writer
+driven by a test), so that the apiserver's audit log tells them from the operator's (test_zz_rbac)."""
+
 HOST_NETNS: list[str] = []  # a path to the machine's own network namespace, while the tests run outside it
 
 

@@ -150,3 +150,41 @@ def test_an_operator_restarted_between_evaluations_neither_loses_nor_double_coun
     samples(80)
     c = cluster.condition(DP, ns, "iris-alert", "Drifted")
     assert c is not None and c["reason"] == "InsufficientData" and c["message"].startswith("80 samples")
+
+
+def test_retrains_beyond_the_history_are_pruned_and_a_retrain_name_taken_is_never_adopted(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str, iris_rows: list[list[float]]
+) -> None:
+    import copy
+
+    ns = namespace
+    rev = serving_first_version(cluster, ns, s3)
+    action = copy.deepcopy(RETRAIN)
+    action["retrain"].update(historyLimit=1, cooldownSeconds=0, maxPerDay=10)
+    dp = cluster.create(policy("iris-drift", action), ns)
+    # two earlier retrains of this policy that failed (a dataset that is not there)
+    owner = {"apiVersion": "mlops.dev/v1alpha1", "kind": DP, "name": "iris-drift", "uid": dp["metadata"]["uid"],
+             "controller": True, "blockOwnerDeletion": True}
+    for n in (1, 2):
+        cluster.create({"apiVersion": "mlops.dev/v1alpha1", "kind": TR, "metadata": {
+            "name": f"iris-drift-{n}", "ownerReferences": [owner]}, "spec": {
+            **action["retrain"]["template"], "backoffLimit": 0,
+            "dataset": {"uri": "s3://data/missing.csv", "targetColumn": "target"}}}, ns)
+    # beyond historyLimit 1, the oldest that is neither in flight nor serving goes
+    wait_for(lambda: [r["metadata"]["name"] for r in cluster.custom.list_namespaced_custom_object(
+        "mlops.dev", "v1alpha1", ns, "trainingruns")["items"] if r["metadata"]["name"].startswith("iris-drift-")]
+        == ["iris-drift-2"], 180, "the older failed retrain pruned",
+        show=lambda: cluster.get(DP, ns, "iris-drift").get("status"))
+    wait_for(lambda: [r["name"] for r in cluster.get(DP, ns, "iris-drift")["status"].get("retrains") or ()]
+             == ["iris-drift-2"], 30, "the retrains record without it")
+    # the next retrain's name is someone else's TrainingRun: left alone, the policy says so
+    theirs = cluster.create({"apiVersion": "mlops.dev/v1alpha1", "kind": TR, "metadata": {"name": "iris-drift-3"},
+                             "spec": {**action["retrain"]["template"], "model": "other", "suspend": True}}, ns)
+    pod = next(p for p in cluster.core.list_namespaced_pod(ns, label_selector=f"mlops.dev/revision={rev}").items
+               if p.status.pod_ip)
+    send(f"http://{pod.status.pod_ip}:8080", [[v * 3 for v in r] for r in iris_rows[2::3] * 2])
+    c = cluster.wait_condition(DP, ns, "iris-drift", "False", "NameConflict", timeout=90)
+    assert "TrainingRun iris-drift-3 already exists" in c["message"], c
+    after = cluster.get(TR, ns, "iris-drift-3")
+    assert after["metadata"]["uid"] == theirs["metadata"]["uid"] and after["spec"] == theirs["spec"]
+    assert not after["metadata"].get("ownerReferences")

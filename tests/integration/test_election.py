@@ -13,10 +13,13 @@ from mlops_operator.controller.client import Api
 from mlops_operator.controller.election import LEASES, Elector
 from mlops_operator.dev.controlplane import ControlPlane
 
+from .conftest import TESTS_AGENT
+
 
 def _api(control_plane: ControlPlane) -> Api:
     cluster = yaml.safe_load(control_plane.kubeconfig.read_text())["clusters"][0]["cluster"]
-    return Api(control_plane.server, token=control_plane.token, ca_path=cluster.get("certificate-authority"))
+    return Api(control_plane.server, token=control_plane.token, ca_path=cluster.get("certificate-authority"),
+               user_agent=TESTS_AGENT)
 
 
 async def _until(event: asyncio.Event, timeout: float) -> float:

@@ -19,7 +19,7 @@ from tests.conftest import S3
 from .conftest import Cluster, InClusterOperator, wait_for
 from .test_driftpolicy import RETRAIN, iris_rows, policy, send
 from .test_faults import pinned
-from .test_modeldeployment import MD, TR, cond, serving_first_version, status
+from .test_modeldeployment import MD, TR, cond, model_deployment, serving_first_version, status
 from .test_retrain_kills import Versions, one_writer_faults
 from .test_trainingrun import iris_data, jobs
 
@@ -91,7 +91,8 @@ def test_the_leader_killed_mid_rollout_the_standby_finishes_it_once_with_one_sta
     iris_rows: list[list[float]]
 ) -> None:
     ns, op = sp_namespace, helm_operator
-    rev1 = serving_first_version(cluster, ns, s3)
+    # no replaced revision kept: the old Deployment is deleted once the new one serves
+    rev1 = serving_first_version(cluster, ns, s3, model_deployment(revisionHistoryLimit=0))
     pod = next(p for p in cluster.core.list_namespaced_pod(ns, label_selector=f"mlops.dev/revision={rev1}").items
                if p.status.pod_ip)
     leader = op.pod()
@@ -132,5 +133,7 @@ def test_the_leader_killed_mid_rollout_the_standby_finishes_it_once_with_one_sta
     stables = [r for obj in histories[(MD, "iris")] if (r := ((obj.get("status") or {}).get("stable") or {})
                                                          .get("revision"))]
     assert [r for i, r in enumerate(stables) if i == 0 or stables[i - 1] != r] == [rev1, rev2]
+    wait_for(lambda: [d.metadata.labels["mlops.dev/revision"] for d in deployments_of(cluster, ns, "iris")]
+             == [rev2], 60, "the replaced revision's Deployment deleted (revisionHistoryLimit 0)")
     logs = op.logs()
     assert "Traceback" not in logs and "Forbidden" not in logs, logs[-3000:]

@@ -559,6 +559,10 @@ def test_canary_weights_through_a_gateway_api_httproute(
     rev2 = promoted(cluster, ns, "iris-v2")["stable"]["revision"]
     wait_for(lambda: weights() == [("iris", 100), ("iris-preview", 0)], 30, "the route back to the active Service")
     assert selector(cluster, ns, "iris")["mlops.dev/revision"] == rev2
+    # the gateway dropped from the spec: the operator deletes its route, the Service carries the traffic
+    cluster.patch(MD, ns, "iris", {"spec": {"traffic": None}})
+    wait_for(lambda: not weights(), 30, "the HTTPRoute deleted")
+    assert selector(cluster, ns, "iris")["mlops.dev/revision"] == rev2
 
 
 def test_a_version_failing_live_traffic_after_its_promotion_is_rolled_back_to_the_previous(
@@ -704,3 +708,39 @@ def test_a_service_of_the_same_name_is_never_adopted(
                              cluster.apps.list_namespaced_deployment(namespace).items), 60,
              "the ModelDeployment's own children collected")
     assert cluster.core.read_namespaced_service("iris", namespace).spec.selector == {"app": "theirs"}
+
+
+def test_a_deployment_or_a_job_of_the_same_name_is_never_adopted(
+    cluster: Cluster, operator: OperatorThread, namespace: str
+) -> None:
+    """The revision's Deployment and the training Job are created, never applied over an object of that name
+    someone else made: both end in NameConflict with the object untouched (the 409 is followed by a read)."""
+    from mlops_operator.api.modeldeployment import ModelDeploymentSpec
+    from mlops_operator.builders.modeldeployment import revision
+    from mlops_operator.builders.trainingrun import job_name
+
+    idle = {"containers": [{"name": "c", "image": "localhost/mlops-busybox:1"}], "restartPolicy": "Never"}
+    digest = "sha256:" + "2" * 64
+    md = model_deployment(model={"storageUri": "s3://models/pinned/iris", "digest": digest})
+    taken = f"iris-{revision(ModelDeploymentSpec.model_validate(md['spec']), digest)}"
+    cluster.apps.create_namespaced_deployment(namespace, {
+        "metadata": {"name": taken}, "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "theirs"}},
+                                              "template": {"metadata": {"labels": {"app": "theirs"}},
+                                                           "spec": {**idle, "restartPolicy": "Always"}}}})
+    before = cluster.apps.read_namespaced_deployment(taken, namespace).metadata.resource_version
+    cluster.create(md, namespace)
+    cond = cluster.wait_condition("ModelDeployment", namespace, "iris", "False", "NameConflict", timeout=60)
+    assert f"Deployment {taken} already exists" in cond["message"], cond
+    after = cluster.apps.read_namespaced_deployment(taken, namespace)
+    assert after.metadata.resource_version == before and not after.metadata.owner_references
+
+    run = cluster.create(training_run(suspend=True), namespace)
+    job = job_name(run)
+    cluster.batch.create_namespaced_job(namespace, {"metadata": {"name": job}, "spec": {
+        "parallelism": 0, "template": {"spec": idle}}})
+    before = cluster.batch.read_namespaced_job(job, namespace).metadata.resource_version
+    cluster.patch("TrainingRun", namespace, "iris-v1", {"spec": {"suspend": False}})
+    cond = cluster.wait_condition("TrainingRun", namespace, "iris-v1", "False", "NameConflict", timeout=60)
+    assert f"Job {job} already exists" in cond["message"], cond
+    after = cluster.batch.read_namespaced_job(job, namespace)
+    assert after.metadata.resource_version == before and not after.metadata.owner_references

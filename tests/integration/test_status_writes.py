@@ -21,14 +21,14 @@ from mlops_operator.dev.controlplane import ControlPlane
 from mlops_operator.handlers.context import Ctx
 from tests.cases import example
 
-from .conftest import Cluster
+from .conftest import TESTS_AGENT, Cluster
 
 
 def _api(kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> Api:
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
     assert info is not None
-    return Api.from_connection_info(info)
+    return Api.from_connection_info(info, user_agent=TESTS_AGENT)
 
 
 def test_a_status_decided_from_an_older_version_is_refused_and_a_write_is_cached_at_once(

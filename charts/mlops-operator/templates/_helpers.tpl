@@ -11,15 +11,20 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- define "mlops.appRules" -}}
 # Application rules: exactly the verbs the operator uses (its request counters), no Secrets
+# TrainingRuns: a DriftPolicy's retrains are created (never updated) and pruned; the other kinds only read
 - apiGroups: [mlops.dev]
-  resources: [trainingruns, modeldeployments, driftpolicies]
-  verbs: [get, list, watch, create, patch, delete]
+  resources: [trainingruns]
+  verbs: [get, list, watch, create, delete]
+- apiGroups: [mlops.dev]
+  resources: [modeldeployments, driftpolicies]
+  verbs: [list, watch]
 - apiGroups: [mlops.dev]
   resources: [trainingruns/status, modeldeployments/status, driftpolicies/status]
   verbs: [patch]
+# Jobs are created once (their template is immutable), read by name after a conflict, deleted when done
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [get, list, watch, create, delete]
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch, delete]

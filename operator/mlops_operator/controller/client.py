@@ -159,8 +159,10 @@ class Api:
         cert_path: str | None = None,
         key_path: str | None = None,
         token_path: str | None = None,
+        user_agent: str = USER_AGENT,
     ) -> None:
         self.server = server.rstrip("/")
+        self.user_agent = user_agent
         self._token = token
         self._token_path = token_path
         self._token_read = time.monotonic()
@@ -191,7 +193,7 @@ class Api:
         return {"Authorization": f"Bearer {self._token}"} if self._token else {}
 
     @classmethod
-    def from_connection_info(cls, info: Any, token_path: str | None = None) -> Api:
+    def from_connection_info(cls, info: Any, token_path: str | None = None, user_agent: str = USER_AGENT) -> Api:
         """Build from a kopf ConnectionInfo (what the login handler returns), with the file the token was
         read from (`token_path`) when there is one."""
         ca_data = info.ca_data
@@ -206,6 +208,7 @@ class Api:
             cert_path=str(info.certificate_path) if info.certificate_path else None,
             key_path=str(info.private_key_path) if info.private_key_path else None,
             token_path=token_path,
+            user_agent=user_agent,
         )
 
     async def close(self) -> None:
@@ -219,7 +222,7 @@ class Api:
         each, held open), so writes never wait behind them."""
         if self._watches is None:
             self._watches = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._ssl, limit=0),
-                                                  headers={"User-Agent": USER_AGENT})
+                                                  headers={"User-Agent": self.user_agent})
         resource = path.rstrip("/").rsplit("/", 1)[-1]
         self.requests["WATCH", resource] += 1
         self.by_namespace[_namespace(path), "WATCH", resource] += 1
@@ -252,7 +255,7 @@ class Api:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=60),
                 connector=aiohttp.TCPConnector(ssl=self._ssl, limit=32),
-                headers={"User-Agent": USER_AGENT},
+                headers={"User-Agent": self.user_agent},
             )
         verb, resource = _verb_and_resource(method, path)
         self.requests[verb, resource] += 1
@@ -316,16 +319,36 @@ class Api:
         create reads the object: its controller reference is the parent's when the cache had not seen it yet
         (then apply); otherwise `NameConflict`, the object untouched."""
         if not known:
-            meta = obj["metadata"]
-            try:
-                return await self.create(res, meta["namespace"], obj)
-            except ApiError as exc:
-                if exc.status != 409:
-                    raise
-            existing = await self.get(res, meta["namespace"], meta["name"])
+            created, existing = await self._create_or_read(res, obj)
+            if created is not None:
+                return created
             if existing is not None and controller_uid(existing) != controller_uid(obj):
                 raise name_conflict(obj, existing)
         return await self.apply(res, obj)
+
+    async def create_once(self, res: Resource, obj: dict[str, Any]) -> dict[str, Any]:
+        """Write a child that is never updated (a Job, whose template is immutable; a retrain TrainingRun, whose
+        new spec would be a new run): a create; on a 409 the object as it is when it is this parent's
+        (the cache had not seen it yet), else `NameConflict`. Never a patch."""
+        created, existing = await self._create_or_read(res, obj)
+        if created is not None:
+            return created
+        if existing is None:  # deleted between the create and the read: once more
+            return await self.create(res, obj["metadata"]["namespace"], obj)
+        if controller_uid(existing) != controller_uid(obj):
+            raise name_conflict(obj, existing)
+        return existing
+
+    async def _create_or_read(self, res: Resource, obj: dict[str, Any]
+                              ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """(the object created, None), or after a 409 (None, the object of that name, None if gone)."""
+        meta = obj["metadata"]
+        try:
+            return await self.create(res, meta["namespace"], obj), None
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+        return None, await self.get(res, meta["namespace"], meta["name"])
 
     async def replace(self, res: Resource, namespace: str, name: str, obj: dict[str, Any]) -> dict[str, Any]:
         """PUT the whole object; with its metadata.resourceVersion, a 409 when it changed since it was read."""

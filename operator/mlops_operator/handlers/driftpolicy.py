@@ -141,9 +141,8 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
         runs = resource(TRAINING_RUN)
         for name in plan.delete:
             await ctx.api.delete(runs, key[1], name)
-        if plan.create is not None:
-            await ctx.api.ensure(runs, build.retrain_run(body, spec, plan.create, evaluation),
-                                 plan.create in owned)
+        if plan.create is not None and plan.create not in owned:
+            await ctx.api.create_once(runs, build.retrain_run(body, spec, plan.create, evaluation))
             await ctx.event(DRIFT_POLICY, body, "Retraining", f"created TrainingRun {plan.create}: "
                             f"{decide.drifted_condition(evaluation, None).message}", warning=True)
         blocked = plan.blocked

@@ -140,13 +140,13 @@ async def _apply(ctx: Ctx, key: Key, md: Body, spec: ModelDeploymentSpec, plan: 
         await ctx.api.delete(DEPLOYMENTS, key[1], name)
         ctx.store.delete_child(key, "Deployment", name)
     await asyncio.gather(traffic(False, plan.active), traffic(True, plan.preview))
-    if plan.analysis_job is not None:
+    if plan.analysis_job is not None and plan.analysis_job[0].revision not in jobs:
         cand, urls, stable_urls = plan.analysis_job
         assert cand.model_uri is not None
         job = build.analysis_job(md, spec, cand.revision, model_uri=cand.model_uri, digest=cand.digest,
                                  candidate=urls, stable=stable_urls, runtime_image=s.runtime_image,
                                  copy_labels=s.copy_labels, defaults=s.child_resources)
-        ctx.store.upsert_child(key, "Job", await ctx.api.ensure(JOBS, job, cand.revision in jobs))
+        ctx.store.upsert_child(key, "Job", await ctx.api.create_once(JOBS, job))
     for rev in plan.delete_jobs:
         name = jobs[rev]["metadata"]["name"]
         await ctx.api.delete(JOBS, key[1], name)

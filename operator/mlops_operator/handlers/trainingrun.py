@@ -68,10 +68,9 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
         decision = decide(body, spec, job, await pods.job_pods(ctx, key[1], job), now)
     if decision.apply_job:
         s = ctx.settings
-        applied = await ctx.api.ensure(JOBS, training_job(body, spec, runtime_image=s.runtime_image,
-                                                           artifact_root=s.artifact_root, copy_labels=s.copy_labels,
-                                                           defaults=s.child_resources),
-                                       job is not None)
+        applied = await ctx.api.create_once(JOBS, training_job(body, spec, runtime_image=s.runtime_image,
+                                                               artifact_root=s.artifact_root,
+                                                               copy_labels=s.copy_labels, defaults=s.child_resources))
         ctx.store.upsert_child(key, "Job", applied)
     if decision.delete_job and job is not None:
         await ctx.api.delete(JOBS, key[1], name)
