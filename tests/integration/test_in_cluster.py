@@ -118,6 +118,7 @@ def test_the_leader_killed_mid_rollout_the_standby_finishes_it_once_with_one_sta
                for kind, name in versions.histories()}
         wait_for(lambda: all(rv in {o["metadata"]["resourceVersion"] for o in versions.histories()[key]}
                              for key, rv in now.items()), 30, "the watches to see every object as it is now")
+    print(f"mid-rollout: the standby took the Lease {took:.1f} s after the leader's Pod was deleted")
     assert took <= 20, f"the standby took over after {took:.1f} s"
     # one retrain, one Job for it, the rollout finished once
     runs = cluster.custom.list_namespaced_custom_object("mlops.dev", "v1alpha1", ns, "trainingruns")["items"]
