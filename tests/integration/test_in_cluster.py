@@ -20,7 +20,7 @@ from .conftest import Cluster, InClusterOperator, wait_for
 from .test_driftpolicy import RETRAIN, iris_rows, policy, send
 from .test_faults import pinned
 from .test_modeldeployment import MD, TR, cond, model_deployment, serving_first_version, status
-from .test_retrain_kills import Versions, one_writer_faults
+from .test_retrain_kills import Versions
 from .test_trainingrun import iris_data, jobs
 
 __all__ = ["iris_data", "iris_rows"]  # fixtures used here
@@ -114,10 +114,7 @@ def test_the_leader_killed_mid_rollout_the_standby_finishes_it_once_with_one_sta
                       == "iris-drift-1" and not s.get("candidate") and cond(s, "Available").get("status") == "True"
                       and s, 300, "the standby to promote the retrained version", show=lambda: status(cluster, ns))
         cluster.wait_condition(TR, ns, "iris-drift-1", "True", "Completed", type_="Succeeded", timeout=60)
-        now = {(kind, name): cluster.get(kind, ns, name)["metadata"]["resourceVersion"]
-               for kind, name in versions.histories()}
-        wait_for(lambda: all(rv in {o["metadata"]["resourceVersion"] for o in versions.histories()[key]}
-                             for key, rv in now.items()), 30, "the watches to see every object as it is now")
+        versions.caught_up()
     print(f"mid-rollout: the standby took the Lease {took:.1f} s after the leader's Pod was deleted")
     assert took <= 20, f"the standby took over after {took:.1f} s"
     # one retrain, one Job for it, the rollout finished once
@@ -127,13 +124,7 @@ def test_the_leader_killed_mid_rollout_the_standby_finishes_it_once_with_one_sta
     rev2 = st["stable"]["revision"]
     assert [(h["revision"], h["outcome"]) for h in st["history"]] == [(rev1, "Promoted"), (rev2, "Promoted")]
     # one status writer per object through the takeover: no condition dropped, none moved, no flip-flop
-    histories = versions.histories()
-    assert {(TR, "iris-drift-1"), (MD, "iris")} <= set(histories)
-    faults = {f"{kind}/{name}": f for (kind, name), h in histories.items() if (f := one_writer_faults(h))}
-    assert not faults, faults
-    stables = [r for obj in histories[(MD, "iris")] if (r := ((obj.get("status") or {}).get("stable") or {})
-                                                         .get("revision"))]
-    assert [r for i, r in enumerate(stables) if i == 0 or stables[i - 1] != r] == [rev1, rev2]
+    versions.assert_one_writer({(TR, "iris-drift-1"), (MD, "iris")}, [rev1, rev2])
     wait_for(lambda: [d.metadata.labels["mlops.dev/revision"] for d in deployments_of(cluster, ns, "iris")]
              == [rev2], 60, "the replaced revision's Deployment deleted (revisionHistoryLimit 0)")
     logs = op.logs()

@@ -66,6 +66,24 @@ class Versions:
         with self.lock:
             return {k: list(v) for k, v in self.seen.items()}
 
+    def caught_up(self) -> None:
+        """Wait until the watches have seen every object as it is now."""
+        now = {(kind, name): self.cluster.get(kind, self.ns, name)["metadata"]["resourceVersion"]
+               for kind, name in self.histories()}
+        wait_for(lambda: all(rv in {o["metadata"]["resourceVersion"] for o in self.histories()[key]}
+                             for key, rv in now.items()), 30, "the watches to see every object as it is now")
+
+    def assert_one_writer(self, kinds_names: set[tuple[str, str]], stables: list[str]) -> None:
+        """Each object's status had one writer throughout, and the ModelDeployment `iris`'s stable revision
+        went through `stables` in that order, never back."""
+        histories = self.histories()
+        assert kinds_names <= set(histories)
+        faults = {f"{kind}/{name}": f for (kind, name), h in histories.items() if (f := one_writer_faults(h))}
+        assert not faults, faults
+        seen = [r for obj in histories[(MD, "iris")] if (r := ((obj.get("status") or {}).get("stable") or {})
+                                                         .get("revision"))]
+        assert [r for i, r in enumerate(seen) if i == 0 or seen[i - 1] != r] == stables  # no flip-flop
+
 
 def one_writer_faults(history: list[dict[str, Any]]) -> list[str]:
     """What, in the versions of one object, shows two writers overwriting each other's status."""
@@ -144,10 +162,7 @@ def test_operator_killed_at_random_points_of_a_retrain(
         # converged: the policy still sees drift (its retrain is in cooldown), the run succeeded
         cluster.wait_condition(DP, ns, "iris-drift", "True", type_="Ready", timeout=60)
         cluster.wait_condition(TR, ns, "iris-drift-1", "True", "Completed", type_="Succeeded", timeout=60)
-        now = {(kind, name): cluster.get(kind, ns, name)["metadata"]["resourceVersion"]
-               for kind, name in versions.histories()}
-        wait_for(lambda: all(rv in {o["metadata"]["resourceVersion"] for o in versions.histories()[key]}
-                             for key, rv in now.items()), 30, "the watches to see every object as it is now")
+        versions.caught_up()
 
     print(f"{len(kills)} kills: {kills}")
     assert len(kills) >= 6, kills
@@ -163,11 +178,5 @@ def test_operator_killed_at_random_points_of_a_retrain(
     assert not [j.metadata.name for j in cluster.batch.list_namespaced_job(ns).items
                 if j.metadata.name.endswith("-an")]  # the analysis Job is cleaned up
     # one status writer per object, through every kill
-    histories = versions.histories()
-    assert {(DP, "iris-drift"), (TR, "iris-drift-1"), (MD, "iris")} <= set(histories)
-    faults = {f"{kind}/{name}": f for (kind, name), h in histories.items() if (f := one_writer_faults(h))}
-    assert not faults, faults
-    stables = [r for obj in histories[(MD, "iris")] if (r := ((obj.get("status") or {}).get("stable") or {})
-                                                         .get("revision"))]
-    assert [r for i, r in enumerate(stables) if i == 0 or stables[i - 1] != r] == [rev1, rev2]  # no flip-flop
+    versions.assert_one_writer({(DP, "iris-drift"), (TR, "iris-drift-1"), (MD, "iris")}, [rev1, rev2])
     assert "Traceback" not in operator_process.output()
