@@ -44,3 +44,15 @@ def test_the_image_inputs_hash_changes_with_the_sources_only() -> None:
     first = imagebuild.context_hash("localhost/base:1")
     assert imagebuild.context_hash("localhost/base:1") == first
     assert imagebuild.context_hash("localhost/base:2") != first
+
+
+def test_a_state_directory_too_deep_for_the_nodes_sockets_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    from mlops_operator.dev.controlplane import ControlPlane, ControlPlaneError
+
+    assert node.socket_path_problem(Path("/tmp/mlops-dev")) is None
+    deep = tmp_path / ("d" * (node.SOCKET_PATH_MAX - len(str(tmp_path))))
+    problem = node.socket_path_problem(deep)
+    assert problem and "kubelet/root/" in problem and "use a shorter state directory" in problem
+    with pytest.raises(ControlPlaneError, match="too deep for the node's unix sockets"):
+        ControlPlane(deep).start()
+    assert not deep.exists()  # refused before anything was made

@@ -255,6 +255,8 @@ class ControlPlane:
 
     # -- start / stop
     def start(self, progress: Progress = _stderr, timeout: float = 90) -> None:
+        if self.with_node and (problem := node.socket_path_problem(self.state_dir)):
+            raise ControlPlaneError(problem)  # before anything is built or started
         binaries = ensure_binaries(progress, self.with_node)
         self.started_at = time.monotonic()
         self.state_dir.mkdir(parents=True, exist_ok=True)

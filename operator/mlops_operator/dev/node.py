@@ -56,6 +56,23 @@ def containerd_socket(state_dir: Path) -> Path:
     return state_dir / "containerd" / "containerd.sock"
 
 
+SOCKET_PATH_MAX = 107  # bytes in a unix socket's path (sun_path holds 108 with its NUL)
+# the deepest sockets the node binds under its state directory (the kubelet's pod-resources socket takes a
+# random 10-digit name)
+_DEEPEST_SOCKETS = ("kubelet/root/pod-resources/0123456789", "kubelet/root/device-plugins/kubelet.sock")
+
+
+def socket_path_problem(state_dir: Path) -> str | None:
+    """Why the node's unix sockets cannot live under `state_dir` (a path too long to bind), if they cannot:
+    the kubelet would die at start with `bind: invalid argument`."""
+    longest = max((state_dir.resolve() / tail for tail in _DEEPEST_SOCKETS), key=lambda p: len(os.fsencode(p)))
+    size = len(os.fsencode(longest))
+    if size <= SOCKET_PATH_MAX:
+        return None
+    return (f"the state directory {state_dir} is too deep for the node's unix sockets: {longest} would be {size} "
+            f"bytes, and a socket's path holds {SOCKET_PATH_MAX}; use a shorter state directory")
+
+
 # -- certificates: one CA for the apiserver's serving certificate and the apiserver's kubelet client
 
 
