@@ -248,3 +248,58 @@ def test_children_are_admitted_in_a_namespace_with_a_compute_quota_and_no_limit_
         assert c.resources.requests and c.resources.limits, c.name
     used = cluster.core.read_namespaced_resource_quota("compute", namespace).status.used
     assert used and used.get("limits.memory"), used
+
+
+def distributed_run(name: str, **spec: Any) -> dict[str, Any]:
+    return training_run(name, trainer={"estimator": "xgboost.XGBClassifier"}, distributed={"workers": 2},
+                        params={"n_estimators": 10, "max_depth": 3}, **spec)
+
+
+def test_two_workers_train_one_model_together_each_logs_its_rank_and_one_version_is_recorded(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    credentials(cluster, namespace, s3)
+    cluster.create(distributed_run("iris-dist"), namespace)
+    cluster.wait_condition(TR, namespace, "iris-dist", "True", "Completed", type_="Succeeded", timeout=300)
+    status = cluster.get(TR, namespace, "iris-dist")["status"]
+    assert status["workers"] == 2 and status["workersSucceeded"] == 2 and status["attempts"] == 1
+    assert status["model"]["format"] == "xgboost" and status["metrics"]["accuracy"] >= 0.8
+    assert {c["type"]: c["reason"] for c in status["conditions"]}["Ready"] == "Succeeded"
+    # this apiserver (1.20) serves no Indexed Jobs: one Job per worker, found by discovery
+    found = sorted(jobs(cluster, namespace, "iris-dist"), key=lambda j: j.metadata.labels["mlops.dev/rank"])
+    assert [j.metadata.labels["mlops.dev/rank"] for j in found] == ["0", "1"]
+    assert status["jobName"] == found[0].metadata.name
+    (service,) = [s for s in cluster.core.list_namespaced_service(namespace).items
+                  if (s.metadata.labels or {}).get("mlops.dev/trainingrun") == "iris-dist"]
+    assert service.spec.cluster_ip == "None"
+    for rank, j in enumerate(found):
+        (p,) = cluster.core.list_namespaced_pod(namespace, label_selector=f"controller-uid={j.metadata.uid}").items
+        assert p.spec.hostname == f"{service.metadata.name}-{rank}" and p.spec.subdomain == service.metadata.name
+        log = cluster.core.read_namespaced_pod_log(p.metadata.name, namespace)
+        assert f"worker {rank} of 2 joined {service.metadata.name}-0.{service.metadata.name}:29500" in log, log
+    # rank 0 wrote the one model: its files match the recorded digest
+    keys = {o["Key"] for o in s3.client().list_objects_v2(Bucket="models", Prefix=f"{namespace}/iris/iris-dist/")[
+        "Contents"]}
+    assert f"{namespace}/iris/iris-dist/model.json" in keys
+    for k, v in s3.env.items():
+        monkeypatch.setenv(k, v)
+    storage.download_dir(status["model"]["uri"], tmp_path)
+    assert artifacts.verify(tmp_path, status["model"]["digest"]) == status["model"]["digest"]
+
+
+def test_one_failed_worker_fails_the_run_and_stops_the_other(
+    cluster: Cluster, operator: OperatorThread, namespace: str
+) -> None:
+    command = ["python", "-c", "import os, sys, time; sys.exit(3) if os.environ['RANK'] == '1' else time.sleep(600)"]
+    run = distributed_run("iris-lost", trainer={"image": RUNTIME_IMAGE, "command": command})
+    cluster.create(run, namespace)
+    cluster.wait_condition(TR, namespace, "iris-lost", "False", "BackoffLimitExceeded", type_="Succeeded",
+                           timeout=180)
+    status = cluster.get(TR, namespace, "iris-lost")["status"]
+    message = next(c["message"] for c in status["conditions"] if c["type"] == "Succeeded")
+    assert "worker Job" in message and message.split(":")[0].endswith("-1"), message
+    # rank 0 would wait for rank 1 until its deadline: it is stopped
+    wait_for(lambda: [j.metadata.labels["mlops.dev/rank"] for j in jobs(cluster, namespace, "iris-lost")] == ["1"],
+             60, "rank 0's Job to be stopped", show=lambda: [j.metadata.name for j in jobs(cluster, namespace,
+                                                                                         "iris-lost")])

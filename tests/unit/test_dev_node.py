@@ -21,8 +21,10 @@ def service(ns: str, name: str, ip: str | None) -> SimpleNamespace:
 def test_dns_records_name_cluster_ips_and_headless_endpoints() -> None:
     lines = clusterdns.records(
         [service("b", "web", "10.96.0.20"), service("a", "db", "None"), service("default", "kubernetes", "10.96.0.1")],
-        {("a", "db"): ["10.244.0.7", "10.244.0.8"]})
+        {("a", "db"): [("10.244.0.7", "db-0"), ("10.244.0.8", None)]})
     assert lines == ["10.244.0.7 db.a.svc.cluster.local", "10.244.0.8 db.a.svc.cluster.local",
+                     # a Pod with a hostname under its headless Service (its subdomain) is named too
+                     "10.244.0.7 db-0.db.a.svc.cluster.local",
                      "10.96.0.20 web.b.svc.cluster.local", "10.96.0.1 kubernetes.default.svc.cluster.local"]
 
 

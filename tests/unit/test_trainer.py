@@ -70,6 +70,61 @@ def test_builtin_trainer_writes_the_contract_and_a_loadable_model(iris_csv: Path
     assert proc.returncode == 0 and artifacts.parse_termination_message(message2).metrics == result.metrics
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_xgboost_trains_across_two_workers_into_one_model_rank_zero_reports(iris_csv: Path, tmp_path: Path) -> None:
+    # string labels: XGBoost trains on 0…k-1, the model answers in the dataset's own labels
+    import pandas as pd
+
+    frame = pd.read_csv(iris_csv)
+    frame["target"] = frame["target"].map({0: "setosa", 1: "versicolor", 2: "virginica"})
+    data = tmp_path / "iris-named.csv"
+    frame.to_csv(data, index=False)
+    port, procs = _free_port(), []
+    for rank in (0, 1):
+        work = tmp_path / f"rank{rank}"
+        work.mkdir()
+        (work / "termination-log").write_text("")
+        env = {**os.environ, "MLOPS_TERMINATION_LOG": str(work / "termination-log"), "WORLD_SIZE": "2",
+               "RANK": str(rank), "MASTER_ADDR": "localhost", "MASTER_PORT": str(port)}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "mlops_operator.cli", "train", "--estimator", "xgboost.XGBClassifier",
+             "--dataset", str(data), "--output", f"file://{tmp_path / 'model'}", "--params",
+             '{"n_estimators": 10, "max_depth": 3}'], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True))
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    for rank, (_, err) in enumerate(outs):
+        assert f"worker {rank} of 2 joined localhost:{port}" in err, err
+    assert "worker 1 of 2 done (rank 0 reports the model)" in outs[1][0]
+    assert (tmp_path / "rank1" / "termination-log").read_text() == ""
+    result = artifacts.parse_termination_message((tmp_path / "rank0" / "termination-log").read_text())
+    assert result.model.format == "xgboost" and result.metrics["accuracy"] > 0.85
+    out = tmp_path / "model"
+    assert artifacts.verify(out, result.model.digest) == result.model.digest
+    meta = artifacts.read_metadata(out)
+    assert meta.classes == ["setosa", "versicolor", "virginica"] and meta.model_file == "model.json"
+    sample = artifacts.read_validation(out)
+    model = formats.load(out, "xgboost", task="classification", classes=meta.classes)
+    accuracy = float(np.mean(model.predict(pd.DataFrame(sample.rows, columns=sample.features))
+                             == np.asarray(sample.labels)))
+    assert accuracy == pytest.approx(result.metrics["accuracy"])
+
+
+def test_an_estimator_that_cannot_train_across_workers_is_refused(iris_csv: Path, tmp_path: Path) -> None:
+    proc, message = mlops(["train", "--estimator", "sklearn.linear_model.LogisticRegression", "--dataset",
+                           str(iris_csv), "--output", str(tmp_path / "m")], tmp_path,
+                          {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "localhost", "MASTER_PORT": "1"})
+    assert proc.returncode == 1
+    assert "trains on one worker; across 2 workers the built-in trainer trains xgboost.XGBClassifier" in message
+
+
 def test_regression_on_parquet_with_categories_and_missing(tmp_path: Path) -> None:
     from sklearn.datasets import load_diabetes
 

@@ -298,3 +298,130 @@ def test_ttl_after_finished_deletes_the_job_at_the_right_time() -> None:
     late = decide(done, spec, job(complete=True), None, NOW + datetime.timedelta(minutes=2))
     assert late.delete_job
     assert not decide(done, spec, None, None, NOW + datetime.timedelta(minutes=2)).delete_job
+
+
+# -- distributed training
+
+def distributed_body(workers: int = 2, **changes: Any) -> dict[str, Any]:
+    return run_body(distributed={"workers": workers}, trainer={"estimator": "xgboost.XGBClassifier"}, **changes)
+
+
+def env_of(job: dict[str, Any]) -> dict[str, Any]:
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_a_distributed_run_is_one_job_per_worker_with_stable_names_behind_a_headless_service() -> None:
+    from mlops_operator.builders.trainingrun import training_jobs, workers_service
+
+    body = distributed_body(3)
+    jobs = training_jobs(body, spec_of(body), runtime_image="img:1", artifact_root="s3://m")
+    service = workers_service(body, spec_of(body))
+    svc = service["metadata"]["name"]
+    assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"] is True
+    assert service["spec"]["ports"] == [{"name": "coordinator", "port": 29500, "protocol": "TCP"}]
+    assert [j["metadata"]["name"] for j in jobs] == [f"{svc}-{r}" for r in range(3)]
+    for rank, j in enumerate(jobs):
+        pod = j["spec"]["template"]
+        assert pod["spec"]["hostname"] == f"{svc}-{rank}" and pod["spec"]["subdomain"] == svc
+        # the Service selects every worker's Pod, and only those
+        assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+        assert j["metadata"]["labels"]["mlops.dev/rank"] == str(rank)
+        env = env_of(j)
+        assert env["RANK"] == env["DMLC_TASK_ID"] == str(rank)
+        assert env["WORLD_SIZE"] == env["DMLC_NUM_WORKER"] == "3"
+        assert env["MASTER_ADDR"] == env["DMLC_TRACKER_URI"] == f"{svc}-0.{svc}"
+        assert env["MASTER_PORT"] == env["DMLC_TRACKER_PORT"] == "29500"
+        assert "completionMode" not in j["spec"] and j["spec"]["template"]["spec"]["containers"][0]["ports"] == [
+            {"name": "coordinator", "containerPort": 29500, "protocol": "TCP"}]
+    # a one-worker run is the Job it always was
+    plain = run_body()
+    (one,) = training_jobs(plain, spec_of(plain), runtime_image="img:1", artifact_root="s3://m")
+    assert one == training_job(plain, spec_of(plain), runtime_image="img:1", artifact_root="s3://m")
+    assert "RANK" not in env_of(one) and "subdomain" not in one["spec"]["template"]["spec"]
+
+
+def test_where_indexed_jobs_are_served_a_distributed_run_is_one_indexed_job_of_the_same_names() -> None:
+    from mlops_operator.builders.trainingrun import training_jobs, workers_service
+
+    body = distributed_body(2)
+    (job_,) = training_jobs(body, spec_of(body), runtime_image="img:1", artifact_root="s3://m", indexed=True)
+    per_worker = training_jobs(body, spec_of(body), runtime_image="img:1", artifact_root="s3://m")
+    svc = workers_service(body, spec_of(body))["metadata"]["name"]
+    spec = job_["spec"]
+    assert job_["metadata"]["name"] == svc and spec["completionMode"] == "Indexed"
+    assert spec["completions"] == spec["parallelism"] == 2
+    # the Job controller names the Pods `<job>-<index>`: the same host names as one Job per worker
+    assert spec["template"]["spec"]["subdomain"] == svc and "hostname" not in spec["template"]["spec"]
+    assert [j["spec"]["template"]["spec"]["hostname"] for j in per_worker] == [f"{svc}-0", f"{svc}-1"]
+    env = env_of(job_)
+    index = {"fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}
+    assert env["RANK"] == env["DMLC_TASK_ID"] == index and env["MASTER_ADDR"] == env_of(per_worker[1])["MASTER_ADDR"]
+    assert "mlops.dev/rank" not in spec["template"]["metadata"]["labels"]
+
+
+def test_worker_names_are_dns_labels_for_any_run_name() -> None:
+    from mlops_operator.builders.trainingrun import worker_host, workers_name
+
+    body = distributed_body(64)
+    body["metadata"]["name"] = "9" + "a.b" * 80
+    name, host = workers_name(body), worker_host(body, 63)
+    assert name[0].isalpha() and "." not in name and len(host) <= 63, host
+
+
+def worker_job(rank: int, complete: bool = False, failed: bool = False, active: int = 0) -> dict[str, Any]:
+    conditions = [{"type": "Complete", "status": "True"}] if complete else []
+    if failed:
+        conditions.append({"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                           "message": "Job has reached the specified backoff limit"})
+    return {"metadata": {"name": f"w-{rank}", "uid": f"uid-{rank}", "labels": {"mlops.dev/rank": str(rank)}},
+            "status": {"conditions": conditions, "active": active, "succeeded": int(complete),
+                       "failed": int(failed), **({"completionTime": f"2026-11-22T11:5{rank}:00Z"} if complete else {})}}
+
+
+def test_one_job_per_worker_is_followed_as_one_run() -> None:
+    from mlops_operator.training.workers import combine
+
+    names = ["w-0", "w-1"]
+    body = distributed_body(2, gates=[{"metric": "accuracy", "operator": ">=", "threshold": "0.9"}])
+    body["status"] = {"startedGeneration": 1}
+    spec = spec_of(body)
+    # a worker's Job missing: all are made (the ones that exist are found, not made twice)
+    assert combine({"w-0": worker_job(0, active=1)}, names) is None
+    assert decide(body, spec, None, None, NOW).apply_job
+    # running until every worker is done
+    running = combine({"w-0": worker_job(0, complete=True), "w-1": worker_job(1, active=1)}, names)
+    d = decide(body, spec, running, None, NOW)
+    assert conds(d)["Succeeded"] == ("Unknown", "Running")
+    assert d.status["workers"] == 2 and d.status["workersSucceeded"] == 1
+    # all done: rank 0's Pod has the result
+    done = combine({"w-0": worker_job(0, complete=True), "w-1": worker_job(1, complete=True)}, names)
+    assert done is not None and done["metadata"]["uid"] == "uid-0"
+    assert done["status"]["completionTime"] == "2026-11-22T11:51:00Z"
+    d = decide(body, spec, done, [pod("Succeeded", result(0.95))], NOW)
+    assert conds(d)["Succeeded"] == ("True", "Completed") and conds(d)["Ready"] == ("True", "Succeeded")
+    assert d.status["model"]["digest"] == DIGEST and d.status["workersSucceeded"] == 2
+    assert d.status["jobName"] == "w-0" and not d.stop_workers
+    # one worker failed: the run failed, with that worker's reason, and the others are stopped
+    lost = combine({"w-0": worker_job(0, active=1), "w-1": worker_job(1, failed=True)}, names)
+    assert lost is not None and lost["metadata"]["uid"] == "uid-1"
+    d = decide(body, spec, lost, [pod("Failed", "connection reset by peer", code=1)], NOW)
+    assert conds(d)["Succeeded"] == ("False", "BackoffLimitExceeded") and d.stop_workers
+    message = next(c.message for c in d.conditions if c.type == "Succeeded")
+    assert message == "worker Job w-1: Job has reached the specified backoff limit: connection reset by peer"
+
+
+def test_an_indexed_jobs_result_is_index_zeros() -> None:
+    body = distributed_body(2)
+    body["status"] = {"startedGeneration": 1}
+    indexed = job(complete=True, succeeded=2)
+
+    def indexed_pod(index: int, message: str, created: str) -> dict[str, Any]:
+        p = pod("Succeeded", message, created)
+        p["metadata"]["annotations"] = {"batch.kubernetes.io/job-completion-index": str(index)}
+        return p
+    # rank 1 finished last and said nothing a result could be read from: rank 0's message stands
+    pods = [indexed_pod(0, result(0.93), "2026-11-22T11:00:00Z"), indexed_pod(1, "done", "2026-11-22T11:00:01Z")]
+    d = decide(body, spec_of(body), indexed, pods, NOW)
+    assert conds(d)["Succeeded"] == ("True", "Completed") and d.status["metrics"] == {"accuracy": 0.93}
+    assert d.status["attempts"] == 1 and d.status["workersSucceeded"] == 2

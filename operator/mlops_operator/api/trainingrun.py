@@ -87,6 +87,19 @@ class Gate(ApiModel):
     """A decimal string, e.g. "0.9"."""
 
 
+class Distributed(ApiModel):
+    """Data-parallel training on several workers, each told its rank, the world size and the
+    coordinator's address (rank 0) in the variables PyTorch (RANK, WORLD_SIZE, MASTER_ADDR,
+    MASTER_PORT) and XGBoost (DMLC_TASK_ID, DMLC_NUM_WORKER, DMLC_TRACKER_URI, DMLC_TRACKER_PORT)
+    read. The run succeeds when every worker succeeds, with rank 0's result; one failed worker
+    fails it."""
+
+    workers: Annotated[int, Field(ge=2, le=64)]
+    """How many workers (Pods) train together."""
+    port: Annotated[int, Field(ge=1024, le=65535)] = 29500
+    """The coordinator's port on rank 0 (torch.distributed's and the XGBoost tracker's)."""
+
+
 class TrainingRunSpec(ApiModel):
     _exactly_one_of = (("trainer", "pipeline"),)
 
@@ -109,6 +122,9 @@ class TrainingRunSpec(ApiModel):
     """Where the training Pod runs: nodeSelector, tolerations, affinity, priorityClassName,
     runtimeClassName (GPUs: `nvidia.com/gpu` in `trainer.resources`)."""
     ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = None
+    distributed: Distributed | None = None
+    """Train on several workers at once (one Indexed Job where the cluster serves them, else one Job
+    per worker), behind a headless Service that gives each worker a stable name."""
 
 
 class ModelRecord(ApiModel):
@@ -131,6 +147,10 @@ class TrainingRunStatus(StatusBase):
     started_generation: int | None = None
     """The generation the Job was built from (later spec changes are reported, not applied)."""
     job_name: str | None = None
+    """The training Job (of a distributed run on one Job per worker: rank 0's)."""
+    workers: int | None = None
+    """A distributed run: how many workers it has, and how many have succeeded."""
+    workers_succeeded: int | None = None
     attempts: int | None = None
     start_time: str | None = None
     completion_time: str | None = None

@@ -48,17 +48,86 @@ def output_uri(run: Mapping[str, Any], spec: TrainingRunSpec, artifact_root: str
     return spec.output_uri or join(artifact_root, meta["namespace"], spec.model, meta["name"])
 
 
-def training_job(run: Mapping[str, Any], spec: TrainingRunSpec, *, runtime_image: str, artifact_root: str,
-                 copy_labels: tuple[str, ...] = (),
-                 defaults: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+def workers_name(run: Mapping[str, Any]) -> str:
+    """A distributed run's headless Service (and its Jobs' stem): a DNS label that leaves room for
+    the workers' host names `<it>-<rank>` (at most 63 characters)."""
+    meta = run["metadata"]
+    stem = ("t" if not meta["name"][0].isalpha() else "") + meta["name"]
+    return f"{stem[:50].rstrip('-.').replace('.', '-')}-{short_hash(meta['uid'])}"
+
+
+def worker_host(run: Mapping[str, Any], rank: int) -> str:
+    return f"{workers_name(run)}-{rank}"
+
+
+def coordinator(run: Mapping[str, Any]) -> str:
+    """Rank 0's address: its host name under the headless Service (resolved through the search path)."""
+    return f"{worker_host(run, 0)}.{workers_name(run)}"
+
+
+def _distributed_env(run: Mapping[str, Any], spec: TrainingRunSpec, rank: int | None) -> list[dict[str, Any]]:
+    """The variables PyTorch's env:// rendezvous and XGBoost's collective read. `rank` None: an Indexed
+    Job, whose Pods learn their index from the annotation the Job controller writes."""
+    assert spec.distributed is not None
+    d = spec.distributed
+    rank_var: dict[str, Any] = {"value": str(rank)} if rank is not None else {"valueFrom": {"fieldRef": {
+        "fieldPath": f"metadata.annotations['{L.COMPLETION_INDEX}']"}}}
+    common = {"WORLD_SIZE": str(d.workers), "MASTER_ADDR": coordinator(run), "MASTER_PORT": str(d.port),
+              "DMLC_NUM_WORKER": str(d.workers), "DMLC_TRACKER_URI": coordinator(run),
+              "DMLC_TRACKER_PORT": str(d.port)}
+    return [{"name": "RANK", **rank_var}, {"name": "DMLC_TASK_ID", **rank_var},
+            *({"name": k, "value": v} for k, v in common.items())]
+
+
+def workers_service(run: Mapping[str, Any], spec: TrainingRunSpec,
+                    copy_labels: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The headless Service that names a distributed run's workers `<worker>.<service>`. Not-ready
+    addresses are published: workers find each other while they start."""
+    assert spec.distributed is not None
     meta = run["metadata"]
     own = {L.TRAINING_RUN: meta["name"], L.MODEL: spec.model}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": workers_name(run), "namespace": meta["namespace"],
+                     "labels": labels(run, own, copy_labels), "ownerReferences": [owner_reference(run)]},
+        "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
+                 "selector": {L.TRAINING_RUN: meta["name"], L.WORKER_OF: workers_name(run)},
+                 "ports": [{"name": "coordinator", "port": spec.distributed.port, "protocol": "TCP"}]},
+    }
+
+
+def training_jobs(run: Mapping[str, Any], spec: TrainingRunSpec, *, runtime_image: str, artifact_root: str,
+                  copy_labels: tuple[str, ...] = (), defaults: Mapping[str, Mapping[str, Any]] | None = None,
+                  indexed: bool = False) -> list[dict[str, Any]]:
+    """A run's Jobs: one, or for a distributed run one Indexed Job (`indexed`: the cluster serves
+    completionMode) or one Job per worker (rank order), all with the same Pod template but the rank."""
+    def job(rank: int | None) -> dict[str, Any]:
+        return training_job(run, spec, runtime_image=runtime_image, artifact_root=artifact_root,
+                            copy_labels=copy_labels, defaults=defaults, rank=rank)
+    if spec.distributed is None or indexed:
+        return [job(None)]
+    return [job(r) for r in range(spec.distributed.workers)]
+
+
+def training_job(run: Mapping[str, Any], spec: TrainingRunSpec, *, runtime_image: str, artifact_root: str,
+                 copy_labels: tuple[str, ...] = (),
+                 defaults: Mapping[str, Mapping[str, Any]] | None = None, rank: int | None = None) -> dict[str, Any]:
+    """The training Job; of a distributed run, worker `rank`'s Job, or (rank None) the Indexed Job of all."""
+    meta = run["metadata"]
+    own = {L.TRAINING_RUN: meta["name"], L.MODEL: spec.model}
+    distributed = spec.distributed
+    if distributed is not None:
+        own[L.WORKER_OF] = workers_name(run)
+        if rank is not None:
+            own[L.RANK] = str(rank)
     env: list[dict[str, Any]] = [
         {"name": "MLOPS_RUN", "value": meta["name"]},
         {"name": "MLOPS_MODEL", "value": spec.model},
         {"name": "MLOPS_PARAMS", "value": json.dumps(spec.params or {}, sort_keys=True)},
         {"name": "MLOPS_OUTPUT_URI", "value": output_uri(run, spec, artifact_root)},
         {"name": "MLOPS_SEED", "value": str(spec.seed)},
+        *(_distributed_env(run, spec, rank) if distributed is not None else ()),
     ]
     if spec.dataset is not None:
         env.append({"name": "MLOPS_DATASET_URI", "value": spec.dataset.uri})
@@ -108,6 +177,8 @@ def training_job(run: Mapping[str, Any], spec: TrainingRunSpec, *, runtime_image
         # a crash's last lines become the reason in status when the trainer could not say it
         "terminationMessagePolicy": "FallbackToLogsOnError",
     })
+    if distributed is not None:
+        container["ports"] = [{"name": "coordinator", "containerPort": distributed.port, "protocol": "TCP"}]
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "enableServiceLinks": False,
@@ -123,12 +194,21 @@ def training_job(run: Mapping[str, Any], spec: TrainingRunSpec, *, runtime_image
         "backoffLimit": spec.backoff_limit,
         "template": {"metadata": {"labels": labels(run, own, copy_labels)}, "spec": pod_spec},
     }
+    name = job_name(run)
+    if distributed is not None:
+        pod_spec["subdomain"] = workers_name(run)
+        if rank is None:  # the Job controller names each Pod `<job>-<index>` and annotates its index
+            name = workers_name(run)
+            job_spec.update({"completionMode": "Indexed", "completions": distributed.workers,
+                             "parallelism": distributed.workers})
+        else:
+            name = pod_spec["hostname"] = worker_host(run, rank)
     if spec.active_deadline_seconds:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": job_name(run), "namespace": meta["namespace"],
+        "metadata": {"name": name, "namespace": meta["namespace"],
                      "labels": labels(run, own, (*copy_labels, L.KUEUE_QUEUE)),
                      "ownerReferences": [owner_reference(run)]},
         "spec": job_spec,

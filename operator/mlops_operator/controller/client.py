@@ -181,6 +181,7 @@ class Api:
         self.by_namespace: collections.Counter[tuple[str, str, str]] = collections.Counter()
         """(namespace, verb, resource) → requests: what the objects of one namespace cost."""
         self._discovered: dict[tuple[str, str], tuple[float, str | None]] = {}
+        self._schemas: dict[tuple[str, str], tuple[float, bool]] = {}
 
     def _auth(self, reread: bool = False) -> dict[str, str]:
         """The Authorization header, from the token file when there is one: read again every
@@ -405,6 +406,23 @@ class Api:
                 found = gv
                 break
         self._discovered[(group, plural)] = (now, found)
+        return found
+
+    async def serves_field(self, group_version: str, definition: str, field: str, ttl: float = 600.0) -> bool:
+        """Whether the served schema of `definition` (e.g. io.k8s.api.batch.v1.JobSpec) has `field`: from
+        the cluster's OpenAPI (v3 per group version where served, else the v2 document), cached for `ttl`
+        seconds. What the apiserver serves decides, never its version string."""
+        now = time.monotonic()
+        cached = self._schemas.get((definition, field))
+        if cached is not None and now - cached[0] < ttl:
+            return cached[1]
+        prefix = "/api" if "/" not in group_version else "/apis"
+        doc = await self.request("GET", f"/openapi/v3{prefix}/{group_version}", missing_ok=True)
+        schemas = ((doc or {}).get("components") or {}).get("schemas")
+        if schemas is None:
+            schemas = (await self.request("GET", "/openapi/v2") or {}).get("definitions") or {}
+        found = field in ((schemas.get(definition) or {}).get("properties") or {})
+        self._schemas[(definition, field)] = (now, found)
         return found
 
     async def delete(self, res: Resource, namespace: str, name: str) -> bool:

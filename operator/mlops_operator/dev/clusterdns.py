@@ -1,10 +1,11 @@
 """Cluster DNS for the dev cluster: dnsmasq (Debian's, a maintained server), fed from Services.
 
-This process watches Services and writes one hosts file (`<svc>.<ns>.svc.cluster.local` → ClusterIP, or the
-ready endpoint addresses of a headless Service) that dnsmasq reads (`--addn-hosts`); each change is written
-atomically and dnsmasq told to reread it (SIGHUP). dnsmasq runs as this process's child (it dies with it),
-answers `cluster.local` itself (`--local`: NXDOMAIN for names it does not know) and forwards nothing anywhere
-(`--no-resolv`, no servers). Run inside the cluster's network namespace as
+This process watches Services and Endpoints and writes one hosts file that dnsmasq reads (`--addn-hosts`):
+`<svc>.<ns>.svc.cluster.local` → the ClusterIP, or a headless Service's endpoint addresses, and
+`<hostname>.<svc>.<ns>.svc.cluster.local` → the address of a Pod that names that Service as its subdomain, as
+cluster DNS does. Each change is written atomically and dnsmasq told to reread it (SIGHUP). dnsmasq runs as
+this process's child (it dies with it), answers `cluster.local` itself (`--local`: NXDOMAIN for names it does
+not know) and forwards nothing anywhere (`--no-resolv`, no servers). Run inside the cluster's network namespace as
 `python -m mlops_operator.dev.clusterdns --kubeconfig K --listen ADDRESS --dir D`.
 """
 
@@ -18,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,14 +31,22 @@ DOMAIN = "cluster.local"
 PR_SET_PDEATHSIG = 1
 
 
-def records(services: list[Any], endpoints: dict[tuple[str, str], list[str]]) -> list[str]:
-    """hosts-file lines for every Service: its ClusterIP, or a headless Service's ready addresses."""
+Address = tuple[str, str | None]  # an endpoint's IP and the hostname its Pod gave itself
+
+
+def records(services: list[Any], endpoints: dict[tuple[str, str], list[Address]]) -> list[str]:
+    """hosts-file lines for every Service: its ClusterIP, or a headless Service's endpoint addresses and
+    its Pods' host names."""
     lines = []
     for svc in sorted(services, key=lambda s: (s.metadata.namespace, s.metadata.name)):
         name = f"{svc.metadata.name}.{svc.metadata.namespace}.svc.{DOMAIN}"
         ip = svc.spec.cluster_ip
-        addresses = [ip] if ip and ip != "None" else endpoints.get((svc.metadata.namespace, svc.metadata.name), [])
-        lines += [f"{address} {name}" for address in addresses]
+        if ip and ip != "None":
+            lines.append(f"{ip} {name}")
+            continue
+        found = endpoints.get((svc.metadata.namespace, svc.metadata.name), [])
+        lines += [f"{address} {name}" for address, _ in found]
+        lines += [f"{address} {host}.{name}" for address, host in found if host]
     return lines
 
 
@@ -59,6 +69,7 @@ class Feeder:
             "--pid-file=", "--cache-size=0",
         ], preexec_fn=_die_with_parent)
         self.written = ""
+        self.lock = threading.Lock()
 
     def _hup(self) -> None:
         """Tell dnsmasq to reread the hosts file, once it handles SIGHUP (before, the signal would kill it)."""
@@ -77,13 +88,13 @@ class Feeder:
 
     def refresh(self) -> None:
         services = self.core.list_service_for_all_namespaces().items
-        endpoints: dict[tuple[str, str], list[str]] = {}
+        endpoints: dict[tuple[str, str], list[Address]] = {}
         for svc in services:
             if svc.spec.cluster_ip in (None, "None"):
                 with contextlib.suppress(client.ApiException):
                     ep = self.core.read_namespaced_endpoints(svc.metadata.name, svc.metadata.namespace)
                     endpoints[(svc.metadata.namespace, svc.metadata.name)] = [
-                        a.ip for subset in ep.subsets or () for a in subset.addresses or ()]
+                        (a.ip, a.hostname) for subset in ep.subsets or () for a in subset.addresses or ()]
         text = "\n".join(records(services, endpoints)) + "\n"
         if text == self.written:
             return
@@ -94,16 +105,23 @@ class Feeder:
         self._hup()
         log.info("%d names", text.count("\n") - (text == "\n"))
 
-    def run(self) -> None:
+    def follow(self, list_all: Any, what: str) -> None:
+        """Refresh on every change of one kind (Services; Endpoints, whose addresses a headless Service names)."""
         while self.dnsmasq.poll() is None:
             try:
-                self.refresh()
-                stream = watch.Watch().stream(self.core.list_service_for_all_namespaces, timeout_seconds=60)
-                for _ in stream:
+                with self.lock:
                     self.refresh()
+                for _ in watch.Watch().stream(list_all, timeout_seconds=60):
+                    with self.lock:
+                        self.refresh()
             except Exception as exc:  # the apiserver restarting: try again shortly
-                log.warning("watching Services: %s", exc)
+                log.warning("watching %s: %s", what, exc)
                 time.sleep(1)
+
+    def run(self) -> None:
+        threading.Thread(target=self.follow, args=(self.core.list_endpoints_for_all_namespaces, "Endpoints"),
+                         daemon=True).start()
+        self.follow(self.core.list_service_for_all_namespaces, "Services")
         sys.exit(f"dnsmasq exited with {self.dnsmasq.returncode}")
 
 

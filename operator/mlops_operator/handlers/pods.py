@@ -5,6 +5,7 @@ window closing, a drift evaluation falling due), never on a steady-state resync.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ..api import labels as L
@@ -18,7 +19,7 @@ async def pods(ctx: Ctx, namespace: str, selector: str) -> list[dict[str, Any]]:
     return await ctx.api.items(PODS, namespace, selector)
 
 
-async def job_pods(ctx: Ctx, namespace: str, job: dict[str, Any]) -> list[dict[str, Any]]:
+async def job_pods(ctx: Ctx, namespace: str, job: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The Pods of a Job (by the controller-uid label the Job controller sets)."""
     return await pods(ctx, namespace, f"controller-uid={job['metadata'].get('uid', '')}")
 

@@ -6,14 +6,16 @@ from __future__ import annotations
 import datetime
 
 from ..api import TRAINING_RUN
+from ..api import labels as L
 from ..api.trainingrun import TrainingRunSpec
-from ..builders.trainingrun import job_name, training_job
+from ..builders.trainingrun import training_jobs, workers_service
 from ..conditions import FALSE, Cond
-from ..controller.client import CONFIGMAPS, JOBS
+from ..controller.client import CONFIGMAPS, JOBS, SERVICES
 from ..controller.store import Body, Key, RefKey
 from ..training import pipeline
 from ..training import spec as training_spec
 from ..training.run import decide
+from ..training.workers import combine, finished_job
 from . import pods
 from .context import Ctx
 
@@ -46,14 +48,29 @@ async def _pipeline_problem(ctx: Ctx, namespace: str, spec: TrainingRunSpec) -> 
     return Cond("Ready", FALSE, "InvalidSpec", "; ".join(errors)) if errors else None
 
 
+async def _indexed(ctx: Ctx, spec: TrainingRunSpec, jobs: dict[str, Body]) -> bool:
+    """A distributed run's form: the one its Jobs already have, else an Indexed Job where the cluster
+    serves completionMode (found by discovery), else one Job per worker."""
+    if spec.distributed is None:
+        return False
+    if jobs:
+        return not any(L.RANK in (j["metadata"].get("labels") or {}) for j in jobs.values())
+    return await ctx.api.serves_field("batch/v1", "io.k8s.api.batch.v1.JobSpec", "completionMode")
+
+
 async def reconcile(ctx: Ctx, key: Key) -> None:
     found = await ctx.validated(TRAINING_RUN, key, training_spec.check)
     if found is None:
         return
     body, spec = found
     status = body.get("status") or {}
-    name = job_name(body)
-    job = ctx.store.children.get(key, {}).get("Job", {}).get(name)
+    children = ctx.store.children.get(key, {})
+    jobs = dict(children.get("Job", {}))
+    s = ctx.settings
+    wanted = training_jobs(body, spec, runtime_image=s.runtime_image, artifact_root=s.artifact_root,
+                           copy_labels=s.copy_labels, defaults=s.child_resources,
+                           indexed=await _indexed(ctx, spec, jobs))
+    job = combine(jobs, [j["metadata"]["name"] for j in wanted])
     if job is None and not status.get("startedGeneration"):
         problem = await _pipeline_problem(ctx, key[1], spec)
         if problem is not None:
@@ -67,12 +84,15 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
         assert job is not None
         decision = decide(body, spec, job, await pods.job_pods(ctx, key[1], job), now)
     if decision.apply_job:
-        s = ctx.settings
-        applied = await ctx.api.create_once(JOBS, training_job(body, spec, runtime_image=s.runtime_image,
-                                                               artifact_root=s.artifact_root,
-                                                               copy_labels=s.copy_labels, defaults=s.child_resources))
-        ctx.store.upsert_child(key, "Job", applied)
-    if decision.delete_job and job is not None:
+        if spec.distributed is not None:  # the workers' names first: rank 0 is found by its name
+            service = workers_service(body, spec, s.copy_labels)
+            if service["metadata"]["name"] not in children.get("Service", {}):
+                ctx.store.upsert_child(key, "Service", await ctx.api.create_once(SERVICES, service))
+        for manifest in wanted:
+            if manifest["metadata"]["name"] not in jobs:
+                ctx.store.upsert_child(key, "Job", await ctx.api.create_once(JOBS, manifest))
+    stop = [n for n, j in jobs.items() if decision.delete_job or (decision.stop_workers and not finished_job(j))]
+    for name in stop:
         await ctx.api.delete(JOBS, key[1], name)
         ctx.store.delete_child(key, "Job", name)
     await ctx.write_status(TRAINING_RUN, body, decision.conditions, decision.status)

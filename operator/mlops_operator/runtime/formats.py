@@ -155,6 +155,11 @@ class XGBoost(Format):
         booster.load_model(str(path))
         return XGBoostModel(booster, task, classes)
 
+    def save(self, model: Any, path: Path) -> None:
+        """The booster in XGBoost's JSON (an sklearn-API model's, or a Booster itself)."""
+        booster = model.get_booster() if hasattr(model, "get_booster") else model
+        booster.save_model(str(path))
+
 
 if set(FORMATS) != set(get_args(ModelFormat)):  # every format of the contract has its loader, and no other
     raise ImportError(f"model formats {sorted(FORMATS)} differ from api.artifacts.ModelFormat "

@@ -5,6 +5,11 @@ Configured by the operator through the environment (MLOPS_ESTIMATOR, MLOPS_DATAS
 MLOPS_TARGET_COLUMN, MLOPS_OUTPUT_URI, MLOPS_PARAMS, MLOPS_SEED, …); flags override for local use.
 Reports accuracy/F1/ROC-AUC (classification) or RMSE/MAE/R² (regression) and the model record in
 the termination message; on failure the message is the reason, in one line.
+
+XGBoost estimators (`xgboost.XGBClassifier`, `xgboost.XGBRegressor`) are saved in XGBoost's own JSON
+format, and train across the workers of a distributed run (WORLD_SIZE > 1): every worker reads the same
+split, fits on its share of the training rows inside XGBoost's collective (rank 0 runs the tracker at
+MASTER_ADDR:MASTER_PORT), and rank 0 evaluates, writes and reports the one model they trained.
 """
 
 from __future__ import annotations
@@ -15,7 +20,11 @@ import importlib
 import io
 import json
 import os
+import socket
+import sys
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +35,86 @@ from .storage import StorageError
 
 class TrainError(RuntimeError):
     pass
+
+
+RENDEZVOUS_SECONDS = 300.0  # how long a worker waits for the coordinator's name to resolve
+
+
+@dataclass(frozen=True)
+class Workers:
+    """This process's place in a distributed run (rank 0 of 1 when it trains alone)."""
+
+    rank: int = 0
+    size: int = 1
+    address: str = ""
+    port: int = 0
+
+    @classmethod
+    def from_env(cls, env: Any) -> Workers:
+        size = int(env.get("WORLD_SIZE") or 1)
+        if size <= 1:
+            return cls()
+        return cls(int(env.get("RANK") or 0), size, env.get("MASTER_ADDR", ""), int(env.get("MASTER_PORT") or 0))
+
+    def shard(self, y: Any, classification: bool) -> Any:
+        """The training rows this worker fits on: every class in every share (XGBoost's classifier
+        needs them all on each worker)."""
+        import numpy as np
+
+        values = np.asarray(y)
+        if not classification:
+            return np.arange(len(values))[self.rank::self.size]
+        return np.sort(np.concatenate([np.flatnonzero(values == c)[self.rank::self.size]
+                                       for c in np.unique(values)]))
+
+    def resolve(self, deadline: float) -> None:
+        """Wait for the coordinator's name (its Pod's DNS record appears once it is scheduled)."""
+        while True:
+            try:
+                socket.getaddrinfo(self.address, self.port)
+                return
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    raise TrainError(f"the coordinator {self.address} did not resolve in "
+                                     f"{RENDEZVOUS_SECONDS:.0f} s: {exc}") from None
+                time.sleep(0.5)
+
+
+class Decoded:
+    """An XGBoost classifier fitted on encoded labels (0…k-1), answering in the dataset's own labels."""
+
+    def __init__(self, model: Any, classes: Any) -> None:
+        self.model, self.classes_ = model, classes
+
+    def predict(self, X: Any) -> Any:
+        return self.classes_[self.model.predict(X)]
+
+    def predict_proba(self, X: Any) -> Any:
+        return self.model.predict_proba(X)
+
+    def get_booster(self) -> Any:
+        return self.model.get_booster()
+
+
+def _fit_together(model: Any, X: Any, y: Any, workers: Workers) -> None:
+    """Fit inside XGBoost's collective: the workers' histograms are all-reduced each round, so every
+    worker ends with the same model."""
+    from xgboost import collective
+    from xgboost.tracker import RabitTracker
+
+    tracker = None
+    if workers.rank == 0:
+        tracker = RabitTracker(n_workers=workers.size, host_ip="0.0.0.0", port=workers.port)  # nosec B104
+        tracker.start()
+    workers.resolve(time.monotonic() + RENDEZVOUS_SECONDS)
+    with collective.CommunicatorContext(dmlc_tracker_uri=workers.address, dmlc_tracker_port=workers.port,
+                                        dmlc_task_id=str(workers.rank), dmlc_retry=60,
+                                        dmlc_timeout=int(RENDEZVOUS_SECONDS)):
+        print(f"mlops train: worker {collective.get_rank()} of {collective.get_world_size()} joined "
+              f"{workers.address}:{workers.port}", file=sys.stderr, flush=True)
+        model.fit(X, y)
+    if tracker is not None:
+        tracker.wait_for()
 
 
 def load_estimator(path: str, params: dict[str, Any], seed: int) -> Any:
@@ -90,14 +179,22 @@ def metrics_for(task: str, model: Any, X: Any, y: Any) -> dict[str, float]:
 
 def train(estimator_path: str, dataset_uri: str, output_uri: str, *, target: str | None = None,
           fmt: str | None = None, params: dict[str, Any] | None = None, seed: int = 0,
-          test_size: float = 0.25) -> TrainingResult:
+          test_size: float = 0.25, workers: Workers | None = None) -> TrainingResult | None:
+    """Train, write the model directory and report it; None on the workers other than rank 0 (they
+    train with it and report nothing)."""
+    import numpy as np
     from sklearn.base import is_classifier
     from sklearn.compose import ColumnTransformer
     from sklearn.model_selection import train_test_split
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder
 
+    workers = workers or Workers()
     estimator = load_estimator(estimator_path, params or {}, seed)
+    xgb = type(estimator).__module__.split(".")[0] == "xgboost"
+    if workers.size > 1 and not xgb:
+        raise TrainError(f"estimator {estimator_path} trains on one worker; across {workers.size} workers the "
+                         "built-in trainer trains xgboost.XGBClassifier or xgboost.XGBRegressor")
     df = load_dataset(dataset_uri, fmt)
     target = target or str(df.columns[-1])
     if target not in df.columns:
@@ -111,21 +208,37 @@ def train(estimator_path: str, dataset_uri: str, output_uri: str, *, target: str
                                                         stratify=stratify)
     categorical = [c for c in X.columns if X[c].dtype.kind not in "biuf"]
     model = estimator
+    if categorical and xgb:
+        raise TrainError(f"estimator {estimator_path} is trained on numeric columns; {', '.join(categorical)} "
+                         "are not")
     if categorical:
         encode = ColumnTransformer([("categories", OneHotEncoder(handle_unknown="ignore"), categorical)],
                                    remainder="passthrough")
         model = Pipeline([("encode", encode), ("estimator", estimator)])
+    labels = y_train
+    classes = np.unique(np.asarray(y)) if xgb and classification else None
+    if classes is not None:  # XGBoost's classifier takes labels 0…k-1: encoded from every row, as on every worker
+        labels = np.searchsorted(classes, np.asarray(y_train))
+    share = workers.shard(labels, classification)
     try:
-        model.fit(X_train, y_train)
+        if workers.size > 1:
+            _fit_together(model, X_train.iloc[share], np.asarray(labels)[share], workers)
+        else:
+            model.fit(X_train, labels)
     except (ValueError, TypeError) as exc:
         raise TrainError(f"training {estimator_path} failed: {exc}") from None
+    if workers.rank != 0:
+        return None
+    if classes is not None:
+        model = Decoded(model, classes)
     task = "classification" if classification else "regression"
     metrics = metrics_for(task, model, X_test, y_test)
+    saved = "xgboost" if xgb else "sklearn"
     with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
         digest = sdk.save_model(model, X_train, tmp, validation=(X_test, y_test), task=task,
-                                target=target, seed=seed)
+                                target=target, seed=seed, fmt=saved)
         storage.upload_dir(Path(tmp), output_uri)
-    return sdk.report(metrics, uri=output_uri, digest=digest)
+    return sdk.report(metrics, uri=output_uri, digest=digest, fmt=saved)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,8 +264,12 @@ def main(argv: list[str] | None = None) -> int:
             raise TrainError(f"params are not JSON: {exc.msg}") from None
         if not isinstance(params, dict):
             raise TrainError("params must be a JSON object")
+        workers = Workers.from_env(env)
         result = train(args.estimator, args.dataset, args.output, target=args.target, fmt=args.format,
-                       params=params, seed=args.seed, test_size=args.test_size)
+                       params=params, seed=args.seed, test_size=args.test_size, workers=workers)
     except (TrainError, StorageError) as exc:
         return sdk.fail("mlops train", exc)
+    if result is None:
+        print(f"mlops train: worker {workers.rank} of {workers.size} done (rank 0 reports the model)")
+        return 0
     return sdk.done(result)

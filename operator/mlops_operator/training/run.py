@@ -17,6 +17,7 @@ from ..api.labels import KUEUE_QUEUE
 from ..api.trainingrun import TrainingRunSpec
 from ..conditions import FALSE, TRUE, UNKNOWN, Cond, find
 from .gates import evaluate
+from .workers import rank_zero
 
 FINAL_REASONS = ("Completed", "InvalidResult", "BackoffLimitExceeded", "DeadlineExceeded", "Failed")
 MESSAGE_LIMIT = 1024
@@ -30,6 +31,8 @@ class Decision:
     delete_job: bool = False
     requeue_after: float | None = None
     needs_pods: bool = False
+    stop_workers: bool = False
+    """A distributed run failed: its other workers' Jobs are stopped (they would wait for the lost one)."""
 
 
 def _job_condition(job: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any] | None:
@@ -133,9 +136,12 @@ def decide(run: Mapping[str, Any], spec: TrainingRunSpec, job: Mapping[str, Any]
             apply_job=True)
 
     job_status = job.get("status") or {}
-    attempts = int(job_status.get("failed") or 0) + int(job_status.get("succeeded") or 0) + \
-        int(job_status.get("active") or 0)
-    common = {"jobName": job["metadata"]["name"], "attempts": attempts}
+    failures = int(job_status.get("failed") or 0)
+    attempts = failures + int(job_status.get("succeeded") or 0) + int(job_status.get("active") or 0)
+    common: dict[str, Any] = {"jobName": job["metadata"]["name"], "attempts": attempts}
+    if spec.distributed is not None:  # the workers train together: an attempt is all of them, failures add one
+        common.update(attempts=failures + 1, workers=spec.distributed.workers,
+                      workersSucceeded=min(int(job_status.get("succeeded") or 0), spec.distributed.workers))
     complete, failed = _job_condition(job, "Complete"), _job_condition(job, "Failed")
     if not complete and not failed and (job.get("spec") or {}).get("suspend"):
         # suspended by a queue (Kueue admits a Job by un-suspending it): waiting, not failing
@@ -158,8 +164,9 @@ def decide(run: Mapping[str, Any], spec: TrainingRunSpec, job: Mapping[str, Any]
         return Decision(conditions=[], needs_pods=True)
     ordered = sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""))
     done = {**common, "completionTime": job_status.get("completionTime") or stamp}
-    if complete:
-        winner = next((p for p in reversed(ordered) if (p.get("status") or {}).get("phase") == "Succeeded"), None)
+    if complete:  # a distributed run's result is rank 0's
+        winner = next((p for p in reversed(rank_zero(ordered))
+                       if (p.get("status") or {}).get("phase") == "Succeeded"), None)
         message = _terminated(winner).get("message", "") if winner else ""
         try:
             result = parse_termination_message(message)
@@ -197,4 +204,5 @@ def decide(run: Mapping[str, Any], spec: TrainingRunSpec, job: Mapping[str, Any]
         Cond("GatesPassed", FALSE, "NoResult", "training failed"),
         Cond("Ready", FALSE, reason, _truncate(detail or reason)),
         *spec_conditions,
-    ], status={**done, "reproducibility": _reproducibility(status, spec, last)})
+    ], status={**done, "reproducibility": _reproducibility(status, spec, last)},
+        stop_workers=spec.distributed is not None)

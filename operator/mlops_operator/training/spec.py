@@ -14,6 +14,15 @@ RESERVED_ENV = frozenset({
     "MLOPS_OUTPUT_URI", "MLOPS_SEED", "MLOPS_ESTIMATOR", "MLOPS_TARGET_COLUMN",
 })
 
+# set for every worker of a distributed run (what torch.distributed's env:// and XGBoost's collective read)
+DISTRIBUTED_ENV = frozenset({
+    "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+    "DMLC_TASK_ID", "DMLC_NUM_WORKER", "DMLC_TRACKER_URI", "DMLC_TRACKER_PORT",
+})
+# the built-in trainer trains these across workers (XGBoost's collective); other estimators train on one
+DISTRIBUTED_ESTIMATORS = ("xgboost.XGBClassifier", "xgboost.XGBRegressor", "xgboost.sklearn.XGBClassifier",
+                          "xgboost.sklearn.XGBRegressor")
+
 
 def check_env(env: list[EnvVar] | None, path: str) -> list[str]:
     errors = []
@@ -52,6 +61,25 @@ def check(spec: TrainingRunSpec, prefix: str = "spec") -> list[str]:
         if size > MAX_INLINE_PIPELINE:
             errors.append(f"{prefix}.pipeline.inline: {size} bytes is too large to keep in the object "
                           f"(at most {MAX_INLINE_PIPELINE}); put the pipeline in a ConfigMap and use configMapKeyRef")
+    errors += _check_distributed(spec, prefix)
     for gate in sorted(_duplicates([f"{g.metric} {g.operator}" for g in spec.gates or ()])):
         errors.append(f"{prefix}.gates: the gate {gate} is given twice")
     return errors + check_scheduling(spec.scheduling, f"{prefix}.scheduling")
+
+
+def _check_distributed(spec: TrainingRunSpec, prefix: str) -> list[str]:
+    if spec.distributed is None:
+        return []
+    errors = []
+    if spec.pipeline is not None:
+        errors.append(f"{prefix}.distributed: a pipeline runs in one Pod; distributed training needs a trainer")
+    trainer = spec.trainer
+    if trainer is not None and trainer.command is None and trainer.estimator not in DISTRIBUTED_ESTIMATORS:
+        errors.append(f"{prefix}.distributed: the built-in trainer trains {trainer.estimator} on one worker only; "
+                      f"across workers it trains {' or '.join(DISTRIBUTED_ESTIMATORS[:2])} (or give "
+                      "trainer.command: a trainer that reads RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT)")
+    for i, var in enumerate((trainer.env if trainer else None) or ()):
+        if var.name in DISTRIBUTED_ENV:
+            errors.append(f"{prefix}.trainer.env[{i}].name: {var.name} is set for each worker of a distributed run "
+                          "and cannot be overridden")
+    return errors

@@ -1,0 +1,66 @@
+"""A distributed run on one Job per worker, seen as one Job: what `decide` reads. Pure.
+
+On clusters that serve Indexed Jobs a distributed run is one Job and needs nothing of this; on older ones
+(Kubernetes 1.20, as the dev cluster) it is one Job per worker, and the run is:
+- missing (None) while any worker's Job is missing: all are (re)made, idempotently;
+- failed as soon as one worker's Job failed (that Job stands for the run: its Pods say why);
+- complete when every worker's Job completed (rank 0's Job stands for the run: its Pod has the result);
+- suspended while any is suspended (a queue admits the workers together); else running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..api.labels import COMPLETION_INDEX
+
+
+def _true(job: Mapping[str, Any], type_: str) -> bool:
+    return any(c.get("type") == type_ and c.get("status") == "True"
+               for c in (job.get("status") or {}).get("conditions") or ())
+
+
+def finished_job(job: Mapping[str, Any]) -> bool:
+    return _true(job, "Complete") or _true(job, "Failed")
+
+
+def combine(jobs: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> Mapping[str, Any] | None:
+    """The workers' Jobs (by name; `names` in rank order) as the one Job `decide` follows."""
+    workers = [jobs.get(n) for n in names]
+    if len(workers) == 1:
+        return workers[0]
+    present = [j for j in workers if j is not None]
+    if len(present) < len(names):
+        return None
+    failed = next((j for j in present if _true(j, "Failed")), None)
+    stands = failed or present[0]
+    counts = [(j.get("status") or {}) for j in present]
+    status: dict[str, Any] = {
+        "active": sum(int(c.get("active") or 0) for c in counts),
+        "failed": sum(int(c.get("failed") or 0) for c in counts),
+        "succeeded": sum(1 for j in present if _true(j, "Complete")),
+        "conditions": [],
+    }
+    if failed is not None:
+        rank = names[workers.index(failed)]
+        status["conditions"] = [{**c, "message": f"worker Job {rank}: {c.get('message') or c.get('reason')}"}
+                                for c in (failed.get("status") or {}).get("conditions") or ()
+                                if c.get("type") == "Failed"]
+        status["completionTime"] = (failed.get("status") or {}).get("completionTime")
+    elif all(_true(j, "Complete") for j in present):
+        status["conditions"] = [{"type": "Complete", "status": "True"}]
+        status["completionTime"] = max(str(c.get("completionTime") or "") for c in counts) or None
+    return {
+        "metadata": stands["metadata"],
+        "spec": {"suspend": any((j.get("spec") or {}).get("suspend") for j in present)},
+        "status": status,
+    }
+
+
+def rank_zero(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """An Indexed Job's Pods of index 0 (the ones with the result); other Pods as they are."""
+    indexed = [p for p in pods if COMPLETION_INDEX in ((p.get("metadata") or {}).get("annotations") or {})]
+    if not indexed:
+        return list(pods)
+    return [p for p in indexed if p["metadata"]["annotations"][COMPLETION_INDEX] == "0"]
