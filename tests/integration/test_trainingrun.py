@@ -4,6 +4,7 @@ reading from and writing to a local S3 (moto), and the result reaches the Traini
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 from pathlib import Path
@@ -250,9 +251,25 @@ def test_children_are_admitted_in_a_namespace_with_a_compute_quota_and_no_limit_
     assert used and used.get("limits.memory"), used
 
 
+TORCH = {"engine": "KubeflowTrainer", "workers": 2, "kubeflowTrainer": {"runtimeRef": {"name": "torch-distributed"}}}
+
+
 def distributed_run(name: str, **spec: Any) -> dict[str, Any]:
     return training_run(name, trainer={"estimator": "xgboost.XGBClassifier"}, distributed={"workers": 2},
                         params={"n_estimators": 10, "max_depth": 3}, **spec)
+
+
+def test_kubeflow_trainer_not_installed_is_said_and_nothing_is_made(
+    cluster: Cluster, operator: OperatorThread, namespace: str
+) -> None:
+    # the TrainJob CRD is installed by a later test of this module (and never removed)
+    run = training_run("iris-torch", trainer={"image": "team/torch:1", "command": ["torchrun", "train.py"]},
+                       distributed=TORCH)
+    cluster.create(run, namespace)
+    cluster.wait_condition(TR, namespace, "iris-torch", "False", "EngineNotInstalled", timeout=60)
+    message = next(c["message"] for c in cluster.get(TR, namespace, "iris-torch")["status"]["conditions"]
+                   if c["type"] == "Ready")
+    assert "serves no trainjobs.trainer.kubeflow.org" in message and not jobs(cluster, namespace, "iris-torch")
 
 
 def test_two_workers_train_one_model_together_each_logs_its_rank_and_one_version_is_recorded(
@@ -303,3 +320,69 @@ def test_one_failed_worker_fails_the_run_and_stops_the_other(
     wait_for(lambda: [j.metadata.labels["mlops.dev/rank"] for j in jobs(cluster, namespace, "iris-lost")] == ["1"],
              60, "rank 0's Job to be stopped", show=lambda: [j.metadata.name for j in jobs(cluster, namespace,
                                                                                          "iris-lost")])
+
+
+# Kubeflow Trainer's TrainJob kind as a cluster with Kubeflow Trainer serves it (schema left open: the controller
+# cannot run here; the test writes the statuses it writes)
+TRAINJOB_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "trainjobs.trainer.kubeflow.org"},
+    "spec": {"group": "trainer.kubeflow.org", "scope": "Namespaced",
+             "names": {"kind": "TrainJob", "plural": "trainjobs", "singular": "trainjob", "listKind": "TrainJobList"},
+             "versions": [{"name": "v1alpha1", "served": True, "storage": True, "subresources": {"status": {}},
+                           "schema": {"openAPIV3Schema": {"type": "object",
+                                                          "x-kubernetes-preserve-unknown-fields": True}}}]},
+}
+
+
+def test_a_run_delegated_to_kubeflow_trainer_follows_its_trainjob_and_reads_rank_zeros_result(
+    cluster: Cluster, operator: OperatorThread, namespace: str
+) -> None:
+    from mlops_operator.builders.common import container_security, pod_security
+
+    ns = namespace
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(TRAINJOB_CRD))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/trainjobs.trainer.kubeflow.org")
+    run = training_run("iris-torch", trainer={"image": "team/torch:1", "command": ["torchrun", "train.py"]},
+                       distributed=TORCH, ttlSecondsAfterFinished=0)
+    cluster.create(run, ns)
+
+    def train_job() -> dict[str, Any] | None:
+        found = cluster.custom.list_namespaced_custom_object("trainer.kubeflow.org", "v1alpha1", ns, "trainjobs")
+        return next(iter(found["items"]), None)
+    tj = wait_for(train_job, 150, "the TrainJob (discovery caches an absent kind for a minute)")
+    name = tj["metadata"]["name"]
+    assert tj["spec"]["runtimeRef"] == {"name": "torch-distributed", "apiGroup": "trainer.kubeflow.org",
+                                        "kind": "ClusterTrainingRuntime"}
+    assert tj["spec"]["trainer"]["numNodes"] == 2 and tj["spec"]["trainer"]["command"] == ["torchrun", "train.py"]
+    assert tj["metadata"]["ownerReferences"][0]["name"] == "iris-torch"
+    assert not jobs(cluster, ns, "iris-torch"), "the operator made its own Jobs too"
+    cluster.wait_condition(TR, ns, "iris-torch", "Unknown", "Running", type_="Succeeded", timeout=30)
+    # as Kubeflow Trainer would: the JobSet's node Job, index 0, says the result and ends; the TrainJob completes
+    message = json.dumps({"metrics": {"accuracy": 0.96}, "model": {
+        "uri": f"s3://models/{ns}/iris/iris-torch", "digest": "sha256:" + "cd" * 32, "format": "sklearn"}})
+    cluster.core.create_namespaced_pod(ns, {
+        "metadata": {"name": f"{name}-node-0-0", "labels": {"jobset.sigs.k8s.io/jobset-name": name,
+                                                            "jobset.sigs.k8s.io/replicatedjob-name": "node"},
+                     "annotations": {"batch.kubernetes.io/job-completion-index": "0"}},
+        "spec": {"restartPolicy": "Never", "securityContext": pod_security(), "automountServiceAccountToken": False,
+                 "containers": [{"name": "node", "image": RUNTIME_IMAGE, "securityContext": container_security(),
+                                 "command": ["python", "-c", "import sys; open('/dev/termination-log', 'w')"
+                                             ".write(sys.argv[1])", message]}]}})
+    wait_for(lambda: cluster.core.read_namespaced_pod(f"{name}-node-0-0", ns).status.phase == "Succeeded", 120,
+             "the rank 0 Pod to finish")
+    tj = train_job()
+    assert tj is not None
+    tj["status"] = {"conditions": [{"type": "Complete", "status": "True", "reason": "JobsCompleted",
+                                    "message": "TrainJob is completed", "lastTransitionTime": "2026-12-02T00:00:00Z"}],
+                    "jobsStatus": [{"name": "node", "ready": 0, "succeeded": 1, "failed": 0, "active": 0,
+                                    "suspended": 0}]}
+    cluster.custom.replace_namespaced_custom_object_status("trainer.kubeflow.org", "v1alpha1", ns, "trainjobs",
+                                                           name, tj)
+    cluster.wait_condition(TR, ns, "iris-torch", "True", "Completed", type_="Succeeded", timeout=60)
+    status = cluster.get(TR, ns, "iris-torch")["status"]
+    assert status["model"]["digest"] == "sha256:" + "cd" * 32 and status["metrics"] == {"accuracy": 0.96}
+    assert status["workers"] == status["workersSucceeded"] == 2
+    assert status["completionTime"] == "2026-12-02T00:00:00Z"
+    # its time to live was 0: the TrainJob is deleted, the record stands
+    wait_for(lambda: train_job() is None, 60, "the TrainJob deleted after its time to live")

@@ -425,3 +425,76 @@ def test_an_indexed_jobs_result_is_index_zeros() -> None:
     d = decide(body, spec_of(body), indexed, pods, NOW)
     assert conds(d)["Succeeded"] == ("True", "Completed") and d.status["metrics"] == {"accuracy": 0.93}
     assert d.status["attempts"] == 1 and d.status["workersSucceeded"] == 2
+
+
+def kubeflow_body(**changes: Any) -> dict[str, Any]:
+    return run_body(distributed={"workers": 3, "engine": "KubeflowTrainer",
+                                 "kubeflowTrainer": {"runtimeRef": {"name": "torch-distributed"}}},
+                    trainer={"image": "team/train:1", "command": ["torchrun", "train.py"],
+                             "resources": {"limits": {"nvidia.com/gpu": "1"}}}, **changes)
+
+
+def test_a_run_delegated_to_kubeflow_trainer_is_one_trainjob_of_its_runtime() -> None:
+    from mlops_operator.builders.trainingrun import train_job, workers_name
+
+    body = kubeflow_body(storage={"secretRef": {"name": "s3"}})
+    body["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] = "gpus"
+    tj = train_job(body, spec_of(body), api_version="trainer.kubeflow.org/v1alpha1", runtime_image="img:1",
+                   artifact_root="s3://m")
+    assert tj["apiVersion"] == "trainer.kubeflow.org/v1alpha1" and tj["kind"] == "TrainJob"
+    assert tj["metadata"]["name"] == workers_name(body)
+    assert tj["metadata"]["ownerReferences"][0]["kind"] == "TrainingRun"
+    assert tj["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpus"
+    assert tj["spec"]["runtimeRef"] == {"name": "torch-distributed", "apiGroup": "trainer.kubeflow.org",
+                                        "kind": "ClusterTrainingRuntime"}
+    trainer = tj["spec"]["trainer"]
+    assert trainer["image"] == "team/train:1" and trainer["command"] == ["torchrun", "train.py"]
+    assert trainer["numNodes"] == 3 and trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "1"
+    env = {e["name"]: e for e in trainer["env"]}
+    assert env["MLOPS_OUTPUT_URI"]["value"] == "s3://m/ns/iris/iris-v1" and "RANK" not in env
+    # the storage Secret's keys, each optional (a TrainJob's trainer takes no envFrom)
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"] == {"secretKeyRef": {"name": "s3", "key": "AWS_ACCESS_KEY_ID",
+                                                                      "optional": True}}
+
+
+def test_a_trainjobs_status_is_the_runs() -> None:
+    from mlops_operator.training.workers import from_train_job
+
+    body = kubeflow_body()
+    body["status"] = {"startedGeneration": 1}
+    spec = spec_of(body)
+    meta = {"name": "iris-v1-x", "uid": "tj-uid"}
+    assert from_train_job(None, 3) is None
+    # suspended (Kueue admits TrainJobs by resuming them): queued
+    queued = from_train_job({"metadata": meta, "spec": {"suspend": True}, "status": {"conditions": [
+        {"type": "Suspended", "status": "True", "reason": "Suspended"}]}}, 3)
+    assert conds(decide(body, spec, queued, None, NOW))["Succeeded"] == ("Unknown", "Queued")
+    running = from_train_job({"metadata": meta, "status": {"conditions": [
+        {"type": "Suspended", "status": "False", "reason": "Resumed"}],
+        "jobsStatus": [{"name": "node", "active": 1, "ready": 1, "succeeded": 0, "failed": 0}]}}, 3)
+    d = decide(body, spec, running, None, NOW)
+    assert conds(d)["Succeeded"] == ("Unknown", "Running") and d.status["workersSucceeded"] == 0
+    complete = from_train_job({"metadata": meta, "status": {"conditions": [
+        {"type": "Complete", "status": "True", "reason": "JobsCompleted", "message": "TrainJob is completed",
+         "lastTransitionTime": "2026-11-22T11:58:00Z"}],
+        "jobsStatus": [{"name": "node", "succeeded": 1}]}}, 3)
+    d = decide(body, spec, complete, [pod("Succeeded", result(0.97))], NOW)
+    assert conds(d)["Succeeded"] == ("True", "Completed") and d.status["workersSucceeded"] == 3
+    assert d.status["completionTime"] == "2026-11-22T11:58:00Z" and d.status["model"]["digest"] == DIGEST
+    failed = from_train_job({"metadata": meta, "status": {"conditions": [
+        {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "TrainJob exceeded its "
+         "activeDeadlineSeconds"}], "jobsStatus": [{"name": "node", "failed": 1}]}}, 3)
+    d = decide(body, spec, failed, [], NOW)
+    assert conds(d)["Succeeded"] == ("False", "DeadlineExceeded") and d.final
+
+
+def test_kubeflow_trainer_needs_its_runtime_and_a_command() -> None:
+    from mlops_operator.training.spec import check
+
+    body = kubeflow_body()
+    assert check(spec_of(body)) == []
+    body["spec"]["distributed"].pop("kubeflowTrainer")
+    body["spec"]["trainer"] = {"estimator": "xgboost.XGBClassifier"}
+    errors = check(spec_of(body))
+    assert any(e.startswith("spec.distributed.kubeflowTrainer: required by engine KubeflowTrainer") for e in errors)
+    assert any(e.startswith("spec.trainer.command: required by engine KubeflowTrainer") for e in errors)

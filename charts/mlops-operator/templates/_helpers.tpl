@@ -46,4 +46,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create]
+# a TrainingRun delegated to Kubeflow Trainer: its TrainJob, read by name (polled, never watched)
+- apiGroups: [trainer.kubeflow.org]
+  resources: [trainjobs]
+  verbs: [get, create, delete]
 {{- end -}}

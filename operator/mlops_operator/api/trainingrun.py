@@ -87,6 +87,20 @@ class Gate(ApiModel):
     """A decimal string, e.g. "0.9"."""
 
 
+class RuntimeRef(ApiModel):
+    name: Name
+    """The Kubeflow Trainer runtime, e.g. torch-distributed."""
+    kind: Literal["ClusterTrainingRuntime", "TrainingRuntime"] = "ClusterTrainingRuntime"
+
+
+class KubeflowTrainer(ApiModel):
+    """Delegation to Kubeflow Trainer: the run becomes a TrainJob of this runtime, which makes the
+    workers (a JobSet) and tells them their ranks its own way (torchrun's PET_* variables)."""
+
+    runtime_ref: RuntimeRef
+    num_proc_per_node: Annotated[int, Field(ge=1, le=1024)] | None = None
+
+
 class Distributed(ApiModel):
     """Data-parallel training on several workers, each told its rank, the world size and the
     coordinator's address (rank 0) in the variables PyTorch (RANK, WORLD_SIZE, MASTER_ADDR,
@@ -98,6 +112,11 @@ class Distributed(ApiModel):
     """How many workers (Pods) train together."""
     port: Annotated[int, Field(ge=1024, le=65535)] = 29500
     """The coordinator's port on rank 0 (torch.distributed's and the XGBoost tracker's)."""
+    engine: Literal["Jobs", "KubeflowTrainer"] = "Jobs"
+    """Jobs: the operator's own Jobs and headless Service. KubeflowTrainer: a Kubeflow Trainer TrainJob
+    (trainer.kubeflow.org, which must be installed), whose status becomes the run's."""
+    kubeflow_trainer: KubeflowTrainer | None = None
+    """With engine KubeflowTrainer: the runtime the TrainJob uses."""
 
 
 class TrainingRunSpec(ApiModel):

@@ -79,6 +79,65 @@ def _distributed_env(run: Mapping[str, Any], spec: TrainingRunSpec, rank: int | 
             *({"name": k, "value": v} for k, v in common.items())]
 
 
+def _contract_env(run: Mapping[str, Any], spec: TrainingRunSpec, artifact_root: str) -> list[dict[str, Any]]:
+    """What every trainer is told: the run, the model, its parameters, where to write, the dataset."""
+    env: list[dict[str, Any]] = [
+        {"name": "MLOPS_RUN", "value": run["metadata"]["name"]},
+        {"name": "MLOPS_MODEL", "value": spec.model},
+        {"name": "MLOPS_PARAMS", "value": json.dumps(spec.params or {}, sort_keys=True)},
+        {"name": "MLOPS_OUTPUT_URI", "value": output_uri(run, spec, artifact_root)},
+        {"name": "MLOPS_SEED", "value": str(spec.seed)},
+    ]
+    if spec.dataset is not None:
+        env.append({"name": "MLOPS_DATASET_URI", "value": spec.dataset.uri})
+        if spec.dataset.version:
+            env.append({"name": "MLOPS_DATASET_VERSION", "value": spec.dataset.version})
+        if spec.dataset.format:
+            env.append({"name": "MLOPS_DATASET_FORMAT", "value": spec.dataset.format})
+        if spec.dataset.target_column:
+            env.append({"name": "MLOPS_TARGET_COLUMN", "value": spec.dataset.target_column})
+    return env
+
+
+# a TrainJob's trainer takes env, not envFrom: the storage Secret's usual keys, each optional
+STORAGE_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
+                "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+TRAINER_GROUP = "trainer.kubeflow.org"
+
+
+def train_job(run: Mapping[str, Any], spec: TrainingRunSpec, *, api_version: str, runtime_image: str,
+              artifact_root: str, copy_labels: tuple[str, ...] = (),
+              defaults: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """A distributed run delegated to Kubeflow Trainer: one TrainJob of the chosen runtime, `workers`
+    nodes, the trainer container and the contract's variables; the runtime makes the workers."""
+    assert spec.distributed is not None and spec.distributed.kubeflow_trainer is not None and spec.trainer
+    meta, t, kf = run["metadata"], spec.trainer, spec.distributed.kubeflow_trainer
+    own = {L.TRAINING_RUN: meta["name"], L.MODEL: spec.model}
+    env = _contract_env(run, spec, artifact_root)
+    if t.estimator:
+        env.append({"name": "MLOPS_ESTIMATOR", "value": t.estimator})
+    env += env_list(t.env)
+    if spec.storage is not None and spec.storage.secret_ref is not None:
+        env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": spec.storage.secret_ref.name, "key": k,
+                                                           "optional": True}}} for k in STORAGE_KEYS]
+    trainer: dict[str, Any] = {"image": t.image or runtime_image, "command": t.command or ["mlops", "train"],
+                               "env": env, "numNodes": spec.distributed.workers,
+                               "resourcesPerNode": resources("train", t.resources, defaults)}
+    if t.args:
+        trainer["args"] = t.args
+    if kf.num_proc_per_node:
+        trainer["numProcPerNode"] = kf.num_proc_per_node
+    return {
+        "apiVersion": api_version,
+        "kind": "TrainJob",
+        "metadata": {"name": workers_name(run), "namespace": meta["namespace"],
+                     "labels": labels(run, own, (*copy_labels, L.KUEUE_QUEUE)),
+                     "ownerReferences": [owner_reference(run)]},
+        "spec": {"runtimeRef": {"name": kf.runtime_ref.name, "apiGroup": TRAINER_GROUP, "kind": kf.runtime_ref.kind},
+                 "trainer": trainer},
+    }
+
+
 def workers_service(run: Mapping[str, Any], spec: TrainingRunSpec,
                     copy_labels: tuple[str, ...] = ()) -> dict[str, Any]:
     """The headless Service that names a distributed run's workers `<worker>.<service>`. Not-ready
@@ -121,22 +180,9 @@ def training_job(run: Mapping[str, Any], spec: TrainingRunSpec, *, runtime_image
         own[L.WORKER_OF] = workers_name(run)
         if rank is not None:
             own[L.RANK] = str(rank)
-    env: list[dict[str, Any]] = [
-        {"name": "MLOPS_RUN", "value": meta["name"]},
-        {"name": "MLOPS_MODEL", "value": spec.model},
-        {"name": "MLOPS_PARAMS", "value": json.dumps(spec.params or {}, sort_keys=True)},
-        {"name": "MLOPS_OUTPUT_URI", "value": output_uri(run, spec, artifact_root)},
-        {"name": "MLOPS_SEED", "value": str(spec.seed)},
-        *(_distributed_env(run, spec, rank) if distributed is not None else ()),
-    ]
-    if spec.dataset is not None:
-        env.append({"name": "MLOPS_DATASET_URI", "value": spec.dataset.uri})
-        if spec.dataset.version:
-            env.append({"name": "MLOPS_DATASET_VERSION", "value": spec.dataset.version})
-        if spec.dataset.format:
-            env.append({"name": "MLOPS_DATASET_FORMAT", "value": spec.dataset.format})
-        if spec.dataset.target_column:
-            env.append({"name": "MLOPS_TARGET_COLUMN", "value": spec.dataset.target_column})
+    env = _contract_env(run, spec, artifact_root)
+    if distributed is not None:
+        env += _distributed_env(run, spec, rank)
     volumes: list[dict[str, Any]] = [{"name": TMP_VOLUME, "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}}]
     mounts: list[dict[str, Any]] = [{"name": TMP_VOLUME, "mountPath": "/tmp"}]
     container: dict[str, Any] = {"name": TRAINER}

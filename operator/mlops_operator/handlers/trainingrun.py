@@ -8,18 +8,20 @@ import datetime
 from ..api import TRAINING_RUN
 from ..api import labels as L
 from ..api.trainingrun import TrainingRunSpec
-from ..builders.trainingrun import training_jobs, workers_service
+from ..builders.trainingrun import TRAINER_GROUP, train_job, training_jobs, workers_name, workers_service
 from ..conditions import FALSE, Cond
-from ..controller.client import CONFIGMAPS, JOBS, SERVICES
+from ..controller.client import CONFIGMAPS, JOBS, SERVICES, Resource
 from ..controller.store import Body, Key, RefKey
 from ..training import pipeline
 from ..training import spec as training_spec
-from ..training.run import decide
-from ..training.workers import combine, finished_job
+from ..training.run import decide, finished
+from ..training.workers import combine, finished_job, from_train_job, train_job_pods_selector
 from . import pods
 from .context import Ctx
 
 PIPELINE_RECHECK_SECONDS = 10
+ENGINE_RECHECK_SECONDS = 60  # a run waiting for Kubeflow Trainer to be installed
+TRAIN_JOB_POLL_SECONDS = 10  # a running TrainJob is read this often (TrainJobs are not watched)
 
 
 def known_as(body: Body) -> set[RefKey]:
@@ -58,6 +60,24 @@ async def _indexed(ctx: Ctx, spec: TrainingRunSpec, jobs: dict[str, Body]) -> bo
     return await ctx.api.serves_field("batch/v1", "io.k8s.api.batch.v1.JobSpec", "completionMode")
 
 
+async def _train_job(ctx: Ctx, key: Key, body: Body, spec: TrainingRunSpec) -> tuple[Resource, Body | None] | None:
+    """A run delegated to Kubeflow Trainer: the TrainJob resource the cluster serves and the run's TrainJob
+    (read by name: TrainJobs are not watched, a running one is polled); None, said in status, when the
+    cluster serves no TrainJobs."""
+    version = await ctx.api.preferred_version(TRAINER_GROUP, "trainjobs")
+    if version is None:
+        await ctx.write_status(TRAINING_RUN, body, [Cond(
+            "Ready", FALSE, "EngineNotInstalled", f"spec.distributed.engine: KubeflowTrainer, but the cluster "
+            f"serves no trainjobs.{TRAINER_GROUP} (install Kubeflow Trainer, or use engine Jobs)")])
+        if ctx.queue is not None:
+            ctx.queue.enqueue_after(key, ENGINE_RECHECK_SECONDS)
+        return None
+    res = Resource(TRAINER_GROUP, version.split("/", 1)[1], "trainjobs")
+    if finished(body.get("status") or {}) and spec.ttl_seconds_after_finished is None:
+        return res, None
+    return res, await ctx.api.get(res, key[1], workers_name(body))
+
+
 async def reconcile(ctx: Ctx, key: Key) -> None:
     found = await ctx.validated(TRAINING_RUN, key, training_spec.check)
     if found is None:
@@ -67,10 +87,22 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
     children = ctx.store.children.get(key, {})
     jobs = dict(children.get("Job", {}))
     s = ctx.settings
-    wanted = training_jobs(body, spec, runtime_image=s.runtime_image, artifact_root=s.artifact_root,
-                           copy_labels=s.copy_labels, defaults=s.child_resources,
-                           indexed=await _indexed(ctx, spec, jobs))
-    job = combine(jobs, [j["metadata"]["name"] for j in wanted])
+    delegated = spec.distributed is not None and spec.distributed.engine == "KubeflowTrainer"
+    if delegated:
+        assert spec.distributed is not None
+        followed = await _train_job(ctx, key, body, spec)
+        if followed is None:
+            return
+        res, train = followed
+        job = from_train_job(train, spec.distributed.workers)
+        wanted = [train_job(body, spec, api_version=f"{res.group}/{res.version}", runtime_image=s.runtime_image,
+                            artifact_root=s.artifact_root, copy_labels=s.copy_labels, defaults=s.child_resources)]
+    else:
+        res = JOBS
+        wanted = training_jobs(body, spec, runtime_image=s.runtime_image, artifact_root=s.artifact_root,
+                               copy_labels=s.copy_labels, defaults=s.child_resources,
+                               indexed=await _indexed(ctx, spec, jobs))
+        job = combine(jobs, [j["metadata"]["name"] for j in wanted])
     if job is None and not status.get("startedGeneration"):
         problem = await _pipeline_problem(ctx, key[1], spec)
         if problem is not None:
@@ -82,19 +114,28 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
     decision = decide(body, spec, job, None, now)
     if decision.needs_pods:
         assert job is not None
-        decision = decide(body, spec, job, await pods.job_pods(ctx, key[1], job), now)
+        found_pods = await pods.pods(ctx, key[1], train_job_pods_selector(job["metadata"]["name"])) if delegated \
+            else await pods.job_pods(ctx, key[1], job)
+        decision = decide(body, spec, job, found_pods, now)
     if decision.apply_job:
-        if spec.distributed is not None:  # the workers' names first: rank 0 is found by its name
+        if spec.distributed is not None and not delegated:  # the workers' names first: rank 0 is found by its name
             service = workers_service(body, spec, s.copy_labels)
             if service["metadata"]["name"] not in children.get("Service", {}):
                 ctx.store.upsert_child(key, "Service", await ctx.api.create_once(SERVICES, service))
         for manifest in wanted:
             if manifest["metadata"]["name"] not in jobs:
-                ctx.store.upsert_child(key, "Job", await ctx.api.create_once(JOBS, manifest))
+                made = await ctx.api.create_once(res, manifest)
+                if not delegated:
+                    ctx.store.upsert_child(key, "Job", made)
+    if delegated and decision.delete_job and job is not None:
+        await ctx.api.delete(res, key[1], job["metadata"]["name"])
     stop = [n for n, j in jobs.items() if decision.delete_job or (decision.stop_workers and not finished_job(j))]
     for name in stop:
         await ctx.api.delete(JOBS, key[1], name)
         ctx.store.delete_child(key, "Job", name)
     await ctx.write_status(TRAINING_RUN, body, decision.conditions, decision.status)
-    if decision.requeue_after is not None and ctx.queue is not None:
-        ctx.queue.enqueue_after(key, decision.requeue_after)
+    requeue = decision.requeue_after
+    if delegated and not finished(status) and not decision.final:
+        requeue = min(requeue or TRAIN_JOB_POLL_SECONDS, TRAIN_JOB_POLL_SECONDS)
+    if requeue is not None and ctx.queue is not None:
+        ctx.queue.enqueue_after(key, requeue)

@@ -34,6 +34,12 @@ class Decision:
     stop_workers: bool = False
     """A distributed run failed: its other workers' Jobs are stopped (they would wait for the lost one)."""
 
+    @property
+    def final(self) -> bool:
+        """This decision concludes the run (its Succeeded condition is final)."""
+        return any(c.type == "Succeeded" and c.status in (TRUE, FALSE) and c.reason in FINAL_REASONS
+                   for c in self.conditions)
+
 
 def _job_condition(job: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any] | None:
     conditions: list[Mapping[str, Any]] = ((job or {}).get("status") or {}).get("conditions") or []

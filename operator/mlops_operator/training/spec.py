@@ -74,7 +74,20 @@ def _check_distributed(spec: TrainingRunSpec, prefix: str) -> list[str]:
     if spec.pipeline is not None:
         errors.append(f"{prefix}.distributed: a pipeline runs in one Pod; distributed training needs a trainer")
     trainer = spec.trainer
-    if trainer is not None and trainer.command is None and trainer.estimator not in DISTRIBUTED_ESTIMATORS:
+    kubeflow = spec.distributed.engine == "KubeflowTrainer"
+    if kubeflow and spec.distributed.kubeflow_trainer is None:
+        errors.append(f"{prefix}.distributed.kubeflowTrainer: required by engine KubeflowTrainer (the runtime, "
+                      "e.g. {runtimeRef: {name: torch-distributed}})")
+    if not kubeflow and spec.distributed.kubeflow_trainer is not None:
+        errors.append(f"{prefix}.distributed.kubeflowTrainer: only for engine KubeflowTrainer")
+    if kubeflow and trainer is not None and trainer.command is None:
+        errors.append(f"{prefix}.trainer.command: required by engine KubeflowTrainer (the runtime starts the "
+                      "workers its own way, e.g. torchrun with PET_* variables; the built-in trainer does not "
+                      "speak it)")
+    if kubeflow and trainer is not None and trainer.volumes:
+        errors.append(f"{prefix}.trainer.volumes: a TrainJob's trainer takes no volumes (its runtime mounts them)")
+    if not kubeflow and trainer is not None and trainer.command is None and \
+            trainer.estimator not in DISTRIBUTED_ESTIMATORS:
         errors.append(f"{prefix}.distributed: the built-in trainer trains {trainer.estimator} on one worker only; "
                       f"across workers it trains {' or '.join(DISTRIBUTED_ESTIMATORS[:2])} (or give "
                       "trainer.command: a trainer that reads RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT)")

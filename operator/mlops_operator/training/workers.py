@@ -1,4 +1,5 @@
-"""A distributed run on one Job per worker, seen as one Job: what `decide` reads. Pure.
+"""A distributed run's workers seen as one Job, what `decide` reads: one Job per worker, or a Kubeflow
+Trainer TrainJob. Pure.
 
 On clusters that serve Indexed Jobs a distributed run is one Job and needs nothing of this; on older ones
 (Kubernetes 1.20, as the dev cluster) it is one Job per worker, and the run is:
@@ -64,3 +65,34 @@ def rank_zero(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     if not indexed:
         return list(pods)
     return [p for p in indexed if p["metadata"]["annotations"][COMPLETION_INDEX] == "0"]
+
+
+def from_train_job(train_job: Mapping[str, Any] | None, workers: int) -> Mapping[str, Any] | None:
+    """A Kubeflow Trainer TrainJob as the Job `decide` follows: its Complete and Failed conditions (as its
+    controller writes them), suspended while its Suspended condition is True, its child Jobs' failures,
+    and every worker succeeded once it is Complete."""
+    if train_job is None:
+        return None
+    status = train_job.get("status") or {}
+    conditions = [c for c in status.get("conditions") or () if c.get("type") in ("Complete", "Failed")]
+    suspended = bool((train_job.get("spec") or {}).get("suspend")) or any(
+        c.get("type") == "Suspended" and c.get("status") == "True" for c in status.get("conditions") or ())
+    jobs = status.get("jobsStatus") or ()
+    done = next((c.get("lastTransitionTime") for c in conditions if c.get("status") == "True"), None)
+    return {
+        "metadata": train_job["metadata"],
+        "spec": {"suspend": suspended and not conditions},
+        "status": {"conditions": conditions, "completionTime": done,
+                   "active": sum(int(j.get("active") or 0) for j in jobs),
+                   "failed": sum(int(j.get("failed") or 0) for j in jobs),
+                   "succeeded": workers if any(c.get("type") == "Complete" and c.get("status") == "True"
+                                               for c in conditions) else 0},
+    }
+
+
+TRAINER_JOB = "node"  # the trainer's replicated Job in Kubeflow Trainer's runtimes (torch, deepspeed, mlx)
+
+
+def train_job_pods_selector(name: str) -> str:
+    """The TrainJob's trainer Pods (its JobSet's `node` Job); `rank_zero` picks index 0's."""
+    return f"jobset.sigs.k8s.io/jobset-name={name},jobset.sigs.k8s.io/replicatedjob-name={TRAINER_JOB}"
