@@ -68,6 +68,7 @@ def make_store() -> Store:
             MODEL_DEPLOYMENT.kind: modeldeployment.known_as,
         },
         refers_to={
+            TRAINING_RUN.kind: trainingrun.refers_to,
             MODEL_DEPLOYMENT.kind: modeldeployment.refers_to,
             DRIFT_POLICY.kind: driftpolicy.refers_to,
         },

@@ -52,16 +52,33 @@ def table(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
+def _trials(run: Obj) -> str:
+    """A sweep's trials table: each trial's params, state and objective value; the best one marked."""
+    s = run.get("status") or {}
+    objective = ((run.get("spec") or {}).get("sweep") or {}).get("objective") or {}
+    rows = [["TRIAL", "PARAMS", "STATE", str(objective.get("metric", "VALUE")).upper(), ""]]
+    for t in s.get("trials") or ():
+        params = ", ".join(f"{k}={v}" for k, v in (t.get("params") or {}).items()) or "-"
+        value = t.get("value")
+        rows.append([t["name"], params, t["state"], "-" if value is None else f"{value:.4g}",
+                     "best" if t["name"] == s.get("bestTrial") else ""])
+    return f"sweep {run['metadata']['name']} ({objective.get('goal', 'maximize')} {objective.get('metric')}):\n" + \
+        table(rows)
+
+
 def get_table(kind: str, items: Iterable[Obj], now: datetime.datetime) -> str:
     """`kubectl get`-like table of one kind, with the columns that say where the loop is."""
     rows: list[list[str]]
     if kind == "TrainingRun":
         rows = [["NAME", "MODEL", "STATE", "GATES", "METRICS", "AGE"]]
+        items = list(items)
         for o in items:
             s = o.get("status") or {}
             rows.append([o["metadata"]["name"], str((o.get("spec") or {}).get("model", "-")),
                          _state(o, "Succeeded", "Ready"), _state(o, "GatesPassed"), _metrics(s),
                          _age(o["metadata"].get("creationTimestamp"), now)])
+        # a sweep's trials, below the runs
+        return "\n\n".join([table(rows), *(_trials(o) for o in items if (o.get("status") or {}).get("trials"))])
     elif kind == "ModelDeployment":
         rows = [["NAME", "STABLE", "CANDIDATE", "TRAFFIC", "STATE", "AGE"]]
         for o in items:

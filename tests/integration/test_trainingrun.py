@@ -386,3 +386,55 @@ def test_a_run_delegated_to_kubeflow_trainer_follows_its_trainjob_and_reads_rank
     assert status["completionTime"] == "2026-12-02T00:00:00Z"
     # its time to live was 0: the TrainJob is deleted, the record stands
     wait_for(lambda: train_job() is None, 60, "the TrainJob deleted after its time to live")
+
+
+def test_a_grid_sweep_runs_two_trials_at_a_time_and_its_best_passing_trial_is_the_version(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str
+) -> None:
+    ns = namespace
+    credentials(cluster, ns, s3)
+    cluster.create(example("ModelDeployment"), ns)
+    cluster.wait_condition("ModelDeployment", ns, "iris", "False", "NoModelVersion")
+    sweep = {"parameters": [{"name": "n_estimators", "values": [5, 20, 40]}, {"name": "max_depth", "values": [1, 4]}],
+             "maxParallel": 2, "objective": {"metric": "accuracy", "goal": "maximize"}}
+    cluster.create(training_run("iris-sweep", sweep=sweep, params={}), ns)
+    cluster.wait_condition(TR, ns, "iris-sweep", "True", "Completed", type_="Succeeded", timeout=420)
+    status = cluster.get(TR, ns, "iris-sweep")["status"]
+    trials = {t["name"]: t for t in status["trials"]}
+    assert len(trials) == 6 and {t["state"] for t in trials.values()} <= {"Succeeded", "GatesFailed"}
+    runs = {r["metadata"]["name"]: r for r in cluster.custom.list_namespaced_custom_object(
+        "mlops.dev", "v1alpha1", ns, "trainingruns")["items"]}
+    assert set(runs) == {"iris-sweep", *trials}
+    for name, t in trials.items():
+        assert runs[name]["spec"]["params"] == t["params"] and "sweep" not in runs[name]["spec"]
+        assert runs[name]["status"]["metrics"]["accuracy"] == t["value"]
+    # never more than two trials' Jobs at once, by their own records (created, completed)
+    spans = sorted((j.metadata.creation_timestamp, j.status.completion_time)
+                   for name in trials for j in jobs(cluster, ns, name))
+    assert len(spans) == 6
+    assert max(sum(1 for c, e in spans if c <= start < e) for start, _ in spans) <= 2, spans
+    # the best passing trial by the objective is the sweep's version, and the one the ModelDeployment takes
+    passing = {n: t["value"] for n, t in trials.items() if t["state"] == "Succeeded"}
+    best = max(passing, key=lambda n: (passing[n], -list(trials).index(n)))
+    assert status["bestTrial"] == best and status["model"] == runs[best]["status"]["model"]
+    c = cluster.wait_condition("ModelDeployment", ns, "iris", "True", type_="Progressing", timeout=30)
+    assert status["model"]["uri"] in c["message"]
+    from .test_modeldeployment import mlops
+
+    out = mlops(cluster, "get", "tr", "-n", ns)
+    assert out.returncode == 0 and "sweep iris-sweep (maximize accuracy):" in out.stdout, out.stdout + out.stderr
+    assert re.search(rf"{best}\s+.*Succeeded\s+(0\.9\d*|1)\s+best", out.stdout), out.stdout
+
+
+def test_a_sweep_whose_trials_all_fail_their_gates_offers_nothing(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str
+) -> None:
+    credentials(cluster, namespace, s3)
+    sweep = {"parameters": [{"name": "n_estimators", "values": [5, 10]}], "maxParallel": 2,
+             "objective": {"metric": "accuracy"}}
+    cluster.create(training_run("iris-sweep", sweep=sweep, params={},
+                                gates=[{"metric": "accuracy", "operator": ">", "threshold": "1"}]), namespace)
+    cluster.wait_condition(TR, namespace, "iris-sweep", "False", "NoPassingTrial", type_="GatesPassed", timeout=300)
+    status = cluster.get(TR, namespace, "iris-sweep")["status"]
+    assert [t["state"] for t in status["trials"]] == ["GatesFailed", "GatesFailed"]
+    assert "model" not in status and "bestTrial" not in status

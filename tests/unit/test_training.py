@@ -498,3 +498,143 @@ def test_kubeflow_trainer_needs_its_runtime_and_a_command() -> None:
     errors = check(spec_of(body))
     assert any(e.startswith("spec.distributed.kubeflowTrainer: required by engine KubeflowTrainer") for e in errors)
     assert any(e.startswith("spec.trainer.command: required by engine KubeflowTrainer") for e in errors)
+
+
+# -- sweeps
+
+GRID = {"parameters": [{"name": "n_estimators", "values": [10, 30, 50]}, {"name": "max_depth", "values": [2, 4]}],
+        "maxParallel": 2, "objective": {"metric": "accuracy"}}
+
+
+def sweep_body(**sweep: Any) -> dict[str, Any]:
+    body = run_body(sweep={**GRID, **sweep})
+    body["metadata"]["name"] = "iris-sweep"
+    return body
+
+
+def trial(body: dict[str, Any], index: int, state: str | None, accuracy: float | None = None) -> dict[str, Any]:
+    from mlops_operator.training import sweep
+
+    status: dict[str, Any] = {}
+    if state == "Running":
+        status["conditions"] = [{"type": "Succeeded", "status": "Unknown", "reason": "Running"}]
+    elif state in ("Succeeded", "GatesFailed"):
+        status["conditions"] = [{"type": "Succeeded", "status": "True", "reason": "Completed"},
+                                {"type": "GatesPassed", "status": "True" if state == "Succeeded" else "False",
+                                 "reason": "Passed" if state == "Succeeded" else "GatesFailed"}]
+        status["metrics"] = {"accuracy": accuracy}
+        status["model"] = {"uri": f"s3://m/{index}", "digest": f"sha256:{index:064x}", "format": "sklearn"}
+    elif state == "Failed":
+        status["conditions"] = [{"type": "Succeeded", "status": "False", "reason": "BackoffLimitExceeded"}]
+    return {"metadata": {"name": sweep.trial_name("iris-sweep", index), "namespace": "ns",
+                         "ownerReferences": [{"kind": "TrainingRun", "uid": body["metadata"]["uid"],
+                                              "name": "iris-sweep", "controller": True}]}, "status": status}
+
+
+def test_a_grid_is_the_product_in_order_and_random_trials_come_from_the_seed() -> None:
+    from mlops_operator.api.trainingrun import Sweep
+    from mlops_operator.training import sweep
+
+    grid = sweep.trials(Sweep.model_validate(GRID), 0)
+    assert grid == [{"n_estimators": n, "max_depth": d} for n in (10, 30, 50) for d in (2, 4)]
+    assert sweep.trials(Sweep.model_validate({**GRID, "trials": 4}), 0) == grid[:4]
+    drawn = Sweep.model_validate({"strategy": "random", "trials": 20, "seed": 7, "objective": {"metric": "rmse"},
+                                  "parameters": [{"name": "alpha", "min": 1e-4, "max": 1.0, "log": True},
+                                                 {"name": "n", "min": 5, "max": 9, "integer": True},
+                                                 {"name": "kernel", "values": ["rbf", "linear"]}]})
+    first = sweep.trials(drawn, 0)
+    assert first == sweep.trials(drawn, 123), "a restarted operator (any run seed) draws the same trials"
+    assert len(first) == 20 and all(1e-4 <= t["alpha"] <= 1.0 and t["n"] in range(5, 10) and
+                                    t["kernel"] in ("rbf", "linear") for t in first)
+    # a log scale: a good share of draws below 0.01, which a uniform draw would almost never make
+    assert sum(t["alpha"] < 0.01 for t in first) >= 5
+    assert sweep.trials(drawn.model_copy(update={"seed": 8}), 0) != first
+
+
+def test_a_sweep_runs_at_most_max_parallel_trials_and_offers_the_best_passing_one() -> None:
+    from mlops_operator.builders.trainingrun import trial_run
+    from mlops_operator.training import sweep
+
+    body = sweep_body()
+    spec = spec_of(body)
+    d = sweep.decide(body, spec, {}, NOW)
+    assert d.start == [0, 1] and conds(d)["Succeeded"] == ("Unknown", "Running")
+    assert [t["state"] for t in d.status["trials"]] == ["Pending"] * 6
+    # the trials' runs: the sweep's spec without the sweep, the trial's params over its own
+    child = trial_run(body, "iris-sweep-1", sweep.trial_spec(spec, d.status["trials"][0]["params"]))
+    assert child["spec"]["params"] == {"n_estimators": 10, "max_depth": 2} and "sweep" not in child["spec"]
+    assert child["metadata"]["ownerReferences"][0]["uid"] == "uid-1" and child["spec"]["model"] == "iris"
+    # two running: nothing more starts; one done: one more
+    running = {t["metadata"]["name"]: t for t in (trial(body, 0, "Running"), trial(body, 1, "Running"))}
+    assert sweep.decide(body, spec, running, NOW).start == []
+    running["iris-sweep-1"] = trial(body, 0, "Succeeded", 0.9)
+    assert sweep.decide(body, spec, running, NOW).start == [2]
+    # all done: the best passing trial by the objective is the sweep's version (a better one failed its gates)
+    done = [trial(body, 0, "Succeeded", 0.90), trial(body, 1, "Succeeded", 0.95), trial(body, 2, "GatesFailed", 0.99),
+            trial(body, 3, "Failed"), trial(body, 4, "Succeeded", 0.95), trial(body, 5, "Succeeded", 0.80)]
+    d = sweep.decide(body, spec, {t["metadata"]["name"]: t for t in done}, NOW)
+    assert conds(d) == {"Succeeded": ("True", "Completed"), "GatesPassed": ("True", "Passed"),
+                        "Ready": ("True", "Succeeded")}
+    assert d.status["bestTrial"] == "iris-sweep-2" and d.status["model"]["digest"] == f"sha256:{1:064x}"
+    assert [t["state"] for t in d.status["trials"]] == ["Succeeded", "Succeeded", "GatesFailed", "Failed",
+                                                        "Succeeded", "Succeeded"]
+    assert d.status["trials"][1]["value"] == 0.95 and "value" not in d.status["trials"][3]
+    # minimize: the lowest
+    low = sweep.decide(sweep_body(objective={"metric": "accuracy", "goal": "minimize"}),
+                       spec_of(sweep_body(objective={"metric": "accuracy", "goal": "minimize"})),
+                       {t["metadata"]["name"]: t for t in done}, NOW)
+    assert low.status["bestTrial"] == "iris-sweep-6"
+
+
+def test_a_sweep_whose_trials_all_fail_their_gates_offers_nothing() -> None:
+    from mlops_operator.rollout.spec import newest_passing_run
+    from mlops_operator.training import sweep
+
+    body = sweep_body()
+    failed = {t["metadata"]["name"]: t for t in (trial(body, i, "GatesFailed", 0.5) for i in range(5))}
+    failed["iris-sweep-6"] = trial(body, 5, "Failed")
+    d = sweep.decide(body, spec_of(body), failed, NOW)
+    assert conds(d)["GatesPassed"] == ("False", "NoPassingTrial") and conds(d)["Ready"][1] == "NoPassingTrial"
+    assert "model" not in d.status and "bestTrial" not in d.status
+    assert newest_passing_run([with_status(body, d)]) is None
+
+
+def test_trials_are_known_only_to_their_sweep() -> None:
+    from mlops_operator.handlers.trainingrun import known_as, refers_to
+
+    body = sweep_body()
+    child = {**trial(body, 0, "Running"), "spec": {"model": "iris"}}
+    assert known_as(child) == {("sweep", "ns", "iris-sweep")}
+    assert refers_to(body) == {("sweep", "ns", "iris-sweep")}
+    assert known_as(body) == {("model", "ns", "iris")} and refers_to(run_body()) == set()
+
+
+@pytest.mark.parametrize("change,expected", [
+    ({"strategy": "random"}, "spec.sweep.trials: required by strategy random"),
+    ({"parameters": [{"name": "alpha", "min": 0.1, "max": 1}]}, "a grid takes values, not a range"),
+    ({"strategy": "random", "trials": 3, "parameters": [{"name": "alpha", "min": 0, "max": 1, "log": True}]},
+     "spec.sweep.parameters[0].min: a log range starts above 0"),
+    ({"parameters": [{"name": "a", "values": [1]}, {"name": "a", "values": [2]}]}, "a is given twice"),
+    ({"parameters": [{"name": "a", "values": list(range(11))}, {"name": "b", "values": list(range(10))}]},
+     "the grid has 110 trials, more than 100"),
+])
+def test_sweep_mistakes_are_named(change: dict[str, Any], expected: str) -> None:
+    from mlops_operator.training.spec import check
+
+    errors = check(spec_of(sweep_body(**change)))
+    assert any(expected in e for e in errors), errors
+
+
+def test_mlops_get_shows_a_sweeps_trials() -> None:
+    from mlops_operator.training import sweep
+    from mlops_operator.views import get_table
+
+    body = sweep_body()
+    done = [trial(body, 0, "Succeeded", 0.9), trial(body, 1, "Succeeded", 0.95)] + \
+        [trial(body, i, "Failed") for i in range(2, 6)]
+    shown = with_status(body, sweep.decide(body, spec_of(body), {t["metadata"]["name"]: t for t in done}, NOW))
+    out = get_table("TrainingRun", [shown], NOW)
+    assert "sweep iris-sweep (maximize accuracy):" in out
+    line = next(line for line in out.splitlines() if line.startswith("iris-sweep-2 "))
+    assert "n_estimators=10, max_depth=4" in line and "Succeeded" in line and "0.95" in line
+    assert line.rstrip().endswith("best")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, JsonValue
 
 from .common import (
     DIGEST,
@@ -119,6 +119,52 @@ class Distributed(ApiModel):
     """With engine KubeflowTrainer: the runtime the TrainJob uses."""
 
 
+# a parameter's value in a sweep: any JSON value, as in `params`
+ParamValue = Annotated[JsonValue, Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})]
+
+
+class SweepParameter(ApiModel):
+    """One hyperparameter of a sweep: its `values`, or a range (`min`, `max`, `log`, `integer`) for random."""
+
+    _exactly_one_of = (("values", "min"),)
+    name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$", max_length=128)]
+    values: Annotated[list[ParamValue], Field(min_length=1, max_length=100)] | None = None
+    min: float | None = None
+    max: float | None = None
+    log: bool = False
+    """Draw on a log scale (learning rates, regularisation)."""
+    integer: bool = False
+    """Draw whole numbers (tree counts, depths)."""
+
+
+class Objective(ApiModel):
+    metric: Annotated[str, Field(pattern=METRIC, max_length=128)]
+    goal: Literal["maximize", "minimize"] = "maximize"
+
+
+class Sweep(ApiModel):
+    """A hyperparameter search: one owned TrainingRun per trial (this run's spec with the trial's params),
+    at most `maxParallel` at once; the best trial that passed its gates, by the objective, is this run's
+    version. Random trials come from `seed`: a restarted operator makes the same ones."""
+
+    parameters: Annotated[list[SweepParameter], Field(min_length=1, max_length=16)]
+    strategy: Literal["grid", "random"] = "grid"
+    trials: Annotated[int, Field(ge=1, le=100)] | None = None
+    """How many trials (random: required; grid: at most this many of the grid, in order)."""
+    max_parallel: Annotated[int, Field(ge=1, le=100)] = 1
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
+    """Default: the run's seed."""
+    objective: Objective
+
+
+class TrialRecord(ApiModel):
+    name: str
+    params: Params | None = None
+    state: Literal["Pending", "Running", "Succeeded", "GatesFailed", "Failed"]
+    value: float | None = None
+    """The objective's metric, once the trial reported it."""
+
+
 class TrainingRunSpec(ApiModel):
     _exactly_one_of = (("trainer", "pipeline"),)
 
@@ -141,6 +187,8 @@ class TrainingRunSpec(ApiModel):
     """Where the training Pod runs: nodeSelector, tolerations, affinity, priorityClassName,
     runtimeClassName (GPUs: `nvidia.com/gpu` in `trainer.resources`)."""
     ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = None
+    sweep: Sweep | None = None
+    """A hyperparameter sweep: this run trains nothing itself; its trials do."""
     distributed: Distributed | None = None
     """Train on several workers at once (one Indexed Job where the cluster serves them, else one Job
     per worker), behind a headless Service that gives each worker a stable name."""
@@ -177,3 +225,7 @@ class TrainingRunStatus(StatusBase):
     model: ModelRecord | None = None
     reproducibility: Reproducibility | None = None
     failed_gates: list[str] | None = None
+    trials: list[TrialRecord] | None = None
+    """A sweep's trials, in order: params, state and the objective's value."""
+    best_trial: str | None = None
+    """A sweep: the trial whose model is this run's version."""

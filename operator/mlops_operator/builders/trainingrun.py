@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from ..api import API_VERSION
 from ..api import labels as L
 from ..api.artifacts import join
 from ..api.trainingrun import TrainingRunSpec, Volume
@@ -35,6 +36,17 @@ def _volume(v: Volume) -> dict[str, Any]:
     if v.persistent_volume_claim is not None:
         return {"name": v.name, "persistentVolumeClaim": {"claimName": v.persistent_volume_claim.name}}
     return {"name": v.name, "emptyDir": {"sizeLimit": EMPTY_DIR_SIZE_LIMIT, **(v.empty_dir or {})}}
+
+
+def trial_run(sweep_run: Mapping[str, Any], name: str, spec: dict[str, Any],
+              copy_labels: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One trial of a sweep: a TrainingRun the sweep owns, of the same model, with the trial's spec."""
+    meta = sweep_run["metadata"]
+    return {"apiVersion": API_VERSION, "kind": "TrainingRun",
+            "metadata": {"name": name, "namespace": meta["namespace"],
+                         "labels": labels(sweep_run, {L.MODEL: spec["model"]}, (*copy_labels, L.KUEUE_QUEUE)),
+                         "ownerReferences": [owner_reference(sweep_run)]},
+            "spec": spec}
 
 
 def job_name(run: Mapping[str, Any]) -> str:

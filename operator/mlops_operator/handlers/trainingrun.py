@@ -8,26 +8,64 @@ import datetime
 from ..api import TRAINING_RUN
 from ..api import labels as L
 from ..api.trainingrun import TrainingRunSpec
-from ..builders.trainingrun import TRAINER_GROUP, train_job, training_jobs, workers_name, workers_service
+from ..builders.trainingrun import (
+    TRAINER_GROUP,
+    train_job,
+    training_jobs,
+    trial_run,
+    workers_name,
+    workers_service,
+)
 from ..conditions import FALSE, Cond
 from ..controller.client import CONFIGMAPS, JOBS, SERVICES, Resource
 from ..controller.store import Body, Key, RefKey
-from ..training import pipeline
+from ..training import pipeline, sweep
 from ..training import spec as training_spec
 from ..training.run import decide, finished
 from ..training.workers import combine, finished_job, from_train_job, train_job_pods_selector
 from . import pods
-from .context import Ctx
+from .context import Ctx, resource
 
 PIPELINE_RECHECK_SECONDS = 10
 ENGINE_RECHECK_SECONDS = 60  # a run waiting for Kubeflow Trainer to be installed
 TRAIN_JOB_POLL_SECONDS = 10  # a running TrainJob is read this often (TrainJobs are not watched)
 
 
+def _sweep_owner(body: Body) -> str | None:
+    return next((r["name"] for r in body["metadata"].get("ownerReferences") or ()
+                 if r.get("kind") == TRAINING_RUN.kind and r.get("controller")), None)
+
+
 def known_as(body: Body) -> set[RefKey]:
-    """A TrainingRun is known by its model stream: ModelDeployments following it depend on it."""
+    """A TrainingRun is known by its model stream: ModelDeployments following it depend on it. A sweep's
+    trial is known only to its sweep: the sweep offers the best trial, ModelDeployments never see the rest."""
+    ns, sweep = body["metadata"]["namespace"], _sweep_owner(body)
+    if sweep is not None:
+        return {("sweep", ns, sweep)}
     model = (body.get("spec") or {}).get("model")
-    return {("model", body["metadata"]["namespace"], model)} if model else set()
+    return {("model", ns, model)} if model else set()
+
+
+def refers_to(body: Body) -> set[RefKey]:
+    """A sweep depends on its trials."""
+    if not (body.get("spec") or {}).get("sweep"):
+        return set()
+    return {("sweep", body["metadata"]["namespace"], body["metadata"]["name"])}
+
+
+async def _sweep(ctx: Ctx, key: Key, body: Body, spec: TrainingRunSpec) -> None:
+    """A sweep trains nothing itself: it starts its trials in order and, once all finished, offers the best."""
+    assert spec.sweep is not None
+    if finished(body.get("status") or {}):
+        return
+    owned = sweep.owned_trials(body, ctx.store.by_alias(("sweep", key[1], key[2])))
+    decision = sweep.decide(body, spec, owned, datetime.datetime.now(datetime.UTC))
+    planned = sweep.trials(spec.sweep, spec.seed)
+    for i in decision.start:
+        name = sweep.trial_name(key[2], i)
+        await ctx.api.create_once(resource(TRAINING_RUN), trial_run(
+            body, name, sweep.trial_spec(spec, planned[i]), ctx.settings.copy_labels))
+    await ctx.write_status(TRAINING_RUN, body, decision.conditions, decision.status)
 
 
 async def _pipeline_problem(ctx: Ctx, namespace: str, spec: TrainingRunSpec) -> Cond | None:
@@ -83,6 +121,9 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
     if found is None:
         return
     body, spec = found
+    if spec.sweep is not None:
+        await _sweep(ctx, key, body, spec)
+        return
     status = body.get("status") or {}
     children = ctx.store.children.get(key, {})
     jobs = dict(children.get("Job", {}))

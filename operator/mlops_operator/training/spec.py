@@ -7,6 +7,7 @@ from collections import Counter
 from ..api.common import EnvVar
 from ..api.scheduling import check as check_scheduling
 from ..api.trainingrun import MAX_INLINE_PIPELINE, TrainingRunSpec
+from .sweep import check as check_sweep
 
 # set by the operator for every trainer; a user value would silently lose
 RESERVED_ENV = frozenset({
@@ -62,6 +63,8 @@ def check(spec: TrainingRunSpec, prefix: str = "spec") -> list[str]:
             errors.append(f"{prefix}.pipeline.inline: {size} bytes is too large to keep in the object "
                           f"(at most {MAX_INLINE_PIPELINE}); put the pipeline in a ConfigMap and use configMapKeyRef")
     errors += _check_distributed(spec, prefix)
+    if spec.sweep is not None:
+        errors += check_sweep(spec.sweep, f"{prefix}.sweep")
     for gate in sorted(_duplicates([f"{g.metric} {g.operator}" for g in spec.gates or ()])):
         errors.append(f"{prefix}.gates: the gate {gate} is given twice")
     return errors + check_scheduling(spec.scheduling, f"{prefix}.scheduling")
