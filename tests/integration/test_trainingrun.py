@@ -255,8 +255,8 @@ TORCH = {"engine": "KubeflowTrainer", "workers": 2, "kubeflowTrainer": {"runtime
 
 
 def distributed_run(name: str, **spec: Any) -> dict[str, Any]:
-    return training_run(name, trainer={"estimator": "xgboost.XGBClassifier"}, distributed={"workers": 2},
-                        params={"n_estimators": 10, "max_depth": 3}, **spec)
+    return training_run(name, **{"trainer": {"estimator": "xgboost.XGBClassifier"}, "distributed": {"workers": 2},
+                                 "params": {"n_estimators": 10, "max_depth": 3}, **spec})
 
 
 def test_kubeflow_trainer_not_installed_is_said_and_nothing_is_made(
