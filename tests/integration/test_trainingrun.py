@@ -306,8 +306,9 @@ def test_two_workers_train_one_model_together_each_logs_its_rank_and_one_version
 
 
 def test_one_failed_worker_fails_the_run_and_stops_the_other(
-    cluster: Cluster, operator: OperatorThread, namespace: str
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3
 ) -> None:
+    credentials(cluster, namespace, s3)
     command = ["python", "-c", "import os, sys, time; sys.exit(3) if os.environ['RANK'] == '1' else time.sleep(600)"]
     run = distributed_run("iris-lost", trainer={"image": RUNTIME_IMAGE, "command": command})
     cluster.create(run, namespace)

@@ -160,7 +160,8 @@ def decide(run: Mapping[str, Any], spec: TrainingRunSpec, job: Mapping[str, Any]
         ], status=common)
     if not complete and not failed:
         return Decision(conditions=[
-            Cond("Succeeded", UNKNOWN, "Running", f"attempt {max(attempts, 1)} of {spec.backoff_limit + 1}"),
+            Cond("Succeeded", UNKNOWN, "Running",
+                 f"attempt {max(common['attempts'], 1)} of {spec.backoff_limit + 1}"),
             Cond("Ready", UNKNOWN, "Training", "training has not finished"),
             *spec_conditions,
         ], status=common)
