@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +20,8 @@ def checkov() -> Path:
     exe = venv / "bin" / "checkov"
     if not exe.exists():
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, timeout=300)
-        # the registry is across the network: a failed attempt (a name that did not resolve, seen once in CI)
-        # is tried again, with pip's own retries inside each attempt
-        for attempt in range(3):
-            done = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--retries", "10",
-                                   f"checkov=={CHECKOV_VERSION}"], timeout=1200)
-            if done.returncode == 0:
-                break
-            time.sleep(30 * (attempt + 1))
-        else:
-            raise RuntimeError(f"checkov {CHECKOV_VERSION} could not be installed (pip exited {done.returncode})")
+        subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", f"checkov=={CHECKOV_VERSION}"],
+                       check=True, timeout=1200)
     return exe
 
 
