@@ -27,6 +27,7 @@ from mlops_operator.dev.node import NODE_IP
 from mlops_operator.dev.runner import OperatorThread
 from mlops_operator.dev.tools import tool
 from tests.conftest import S3
+from tests.scanners import checkov
 
 IN_PROCESS_PREFIX = "it-"  # namespaces the in-process operator watches
 SUBPROCESS_PREFIX = "sp-"  # namespaces left to operators started as subprocesses
@@ -74,6 +75,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     goes back to the host's namespace (the unit tests reach PyPI for their clients' environments)."""
     for name in ("kubectl", "helm"):
         tool(name)  # fetched while the way out is open
+    checkov()  # installed from PyPI while the way out is open (inside the namespace no name resolves)
     cp = ControlPlane(tmp_path_factory.mktemp("controlplane"), audit=True)  # test_zz_rbac reads its log
     cp.start(timeout=300)
     try:
