@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from mlops_operator.api.trainingrun import Gate, TrainingRunSpec
-from mlops_operator.builders.trainingrun import job_name, training_job
+from mlops_operator.builders.trainingrun import job_name, job_names, training_job
 from mlops_operator.conditions import merge
 from mlops_operator.training import pipeline
 from mlops_operator.training.gates import evaluate
@@ -320,7 +320,7 @@ def test_a_distributed_run_is_one_job_per_worker_with_stable_names_behind_a_head
     svc = service["metadata"]["name"]
     assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"] is True
     assert service["spec"]["ports"] == [{"name": "coordinator", "port": 29500, "protocol": "TCP"}]
-    assert [j["metadata"]["name"] for j in jobs] == [f"{svc}-{r}" for r in range(3)]
+    assert [j["metadata"]["name"] for j in jobs] == [f"{svc}-{r}" for r in range(3)] == job_names(body, spec_of(body))
     for rank, j in enumerate(jobs):
         pod = j["spec"]["template"]
         assert pod["spec"]["hostname"] == f"{svc}-{rank}" and pod["spec"]["subdomain"] == svc
@@ -349,7 +349,8 @@ def test_where_indexed_jobs_are_served_a_distributed_run_is_one_indexed_job_of_t
     per_worker = training_jobs(body, spec_of(body), runtime_image="img:1", artifact_root="s3://m")
     svc = workers_service(body, spec_of(body))["metadata"]["name"]
     spec = job_["spec"]
-    assert job_["metadata"]["name"] == svc and spec["completionMode"] == "Indexed"
+    assert job_["metadata"]["name"] == svc == job_names(body, spec_of(body), indexed=True)[0]
+    assert spec["completionMode"] == "Indexed"
     assert spec["completions"] == spec["parallelism"] == 2
     # the Job controller names the Pods `<job>-<index>`: the same host names as one Job per worker
     assert spec["template"]["spec"]["subdomain"] == svc and "hostname" not in spec["template"]["spec"]

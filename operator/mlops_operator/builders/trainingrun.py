@@ -168,6 +168,15 @@ def workers_service(run: Mapping[str, Any], spec: TrainingRunSpec,
     }
 
 
+def job_names(run: Mapping[str, Any], spec: TrainingRunSpec, indexed: bool = False) -> list[str]:
+    """The names `training_jobs` gives its Jobs (rank order), without building them."""
+    if spec.distributed is None:
+        return [job_name(run)]
+    if indexed:
+        return [workers_name(run)]
+    return [worker_host(run, r) for r in range(spec.distributed.workers)]
+
+
 def training_jobs(run: Mapping[str, Any], spec: TrainingRunSpec, *, runtime_image: str, artifact_root: str,
                   copy_labels: tuple[str, ...] = (), defaults: Mapping[str, Mapping[str, Any]] | None = None,
                   indexed: bool = False) -> list[dict[str, Any]]:

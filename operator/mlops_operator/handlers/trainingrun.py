@@ -10,6 +10,7 @@ from ..api import labels as L
 from ..api.trainingrun import TrainingRunSpec
 from ..builders.trainingrun import (
     TRAINER_GROUP,
+    job_names,
     train_job,
     training_jobs,
     trial_run,
@@ -129,6 +130,7 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
     jobs = dict(children.get("Job", {}))
     s = ctx.settings
     delegated = spec.distributed is not None and spec.distributed.engine == "KubeflowTrainer"
+    indexed = False
     if delegated:
         assert spec.distributed is not None
         followed = await _train_job(ctx, key, body, spec)
@@ -136,14 +138,10 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
             return
         res, train = followed
         job = from_train_job(train, spec.distributed.workers)
-        wanted = [train_job(body, spec, api_version=f"{res.group}/{res.version}", runtime_image=s.runtime_image,
-                            artifact_root=s.artifact_root, copy_labels=s.copy_labels, defaults=s.child_resources)]
     else:
         res = JOBS
-        wanted = training_jobs(body, spec, runtime_image=s.runtime_image, artifact_root=s.artifact_root,
-                               copy_labels=s.copy_labels, defaults=s.child_resources,
-                               indexed=await _indexed(ctx, spec, jobs))
-        job = combine(jobs, [j["metadata"]["name"] for j in wanted])
+        indexed = await _indexed(ctx, spec, jobs)
+        job = combine(jobs, job_names(body, spec, indexed))
     if job is None and not status.get("startedGeneration"):
         problem = await _pipeline_problem(ctx, key[1], spec)
         if problem is not None:
@@ -163,6 +161,11 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
             service = workers_service(body, spec, s.copy_labels)
             if service["metadata"]["name"] not in children.get("Service", {}):
                 ctx.store.upsert_child(key, "Service", await ctx.api.create_once(SERVICES, service))
+        wanted = [train_job(body, spec, api_version=f"{res.group}/{res.version}", runtime_image=s.runtime_image,
+                            artifact_root=s.artifact_root, copy_labels=s.copy_labels, defaults=s.child_resources)
+                  ] if delegated else training_jobs(body, spec, runtime_image=s.runtime_image,
+                                                    artifact_root=s.artifact_root, copy_labels=s.copy_labels,
+                                                    defaults=s.child_resources, indexed=indexed)
         for manifest in wanted:
             if manifest["metadata"]["name"] not in jobs:
                 made = await ctx.api.create_once(res, manifest)
