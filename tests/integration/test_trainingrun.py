@@ -4,6 +4,7 @@ reading from and writing to a local S3 (moto), and the result reaches the Traini
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import re
@@ -134,6 +135,19 @@ def test_deadline_is_enforced(cluster: Cluster, operator: OperatorThread, namesp
     run = training_run(trainer={"image": RUNTIME_IMAGE, "command": ["python", "-c", "import time; time.sleep(600)"]},
                        activeDeadlineSeconds=3, storage=None)
     cluster.create(run, namespace)
+
+    # Kubernetes 1.20's Job controller checks activeDeadlineSeconds only when it next syncs the Job (later releases
+    # schedule that sync themselves): once the deadline has passed, an update gives it one, as any Pod event would
+    def deadline_passed_and_job_touched() -> bool:
+        found = jobs(cluster, namespace, "iris-v1")
+        if not found or found[0].status.start_time is None:
+            return False
+        if datetime.datetime.now(datetime.UTC) < found[0].status.start_time + datetime.timedelta(seconds=4):
+            return False
+        cluster.batch.patch_namespaced_job(found[0].metadata.name, namespace,
+                                           {"metadata": {"annotations": {"test/deadline-passed": "true"}}})
+        return True
+    wait_for(deadline_passed_and_job_touched, 60, "the Job's deadline to pass")
     cluster.wait_condition(TR, namespace, "iris-v1", "False", "DeadlineExceeded", type_="Succeeded", timeout=60)
 
 
