@@ -61,11 +61,10 @@ async def _sweep(ctx: Ctx, key: Key, body: Body, spec: TrainingRunSpec) -> None:
         return
     owned = sweep.owned_trials(body, ctx.store.by_alias(("sweep", key[1], key[2])))
     decision = sweep.decide(body, spec, owned, datetime.datetime.now(datetime.UTC))
-    planned = sweep.trials(spec.sweep, spec.seed)
+    table = decision.status["trials"]  # each trial's name and params, as decided
     for i in decision.start:
-        name = sweep.trial_name(key[2], i)
         await ctx.api.create_once(resource(TRAINING_RUN), trial_run(
-            body, name, sweep.trial_spec(spec, planned[i]), ctx.settings.copy_labels))
+            body, table[i]["name"], sweep.trial_spec(spec, table[i]["params"]), ctx.settings.copy_labels))
     await ctx.write_status(TRAINING_RUN, body, decision.conditions, decision.status)
 
 

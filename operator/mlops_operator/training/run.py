@@ -17,7 +17,7 @@ from ..api.labels import KUEUE_QUEUE
 from ..api.trainingrun import TrainingRunSpec
 from ..conditions import FALSE, TRUE, UNKNOWN, Cond, find
 from .gates import evaluate
-from .workers import rank_zero
+from .workers import job_condition, rank_zero
 
 FINAL_REASONS = ("Completed", "InvalidResult", "BackoffLimitExceeded", "DeadlineExceeded", "Failed")
 MESSAGE_LIMIT = 1024
@@ -39,11 +39,6 @@ class Decision:
         """This decision concludes the run (its Succeeded condition is final)."""
         return any(c.type == "Succeeded" and c.status in (TRUE, FALSE) and c.reason in FINAL_REASONS
                    for c in self.conditions)
-
-
-def _job_condition(job: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any] | None:
-    conditions: list[Mapping[str, Any]] = ((job or {}).get("status") or {}).get("conditions") or []
-    return next((c for c in conditions if c.get("type") == type_ and c.get("status") == "True"), None)
 
 
 def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -148,7 +143,7 @@ def decide(run: Mapping[str, Any], spec: TrainingRunSpec, job: Mapping[str, Any]
     if spec.distributed is not None:  # the workers train together: an attempt is all of them, failures add one
         common.update(attempts=failures + 1, workers=spec.distributed.workers,
                       workersSucceeded=min(int(job_status.get("succeeded") or 0), spec.distributed.workers))
-    complete, failed = _job_condition(job, "Complete"), _job_condition(job, "Failed")
+    complete, failed = job_condition(job, "Complete"), job_condition(job, "Failed")
     if not complete and not failed and (job.get("spec") or {}).get("suspend"):
         # suspended by a queue (Kueue admits a Job by un-suspending it): waiting, not failing
         queue = (job["metadata"].get("labels") or {}).get(KUEUE_QUEUE)

@@ -17,9 +17,14 @@ from typing import Any
 from ..api.labels import COMPLETION_INDEX
 
 
+def job_condition(job: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any] | None:
+    """A Job's condition of this type, when it is True."""
+    conditions: list[Mapping[str, Any]] = ((job or {}).get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == type_ and c.get("status") == "True"), None)
+
+
 def _true(job: Mapping[str, Any], type_: str) -> bool:
-    return any(c.get("type") == type_ and c.get("status") == "True"
-               for c in (job.get("status") or {}).get("conditions") or ())
+    return job_condition(job, type_) is not None
 
 
 def finished_job(job: Mapping[str, Any]) -> bool:
