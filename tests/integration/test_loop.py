@@ -122,10 +122,13 @@ def test_drift_retrain_gate_rollout_and_a_bad_version_rolled_back(
     assert f"stable    {facts.new_revision}  {facts.retrain}" in tree, tree
     assert re.search(rf"{facts.retrain}  Completed  gates Passed  .*accuracy 0\.9\d\d.*← serving", tree), tree
     assert re.search(r"iris-stump  Completed  gates Passed  .*accuracy 0\.6\d\d.*\(rejected by analysis\)", tree), tree
-    assert "DriftPolicy iris-drift: Drifted=False" in tree and f"retrain {facts.retrain} created" in tree, tree
+    # the loop's traffic stopped when it closed: once its last window has gone by, the policy has too few
+    # samples for a verdict (InsufficientData, Drifted=Unknown), never a drift
+    assert re.search(r"DriftPolicy iris-drift: Drifted=(False|Unknown)", tree), tree
+    assert f"retrain {facts.retrain} created" in tree, tree
     tables = cli("get", "-n", ns)
     for row in (r"iris-v1\s+iris\s+Completed\s+Passed", rf"iris\s+{facts.new_revision}\s+-\s+",
-                r"iris-drift\s+iris\s+NotDrifted\s+-\s+1\s"):
+                r"iris-drift\s+iris\s+(NotDrifted|InsufficientData)\s+-\s+1\s"):
         assert re.search(row, tables), (row, tables)
 
     # Argo CD's view of the same objects (the chart's Lua health checks): a stream whose last candidate

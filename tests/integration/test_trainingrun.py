@@ -217,15 +217,24 @@ def test_pipeline_that_would_install_another_kfp_is_invalid(
 def test_deleting_a_run_removes_its_job_and_pods(
     cluster: Cluster, operator: OperatorThread, namespace: str
 ) -> None:
-    run = training_run(trainer={"image": RUNTIME_IMAGE, "command": ["python", "-c", "import time; time.sleep(600)"]},
-                       storage=None)
+    # a trainer that stops when asked (as PID 1 a bare sleep would ignore SIGTERM and hold its Pod for the whole
+    # grace period): what is measured is garbage collection, not the container's shutdown
+    sleeper = "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); time.sleep(600)"
+    run = training_run(trainer={"image": RUNTIME_IMAGE, "command": ["python", "-c", sleeper]}, storage=None)
     cluster.create(run, namespace)
-    wait_for(lambda: cluster.core.list_namespaced_pod(namespace, label_selector="mlops.dev/trainingrun=iris-v1").items,
-             60, "the training Pod")
+
+    def pods() -> list[Any]:
+        return cluster.core.list_namespaced_pod(namespace, label_selector="mlops.dev/trainingrun=iris-v1").items
+
+    wait_for(pods, 60, "the training Pod")
     cluster.custom.delete_namespaced_custom_object("mlops.dev", "v1alpha1", namespace, "trainingruns", "iris-v1")
     # owned children go with garbage collection: no finalizer, nothing left behind
-    wait_for(lambda: not jobs(cluster, namespace, "iris-v1") and not cluster.core.list_namespaced_pod(
-        namespace, label_selector="mlops.dev/trainingrun=iris-v1").items, 90, "the Job and its Pods to be gone")
+    wait_for(lambda: not jobs(cluster, namespace, "iris-v1") and not pods(), 90, "the Job and its Pods to be gone",
+             show=lambda: [{"name": o.metadata.name, "deletionTimestamp": str(o.metadata.deletion_timestamp),
+                            "finalizers": o.metadata.finalizers, "owners": [r.name for r in o.metadata.owner_references
+                                                                            or ()],
+                            "phase": getattr(o.status, "phase", None)}
+                           for o in [*jobs(cluster, namespace, "iris-v1"), *pods()]])
 
 
 def test_operator_killed_mid_run_creates_no_second_job(

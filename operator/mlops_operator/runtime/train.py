@@ -104,7 +104,9 @@ def _fit_together(model: Any, X: Any, y: Any, workers: Workers) -> None:
 
     tracker = None
     if workers.rank == 0:
-        tracker = RabitTracker(n_workers=workers.size, host_ip="0.0.0.0", port=workers.port)  # nosec B104
+        # ranks by DMLC_TASK_ID, not by host name (the default): rank 0 is the Pod that writes the model
+        tracker = RabitTracker(n_workers=workers.size, host_ip="0.0.0.0", port=workers.port,  # nosec B104
+                               sortby="task")
         tracker.start()
     workers.resolve(time.monotonic() + RENDEZVOUS_SECONDS)
     with collective.CommunicatorContext(dmlc_tracker_uri=workers.address, dmlc_tracker_port=workers.port,
