@@ -127,6 +127,12 @@ def test_the_node_is_a_kubelet_on_containerd(real: ControlPlane, core: client.Co
 
 def test_a_model_server_runs_from_the_runtime_image_as_65532_on_a_read_only_root(
         real: ControlPlane, core: client.CoreV1Api, namespace: str, model_server: str) -> None:
+    # the container's log as the kubelet serves it (the runtime's log file can lag the Pod's readiness), read
+    # first: the package's other node runs beside this one, and a kubelet's garbage collection can remove the
+    # /var/log/pods directories of Pods it does not know (the path is fixed in 1.20), within a minute
+    wait_for(lambda: "serving model iris" in kubectl(real, "logs", "-n", namespace, model_server).stdout, 60,
+             "the model server's start-up line in kubectl logs",
+             show=lambda: kubectl(real, "logs", "-n", namespace, model_server, check=False).stdout)
     pod = core.read_namespaced_pod(model_server, namespace)
     (status,) = pod.status.container_statuses
     assert status.image_id.startswith("sha256:") or "@sha256:" in status.image_id, status.image_id
@@ -140,10 +146,6 @@ def test_a_model_server_runs_from_the_runtime_image_as_65532_on_a_read_only_root
     caps = kubectl(real, "exec", "-n", namespace, model_server, "--", "python", "-c",
                    "print([l for l in open('/proc/self/status') if l.startswith('CapEff')][0])").stdout
     assert caps.split()[-1] == "0000000000000000"
-    # the container's log as the kubelet serves it (the runtime's log file can lag the Pod's readiness)
-    wait_for(lambda: "serving model iris" in kubectl(real, "logs", "-n", namespace, model_server).stdout, 60,
-             "the model server's start-up line in kubectl logs",
-             show=lambda: kubectl(real, "logs", "-n", namespace, model_server, check=False).stdout)
 
 
 CLIENT = """
