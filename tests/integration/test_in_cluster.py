@@ -96,19 +96,26 @@ def test_the_leader_killed_mid_rollout_the_standby_finishes_it_once_with_one_sta
     pod = next(p for p in cluster.core.list_namespaced_pod(ns, label_selector=f"mlops.dev/revision={rev1}").items
                if p.status.pod_ip)
     leader = op.pod()
-    standby = wait_for(lambda: [p.metadata.name for p in op.pods() if p.metadata.name != leader.metadata.name
-                                and any(c.type == "Ready" and c.status == "True"
-                                        for c in p.status.conditions or ())], 180, "a ready standby")
+    wait_for(lambda: [p.metadata.name for p in op.pods() if p.metadata.name != leader.metadata.name
+                      and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or ())],
+             180, "a ready standby")
     with Versions(cluster, ns) as versions:
         # drift → a retrain → its version a candidate of the ModelDeployment: the rollout under way
         cluster.create(policy("iris-drift", RETRAIN), ns)
         send(f"http://{pod.status.pod_ip}:8080", [[v * 3 for v in r] for r in iris_rows[2::3] * 2])
         wait_for(lambda: (status(cluster, ns).get("candidate") or {}).get("trainingRun") == "iris-drift-1", 300,
                  "the retrained version to be the candidate", show=lambda: status(cluster, ns), interval=0.3)
-        op.kill_pod()
+        # the ready operator Pods now: the Lease may have moved during the rollout (a renewal missed on a busy
+        # machine), so the standby is whichever of them survives the leader's deletion
+        ready = {p.metadata.uid: p.metadata.name for p in op.pods()
+                 if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or ())}
+        old = op.kill_pod()
         killed = time.monotonic()
         assert status(cluster, ns).get("candidate"), "the rollout ended before the leader was killed"
-        wait_for(lambda: op.leader() in standby, 60, "the standby to take the Lease")
+        survivors = [name for uid, name in ready.items() if uid != old]
+        assert survivors, (ready, old)
+        wait_for(lambda: op.leader() in survivors, 60, "the standby to take the Lease",
+                 show=lambda: {"leader": op.leader(), "survivors": survivors})
         took = time.monotonic() - killed
         st = wait_for(lambda: (s := status(cluster, ns)) and (s.get("stable") or {}).get("trainingRun")
                       == "iris-drift-1" and not s.get("candidate") and cond(s, "Available").get("status") == "True"
