@@ -394,6 +394,7 @@ RUNTIME_COMMANDS = {
     "serve": "mlops_operator.runtime.server",
     "storage-init": "mlops_operator.runtime.storage_init",
     "analyze": "mlops_operator.runtime.analyze",
+    "mlflow": "mlops_operator.runtime.registry",
 }
 
 

@@ -226,10 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                          args.duration_seconds, args.windows)
     except artifacts.ArtifactError as exc:
         return sdk.fail("mlops analyze", exc)
-    message = report.to_message()
-    sdk.write_termination_message(message)
-    print(message)
-    return 0
+    return sdk.answer(report.to_message())
 
 
 if __name__ == "__main__":

@@ -149,6 +149,13 @@ def write_termination_message(text: str, path: str | None = None) -> None:
     _termination_log(path).write_text(text)
 
 
+def answer(message: str) -> int:
+    """End a runtime command with its result: the termination message, and on stdout; exit code 0."""
+    write_termination_message(message)
+    print(message)
+    return 0
+
+
 def fail(command: str, exc: Exception) -> int:
     """End a runtime command with its reason on stderr and in the termination message; exit code 1."""
     message = f"{command}: {exc}"
