@@ -4,6 +4,7 @@ environment of its own under the cache), and what it wrote read back with MLflow
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -20,6 +21,8 @@ from mlops_operator.dev.venvs import cached_venv
 
 MLFLOW = ["mlflow==3.17.2"]  # 3.18.0's mlflow-tracing 3.18.0 is not published
 DIGEST = "sha256:" + "ab" * 32
+# MLflow's usage telemetry off: the tests' traffic stays on loopback
+QUIET = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +36,7 @@ def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = subprocess.Popen([str(python.parent / "mlflow"), "server", "--backend-store-uri",
                                f"sqlite:///{root / 'db.sqlite'}", "--default-artifact-root", str(root / "artifacts"),
                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=log, stderr=subprocess.STDOUT)
+                              stdout=log, stderr=subprocess.STDOUT, env=QUIET)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -68,7 +71,7 @@ def mlflow_client(tracking: str, script: str) -> Any:
     python = cached_venv("mlflow", MLFLOW)
     proc = subprocess.run([str(python), "-c", f"import json\nfrom mlflow import MlflowClient\n"
                            f"client = MlflowClient({tracking!r})\n{script}"], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, env=QUIET)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
