@@ -29,6 +29,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from ..api.common import DIGEST as DIGEST_PATTERN
 from ..api.registry import (
     DIGEST_TAG,
     TRAINING_RUN_TAG,
@@ -41,7 +42,7 @@ ANSWER_LIMIT = 1 << 20  # a registry answer is small: a bigger one is refused, n
 TIMEOUT = 30.0
 ATTEMPTS = 4  # connection errors, 429 and 5xx are retried (0.5, 1, 2 s apart)
 READABLE = re.compile(r"^(s3|file|https?)://.+|^/.+")  # what storage-init copies
-DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
+DIGEST = re.compile(DIGEST_PATTERN)
 
 
 class RegistryError(Exception):
