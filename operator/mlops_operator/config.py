@@ -28,7 +28,7 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, not {raw!r}") from None
 
 
-CHILD_ROLES = ("train", "serve", "storage-init", "analyze")
+CHILD_ROLES = ("train", "serve", "storage-init", "analyze", "registry")
 
 
 def _child_resources(raw: str) -> dict[str, Any]:
@@ -66,7 +66,7 @@ class Settings:
     metrics_port: int = 0
     """Serve the operator's Prometheus metrics on this port (0: not at all)."""
     child_resources: dict[str, Any] = field(default_factory=dict)
-    """MLOPS_CHILD_RESOURCES: a JSON object of container role (train, serve, storage-init, analyze) →
+    """MLOPS_CHILD_RESOURCES: a JSON object of container role (train, serve, storage-init, analyze, registry) →
     ResourceRequirements, replacing that role's default (builders/common.py DEFAULT_RESOURCES)."""
     leader_election: bool = False
     """MLOPS_LEADER_ELECTION=true: reconcile only while holding the Lease (controller/election.py)."""

@@ -18,6 +18,7 @@ from .common import (
     StatusBase,
     StorageAccess,
 )
+from .registry import REGISTRY_URI, MlflowSource, RegistryStatus
 from .scheduling import Scheduling, ServingScheduling
 
 ANALYSIS_METRIC = r"^[A-Za-z_][A-Za-z0-9_./-]*$"
@@ -30,11 +31,15 @@ class FromTrainingRuns(ApiModel):
 
 class ModelSource(ApiModel):
     _exactly_one_of = (("storage_uri", "from_training_runs"),)
-    storage_uri: Annotated[str, Field(pattern=r"^(s3|file|https?)://.+|^/.+", max_length=2048)] | None = None
-    """A pinned model directory."""
+    storage_uri: Annotated[str, Field(pattern=r"^(s3|file|https?)://.+|^/.+|" + REGISTRY_URI,
+                                      max_length=2048)] | None = None
+    """A pinned model directory, or a version in an MLflow model registry: `models:/<name>/<version>` or
+    `models:/<name>@<alias>` (with `mlflow`; an alias is resolved again every 5 minutes, and a moved alias
+    is rolled out as a new version)."""
     digest: Digest | None = None
     """Expected digest of the pinned model directory (sha256:…); verified before serving. Required for a
-    pinned storageUri unless `verify` is false."""
+    pinned storageUri unless `verify` is false; a registry version brings its own (its `mlops.dev/digest`
+    tag, written when a TrainingRun registered it), and without the tag this rule holds."""
     verify: bool = True
     """Verify the pinned model against `digest` before serving it (the default). `false` serves it
     unverified, said so in the `Verified` condition and a Warning Event; refused over plain http:// and
@@ -42,6 +47,9 @@ class ModelSource(ApiModel):
     format: ModelFormat | None = None
     """Model file format (default: read from the model's metadata.json)."""
     from_training_runs: FromTrainingRuns | None = None
+    mlflow: MlflowSource | None = None
+    """The MLflow tracking server a `models:/` storageUri is resolved in, and the alias a promotion moves
+    (also for a TrainingRun stream whose runs register their versions)."""
 
 
 class ServerAuth(ApiModel):
@@ -167,6 +175,8 @@ class RevisionRef(ApiModel):
     digest: str | None = None
     format: str | None = None
     training_run: str | None = None
+    registry_version: str | None = None
+    """The version in the model registry (models:/<name>/<version>)."""
     run_created: str | None = None
     """creationTimestamp of the source TrainingRun: the deployment only moves to newer ones."""
     since: str | None = None
@@ -218,6 +228,9 @@ class ModelDeploymentStatus(StatusBase):
     history: list[HistoryEntry] | None = None
     rejected: list[str] | None = None
     handled_commands: list[str] | None = None
+    registry: RegistryStatus | None = None
+    """The model registry: the version spec.model.storageUri (models:/…) resolved to, and the promotion's
+    alias move."""
     url: str | None = None
     replicas: int | None = None
     """Pods of the stable revision (the scale subresource's status, for an HPA)."""

@@ -18,6 +18,7 @@ from .common import (
     StatusBase,
     StorageAccess,
 )
+from .registry import Register, RegisteredVersion, Registration
 from .scheduling import Scheduling
 
 GateOperator = Literal[">", ">=", "<", "<=", "==", "!="]
@@ -192,6 +193,9 @@ class TrainingRunSpec(ApiModel):
     distributed: Distributed | None = None
     """Train on several workers at once (one Indexed Job where the cluster serves them, else one Job
     per worker), behind a headless Service that gives each worker a stable name."""
+    register_in: Register | None = Field(default=None, alias="register")  # `register` is BaseModel's (ABC)
+    """Register the version in a model registry once it passed its gates (of a sweep: the best trial's),
+    with its metrics, params, digest tag and run link."""
 
 
 class ModelRecord(ApiModel):
@@ -229,3 +233,7 @@ class TrainingRunStatus(StatusBase):
     """A sweep's trials, in order: params, state and the objective's value."""
     best_trial: str | None = None
     """A sweep: the trial whose model is this run's version."""
+    registered: RegisteredVersion | None = None
+    """The version spec.register made of this run's model."""
+    registration: Registration | None = None
+    """A registration under way, or why the last one failed (it is tried again after a minute)."""

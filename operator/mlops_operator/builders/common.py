@@ -31,6 +31,7 @@ EMPTY_DIR_SIZE_LIMIT = "10Gi"  # a trainer's emptyDir volume that names no sizeL
 #   serve         144 MiB      0.99       160Mi / 512Mi                250m / 2
 #   storage-init   58 MiB      0.93        64Mi / 256Mi                100m / 2
 #   analyze        28 MiB      0.53        32Mi / 128Mi                100m / 1100m
+#   registry       (not measured: a urllib client like analyze without its sample; analyze's numbers)
 # Memory: the request is the peak; the limit at least twice it, more where a role's use grows with what it
 # is given (a pipeline's components, a larger model or sample, batches under load). CPU: the peak is
 # start-up (imports), so the request is what a steady container needs and the limit twice the peak (a
@@ -41,6 +42,7 @@ DEFAULT_RESOURCES: dict[str, dict[str, dict[str, str]]] = {
     "serve": {"requests": {"cpu": "250m", "memory": "160Mi"}, "limits": {"cpu": "2", "memory": "512Mi"}},
     "storage-init": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "2", "memory": "256Mi"}},
     "analyze": {"requests": {"cpu": "100m", "memory": "32Mi"}, "limits": {"cpu": "1100m", "memory": "128Mi"}},
+    "registry": {"requests": {"cpu": "100m", "memory": "32Mi"}, "limits": {"cpu": "1100m", "memory": "128Mi"}},
 }
 if tuple(DEFAULT_RESOURCES) != CHILD_ROLES:  # the roles MLOPS_CHILD_RESOURCES may name
     raise ImportError(f"DEFAULT_RESOURCES has roles {tuple(DEFAULT_RESOURCES)}, not {CHILD_ROLES}")

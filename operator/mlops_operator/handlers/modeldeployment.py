@@ -15,6 +15,7 @@ from ..api.artifacts import ArtifactError
 from ..api.modeldeployment import ModelDeploymentSpec, PodCounters, RevisionRef
 from ..api.reports import AnalysisReport, parse_report
 from ..builders import modeldeployment as build
+from ..builders.common import without_spread
 from ..conditions import FALSE, Cond
 from ..controller import endpoints
 from ..controller.client import DEPLOYMENTS, JOBS, SERVICES, Resource, name_conflict
@@ -23,8 +24,10 @@ from ..controller.store import Body, Key, RefKey
 from ..metrics import REGISTRY
 from ..rollout import analysis as rollout_analysis
 from ..rollout import machine
+from ..rollout import registry as rollout_registry
 from ..rollout import spec as rollout_spec
 from . import pods
+from . import registry as calls_of
 from .context import Ctx
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
@@ -58,18 +61,16 @@ async def _ready_urls(ctx: Ctx, md: Body) -> dict[str, list[str]]:
 
 async def _report(ctx: Ctx, namespace: str, job: Body) -> AnalysisReport | ArtifactError:
     """The analysis Job's report, from its Pod's termination message (as a TrainingRun's result)."""
-    for pod in await pods.job_pods(ctx, namespace, job):
-        for s in (pod.get("status") or {}).get("containerStatuses") or ():
-            term = (s.get("state") or {}).get("terminated")
-            if s.get("name") == "analyze" and term:
-                message = term.get("message") or ""
-                if term.get("exitCode") != 0:
-                    return ArtifactError(" ".join(message.split())[:500] or f"exit code {term.get('exitCode')}")
-                try:
-                    return parse_report(message)
-                except ArtifactError as exc:
-                    return exc
-    return ArtifactError("the analysis Job finished without a report (its Pod is gone or never ran)")
+    said = await pods.termination(ctx, namespace, job, "analyze")
+    if said is None:
+        return ArtifactError("the analysis Job finished without a report (its Pod is gone or never ran)")
+    code, message = said
+    if code != 0:
+        return ArtifactError(" ".join(message.split())[:500] or f"exit code {code}")
+    try:
+        return parse_report(message)
+    except ArtifactError as exc:
+        return exc
 
 
 async def _live(ctx: Ctx, md: Body, spec: ModelDeploymentSpec, rev: str) -> dict[str, PodCounters]:
@@ -204,22 +205,36 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
     children = ctx.store.children.get(key, {})
     deployments = _by_label(children.get("Deployment", {}), L.REVISION)
     jobs = _by_label(children.get("Job", {}), L.ANALYSIS)
+    registry_jobs = calls_of.registry_jobs(children)
+    answers = await calls_of.answers(ctx, key[1], registry_jobs)
     services = dict(children.get("Service", {}))
     # the Gateway API is looked up only for a ModelDeployment that asks for it (cached discovery)
     routed = ((md.get("status") or {}).get("traffic") or {}).get("method") == "HTTPRoute"
     wants_route = spec.traffic is not None and spec.traffic.gateway is not None
     route_version = await ctx.api.preferred_version(GATEWAY_GROUP, "httproutes") if wants_route or routed else None
-    obs = machine.Observed(deployments=deployments, jobs=jobs, runs=runs, now=datetime.datetime.now(datetime.UTC),
-                           gateway_api=wants_route and route_version is not None)
+    now = datetime.datetime.now(datetime.UTC)
+    calls = rollout_registry.resolve(md, spec, registry_jobs, answers, now)
+    obs = machine.Observed(deployments=deployments, jobs=jobs, runs=runs, now=now,
+                           gateway_api=wants_route and route_version is not None, registry=calls.status)
     plan = await machine.resolve(md, spec, obs, _Fetch(ctx, md, spec, jobs))
     if plan.needs is not None:  # the world moved while we looked: look again shortly
         raise Retry(f"still waiting for the {plan.needs.what.value} of revision "
                                   f"{plan.needs.revision}", delay=2)
+    stable = plan.status.get("stable")
+    rollout_registry.move_alias(md, spec, RevisionRef.model_validate(stable) if stable else None, runs,
+                                registry_jobs, answers, now, calls)
+    plan.status["registry"] = calls.wire()
     await _apply(ctx, key, md, spec, plan, deployments, services, jobs, route_version)
+    if calls.start:
+        assert spec.model.mlflow is not None
+        await calls_of.start(ctx, key, md, calls.start, spec.model.mlflow,
+                             without_spread(spec.runtime.scheduling if spec.runtime else None))
     await ctx.write_status(MODEL_DEPLOYMENT, md, plan.conditions, plan.status)
-    for reason, message, warning in plan.events:
+    await calls_of.delete(ctx, key, calls.delete)  # answers are in status now
+    for reason, message, warning in plan.events + calls.events:
         if reason in ROLLOUT_OUTCOMES:
             REGISTRY.rollout(key[1], key[2], reason)
         await ctx.event(MODEL_DEPLOYMENT, md, reason, message, warning)
-    if plan.requeue_after is not None and ctx.queue is not None:
-        ctx.queue.enqueue_after(key, plan.requeue_after)
+    requeue = min((r for r in (plan.requeue_after, calls.requeue_after) if r is not None), default=None)
+    if requeue is not None and ctx.queue is not None:
+        ctx.queue.enqueue_after(key, requeue)

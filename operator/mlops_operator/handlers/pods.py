@@ -24,6 +24,23 @@ async def job_pods(ctx: Ctx, namespace: str, job: Mapping[str, Any]) -> list[dic
     return await pods(ctx, namespace, f"controller-uid={job['metadata'].get('uid', '')}")
 
 
+async def termination(ctx: Ctx, namespace: str, job: Mapping[str, Any], container: str) -> tuple[int, str] | None:
+    """(exit code, termination message) of a finished Job's `container`: its successful run if it has one,
+    else its last; None when no Pod of the Job says (gone, or never ran)."""
+    found: list[tuple[str, int, str]] = []
+    for pod in await job_pods(ctx, namespace, job):
+        for s in (pod.get("status") or {}).get("containerStatuses") or ():
+            term = (s.get("state") or {}).get("terminated")
+            if s.get("name") == container and term:
+                found.append((str(term.get("finishedAt") or ""), int(term.get("exitCode") or 0),
+                              str(term.get("message") or "")))
+    if not found:
+        return None
+    succeeded = [f for f in found if f[1] == 0]
+    _, code, message = max(succeeded or found)
+    return code, message
+
+
 def ready(pod: dict[str, Any]) -> bool:
     st = pod.get("status") or {}
     return bool(st.get("podIP")) and not pod["metadata"].get("deletionTimestamp") and any(

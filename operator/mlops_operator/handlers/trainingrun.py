@@ -4,6 +4,7 @@ the decisions are training/run.py's, the Job is builders/trainingrun.py's."""
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
 from ..api import TRAINING_RUN
 from ..api import labels as L
@@ -22,9 +23,11 @@ from ..controller.client import CONFIGMAPS, JOBS, SERVICES, Resource
 from ..controller.store import Body, Key, RefKey
 from ..training import pipeline, sweep
 from ..training import spec as training_spec
+from ..training.register import Registering, register
 from ..training.run import decide, finished
 from ..training.workers import combine, finished_job, from_train_job, train_job_pods_selector
 from . import pods
+from . import registry as calls_of
 from .context import Ctx, resource
 
 PIPELINE_RECHECK_SECONDS = 10
@@ -54,18 +57,44 @@ def refers_to(body: Body) -> set[RefKey]:
     return {("sweep", body["metadata"]["namespace"], body["metadata"]["name"])}
 
 
+async def _registration(ctx: Ctx, key: Key, body: Body, spec: TrainingRunSpec,
+                        now: datetime.datetime) -> tuple[Registering, dict[str, Body]]:
+    """What spec.register asks for now (from the stored status and the registry Jobs' answers), and those Jobs."""
+    jobs = calls_of.registry_jobs(ctx.store.children.get(key, {}))
+    return register(body, spec, jobs, await calls_of.answers(ctx, key[1], jobs), now), jobs
+
+
+async def _write(ctx: Ctx, key: Key, body: Body, spec: TrainingRunSpec, conditions: list[Cond],
+                 status: dict[str, Any], reg: Registering, requeue: float | None) -> None:
+    """Status with the registration's part; then the registry Jobs started and deleted, and the next look."""
+    if reg.start:
+        assert spec.register_in is not None
+        await calls_of.start(ctx, key, body, reg.start, spec.register_in.mlflow, spec.scheduling)
+    await ctx.write_status(TRAINING_RUN, body, conditions + ([reg.condition] if reg.condition else []),
+                           {**status, **reg.status})
+    await calls_of.delete(ctx, key, reg.delete)
+    for reason, message, warning in reg.events:
+        await ctx.event(TRAINING_RUN, body, reason, message, warning)
+    requeue = min((r for r in (requeue, reg.requeue_after) if r is not None), default=None)
+    if requeue is not None and ctx.queue is not None:
+        ctx.queue.enqueue_after(key, requeue)
+
+
 async def _sweep(ctx: Ctx, key: Key, body: Body, spec: TrainingRunSpec) -> None:
     """A sweep trains nothing itself: it starts its trials in order and, once all finished, offers the best."""
     assert spec.sweep is not None
+    now = datetime.datetime.now(datetime.UTC)
+    reg, _ = await _registration(ctx, key, body, spec, now)
     if finished(body.get("status") or {}):
+        await _write(ctx, key, body, spec, [], {}, reg, None)
         return
     owned = sweep.owned_trials(body, ctx.store.by_alias(("sweep", key[1], key[2])))
-    decision = sweep.decide(body, spec, owned, datetime.datetime.now(datetime.UTC))
+    decision = sweep.decide(body, spec, owned, now)
     table = decision.status["trials"]  # each trial's name and params, as decided
     for i in decision.start:
         await ctx.api.create_once(resource(TRAINING_RUN), trial_run(
             body, table[i]["name"], sweep.trial_spec(spec, table[i]["params"]), ctx.settings.copy_labels))
-    await ctx.write_status(TRAINING_RUN, body, decision.conditions, decision.status)
+    await _write(ctx, key, body, spec, decision.conditions, decision.status, reg, None)
 
 
 async def _pipeline_problem(ctx: Ctx, namespace: str, spec: TrainingRunSpec) -> Cond | None:
@@ -126,7 +155,9 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
         return
     status = body.get("status") or {}
     children = ctx.store.children.get(key, {})
-    jobs = dict(children.get("Job", {}))
+    now = datetime.datetime.now(datetime.UTC)
+    reg, registry_jobs = await _registration(ctx, key, body, spec, now)
+    jobs = {n: j for n, j in children.get("Job", {}).items() if n not in registry_jobs}
     s = ctx.settings
     delegated = spec.distributed is not None and spec.distributed.engine == "KubeflowTrainer"
     indexed = False
@@ -148,7 +179,6 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
             if problem.reason == "PipelineNotFound" and ctx.queue is not None:
                 ctx.queue.enqueue_after(key, PIPELINE_RECHECK_SECONDS)
             return
-    now = datetime.datetime.now(datetime.UTC)
     decision = decide(body, spec, job, None, now)
     if decision.needs_pods:
         assert job is not None
@@ -176,9 +206,7 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
     for name in stop:
         await ctx.api.delete(JOBS, key[1], name)
         ctx.store.delete_child(key, "Job", name)
-    await ctx.write_status(TRAINING_RUN, body, decision.conditions, decision.status)
     requeue = decision.requeue_after
     if delegated and not finished(status) and not decision.final:
         requeue = min(requeue or TRAIN_JOB_POLL_SECONDS, TRAIN_JOB_POLL_SECONDS)
-    if requeue is not None and ctx.queue is not None:
-        ctx.queue.enqueue_after(key, requeue)
+    await _write(ctx, key, body, spec, decision.conditions, decision.status, reg, requeue)

@@ -25,6 +25,7 @@ from ..api.modeldeployment import (
     RevisionRef,
 )
 from ..api.modeldeployment import Strategy as StrategySpec
+from ..api.registry import RegistryStatus
 from ..api.reports import AnalysisReport
 from ..conditions import FALSE, TRUE, Cond
 from . import analysis as judge
@@ -67,6 +68,8 @@ class Observed:
     """The candidate pods' cumulative counters, by pod (fetched when the plan needs "live")."""
     gateway_api: bool = False
     """Whether the Gateway API's HTTPRoute kind exists in the cluster (found through discovery)."""
+    registry: RegistryStatus | None = None
+    """What the model registry said of a models:/ storageUri (rollout/registry.py, this reconcile)."""
 
 
 @dataclass
@@ -128,6 +131,8 @@ class Rollout:
         self.progress: Cond | None = None
         self.requested_route_missing = False
         self.promote_requested = False  # `mlops promote` named the candidate
+        self.source: tuple[str, str] | None = None
+        """(reason, message) why a models:/ storageUri gives no version to serve now."""
 
     # -- helpers
     def event(self, reason: str, message: str, warning: bool = False) -> None:

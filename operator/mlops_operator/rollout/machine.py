@@ -36,12 +36,14 @@ from ..api.modeldeployment import (
     TrafficSplit,
 )
 from ..api.modeldeployment import Strategy as StrategySpec
+from ..api.registry import is_registry_uri, version_uri
 from ..api.reports import AnalysisReport
 from ..conditions import FALSE, TRUE, Cond
 from . import analysis as judge
 from .base import TRANSIENT, Need, Needed, Observed, Plan, Rollout, available, job_finished, progress_failed
 from .bluegreen import BlueGreen
 from .canary import Canary
+from .registry import current as resolved_version
 from .spec import newest_passing_run
 from .strategy import Strategy
 
@@ -120,7 +122,11 @@ class _Decision(Rollout):
     # -- 2. which version should serve
     def target(self) -> RevisionRef | None:
         model = self.spec.model
-        if model.storage_uri is not None:
+        if is_registry_uri(model.storage_uri):
+            version = self.registry_target()
+            if version is None:
+                return self.keep_current()
+        elif model.storage_uri is not None:
             version = RevisionRef(revision="", model_uri=model.storage_uri, digest=model.digest, format=model.format)
         else:
             stable = self.st.stable
@@ -128,15 +134,49 @@ class _Decision(Rollout):
             newer = [r for r in self.obs.runs
                      if (r["metadata"].get("creationTimestamp", ""), r["metadata"]["name"]) > floor]
             run = newest_passing_run(newer)
-            if run is None:  # nothing newer: what is rolling out (its run may be gone: it goes on), or the stable
-                cand = self.st.candidate
-                keep = cand if cand is not None and not cand.rollback else stable
-                return keep.model_copy(update={"revision": revision_of(self.spec, keep)}) if keep else None
+            if run is None:
+                return self.keep_current()
             m = run["status"]["model"]
             version = RevisionRef(revision="", model_uri=m.get("uri"), digest=m.get("digest"), format=m.get("format"),
                                   training_run=run["metadata"]["name"],
                                   run_created=run["metadata"].get("creationTimestamp"))
         return version.model_copy(update={"revision": revision_of(self.spec, version)})
+
+    def keep_current(self) -> RevisionRef | None:
+        """Nothing new to serve: what is rolling out (its source may be gone: it goes on), or the stable."""
+        stable, cand = self.st.stable, self.st.candidate
+        keep = cand if cand is not None and not cand.rollback else stable
+        return keep.model_copy(update={"revision": revision_of(self.spec, keep)}) if keep else None
+
+    def registry_target(self) -> RevisionRef | None:
+        """The version a models:/ storageUri resolved to, with the digest it is verified against; None (the
+        reason in `self.source`) while it is not resolved or cannot be served as the spec asks."""
+        model, registry = self.spec.model, self.obs.registry
+        found = resolved_version(self.spec, registry)
+        uri = model.storage_uri
+        if found is None:
+            if registry is not None and registry.message:
+                self.source = ("ResolveFailed", registry.message)
+            else:
+                tracking = model.mlflow.tracking_uri if model.mlflow else "?"
+                self.source = ("Resolving", f"resolving {uri} in the MLflow registry at {tracking}")
+            return None
+        named = f"{uri} is version {found.version} ({found.source})"
+        if found.digest and model.digest and found.digest != model.digest:
+            self.source = ("DigestMismatch", f"{named}, whose mlops.dev/digest tag {found.digest} differs from "
+                           f"spec.model.digest {model.digest}")
+            return None
+        digest = (found.digest or model.digest) if model.verify else None  # verify: false, as the spec says
+        if digest is None and model.verify:
+            self.source = ("DigestMissing", f"{named}, which has no mlops.dev/digest tag (no TrainingRun registered "
+                           "it): give spec.model.digest, or spec.model.verify: false to serve it unverified")
+            return None
+        if digest is None and found.source.startswith("http://"):
+            self.source = ("DigestMissing", f"{named}: an unverified model is refused over plain http:// (anyone "
+                           "on the path could swap it); give spec.model.digest")
+            return None
+        return RevisionRef(revision="", model_uri=found.source, digest=digest, format=model.format,
+                           registry_version=version_uri(found.name, found.version))
 
     # -- 3. the decision
     def decide(self) -> Plan:
@@ -387,7 +427,10 @@ class _Decision(Rollout):
         else:
             avail = Cond("Available", FALSE, "Unavailable", f"revision {stable.revision} has no available pod")
         degraded = Cond("Degraded", FALSE, "AsExpected", "")
-        if target is not None and target.revision in rejected and \
+        resolving = self.source is not None and self.source[0] == "Resolving"
+        if self.source is not None and not resolving:
+            degraded = Cond("Degraded", TRUE, *self.source)
+        elif target is not None and target.revision in rejected and \
                 (stable is None or stable.revision != target.revision):
             if self.spec.model.storage_uri is not None:
                 degraded = Cond("Degraded", TRUE, "PinnedVersionRejected",
@@ -397,6 +440,9 @@ class _Decision(Rollout):
                 degraded = Cond("Degraded", TRUE, "NoVersionServes",
                                 f"the only version, revision {target.revision}, was rejected")
         progress = self.progress
+        if progress is None and resolving:
+            assert self.source is not None
+            progress = Cond("Progressing", TRUE, *self.source)
         if progress is None:
             old = {c.get("type"): c for c in (self.md.get("status") or {}).get("conditions") or ()}.get("Progressing")
             if old is not None and old.get("status") == FALSE:
@@ -408,6 +454,9 @@ class _Decision(Rollout):
             ready = Cond("Ready", FALSE, degraded.reason, degraded.message)
         elif avail.status == TRUE:
             ready = Cond("Ready", TRUE, "Serving", avail.message)
+        elif resolving and stable is None:
+            assert self.source is not None
+            ready = Cond("Ready", FALSE, *self.source)
         else:
             ready = Cond("Ready", FALSE, avail.reason, avail.message)
         return [ready, avail, progress, degraded, self.verified()]
@@ -417,6 +466,11 @@ class _Decision(Rollout):
         if not model.verify:
             return Cond("Verified", FALSE, "VerificationDisabled",
                         f"spec.model.verify is false: {model.storage_uri} is served without checking its digest")
+        found = resolved_version(self.spec, self.obs.registry)
+        if found is not None and found.digest:
+            return Cond("Verified", TRUE, "DigestFromRegistry",
+                        f"each pod checks the model against the digest registered with version {found.version} "
+                        f"(its mlops.dev/digest tag), {found.digest}")
         if model.storage_uri is not None:
             return Cond("Verified", TRUE, "DigestVerified",
                         f"each pod checks the model against {model.digest} before it serves")

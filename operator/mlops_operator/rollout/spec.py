@@ -7,6 +7,7 @@ from typing import Any
 
 from ..api.artifacts import UNSAFE_FORMATS
 from ..api.modeldeployment import BlueGreen, ModelDeploymentSpec, ModelSource, Strategy
+from ..api.registry import is_registry_uri
 from ..api.reports import MAX_WINDOWS, METRICS
 from ..api.scheduling import check as check_scheduling
 from ..conditions import is_true
@@ -18,7 +19,7 @@ def _verification(model: ModelSource, allow_unsafe: bool) -> list[str]:
     """A pinned model is verified against its digest unless the spec says `verify: false` in so many
     words, and never unverified where a swapped file would do the most harm."""
     if model.verify:
-        if model.storage_uri and not model.digest:
+        if model.storage_uri and not model.digest and not is_registry_uri(model.storage_uri):
             return ["spec.model.digest: required for a pinned storageUri (the model is checked against it "
                     "before it is served); set spec.model.verify: false to serve it unverified"]
         return []
@@ -52,6 +53,12 @@ def check(spec: ModelDeploymentSpec) -> list[str]:
     if model.format and model.from_training_runs:
         errors.append("spec.model.format: only applies to a pinned storageUri (a TrainingRun stream "
                       "brings its own format)")
+    if is_registry_uri(model.storage_uri) and model.mlflow is None:
+        errors.append("spec.model.mlflow: required for a models:/ storageUri (the tracking server it is "
+                      "resolved in)")
+    if model.mlflow is not None and model.storage_uri is not None and not is_registry_uri(model.storage_uri):
+        errors.append("spec.model.mlflow: only applies to a models:/ storageUri or a TrainingRun stream "
+                      "(whose registered versions spec.model.mlflow.promoteAlias follows)")
     allow_unsafe = spec.runtime is not None and spec.runtime.allow_unsafe_formats
     errors += _verification(model, allow_unsafe)
     if model.format in UNSAFE_FORMATS and not allow_unsafe:

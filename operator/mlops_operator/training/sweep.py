@@ -81,6 +81,7 @@ def trial_spec(spec: TrainingRunSpec, params: Mapping[str, Any]) -> dict[str, An
     """A trial's spec: the sweep's, without the sweep, its params overridden by the trial's."""
     out = spec.wire()
     out.pop("sweep", None)
+    out.pop("register", None)  # the sweep registers its best trial, not every one
     out["params"] = {**(out.get("params") or {}), **params}
     return out
 
