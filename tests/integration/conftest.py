@@ -28,6 +28,7 @@ from mlops_operator.dev.runner import OperatorThread
 from mlops_operator.dev.tools import tool
 from tests.conftest import S3
 from tests.scanners import checkov
+from tests.tracking import mlflow_python
 
 IN_PROCESS_PREFIX = "it-"  # namespaces the in-process operator watches
 SUBPROCESS_PREFIX = "sp-"  # namespaces left to operators started as subprocesses
@@ -76,6 +77,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     for name in ("kubectl", "helm"):
         tool(name)  # fetched while the way out is open
     checkov()  # installed from PyPI while the way out is open (inside the namespace no name resolves)
+    mlflow_python()  # the same for MLflow's tracking server (test_mlflow)
     cp = ControlPlane(tmp_path_factory.mktemp("controlplane"), audit=True)  # test_zz_rbac reads its log
     cp.start(timeout=300)
     try:

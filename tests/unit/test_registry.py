@@ -4,56 +4,27 @@ environment of its own under the cache), and what it wrote read back with MLflow
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from mlops_operator.api.registry import parse_result, parse_uri
-from mlops_operator.dev.venvs import cached_venv
+from tests.tracking import mlflow_client, tracking_server
 
-MLFLOW = ["mlflow==3.17.2"]  # 3.18.0's mlflow-tracing 3.18.0 is not published
 DIGEST = "sha256:" + "ab" * 32
-# MLflow's usage telemetry off: the tests' traffic stays on loopback
-QUIET = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 
 
 @pytest.fixture(scope="module")
 def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    python = cached_venv("mlflow", MLFLOW)
-    root = tmp_path_factory.mktemp("mlflow")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = (root / "server.log").open("w")
-    server = subprocess.Popen([str(python.parent / "mlflow"), "server", "--backend-store-uri",
-                               f"sqlite:///{root / 'db.sqlite'}", "--default-artifact-root", str(root / "artifacts"),
-                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=log, stderr=subprocess.STDOUT, env=QUIET)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                if answer.status == 200:
-                    break
-        except OSError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            raise AssertionError("mlflow server did not answer /health:\n" + (root / "server.log").read_text()[-3000:])
-        time.sleep(0.5)
-    yield url
-    server.terminate()
-    server.wait(timeout=30)
-    log.close()
+    with tracking_server(tmp_path_factory.mktemp("mlflow"), "127.0.0.1", port) as url:
+        yield url
 
 
 def mlops(tracking: str, tmp_path: Path, *args: str) -> tuple[int, str]:
@@ -64,16 +35,6 @@ def mlops(tracking: str, tmp_path: Path, *args: str) -> tuple[int, str]:
                           text=True, timeout=120, env={"MLFLOW_TRACKING_URI": tracking, "MLOPS_TERMINATION_LOG":
                                                        str(term), "PATH": "/usr/bin:/bin"})
     return proc.returncode, term.read_text() if term.exists() else proc.stderr
-
-
-def mlflow_client(tracking: str, script: str) -> Any:
-    """What MLflow's own client reads (its `client` bound to the server), as JSON."""
-    python = cached_venv("mlflow", MLFLOW)
-    proc = subprocess.run([str(python), "-c", f"import json\nfrom mlflow import MlflowClient\n"
-                           f"client = MlflowClient({tracking!r})\n{script}"], capture_output=True, text=True,
-                          timeout=120, env=QUIET)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def register(tracking: str, tmp_path: Path, uid: str, source: str, *aliases: str) -> tuple[int, str]:
