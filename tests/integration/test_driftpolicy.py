@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from mlops_operator.builders.driftpolicy import window_state
 from mlops_operator.dev.runner import OperatorThread
 from tests.conftest import S3
 
@@ -145,7 +146,8 @@ def test_an_operator_restarted_between_evaluations_neither_loses_nor_double_coun
     operator_process.start()
     samples(70)  # the 30 from before the restart are not counted again, the 40 during it not lost
     state = cluster.core.read_namespaced_config_map("iris-alert-window", ns)
-    assert json.loads(state.data["window.json"])["counts"]["rows"] == 70
+    kept = window_state({"binaryData": state.binary_data, "data": state.data})
+    assert kept is not None and json.loads(kept)["counts"]["rows"] == 70
     send(url, iris_rows[70:80])
     samples(80)
     c = cluster.condition(DP, ns, "iris-alert", "Drifted")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import json
 import os
 import re
@@ -83,6 +84,8 @@ def test_builtin_trainer_trains_passes_gates_and_records_the_version(
     record = status["reproducibility"]
     assert record["datasetUri"] == "s3://data/iris.csv" and record["seed"] == 42
     assert record["params"] == {"n_estimators": 20} and re.search(r"sha256:[0-9a-f]{64}$", record["imageDigest"])
+    dataset = s3.client().get_object(Bucket="data", Key="iris.csv")["Body"].read()
+    assert record["datasetDigest"] == "sha256:" + hashlib.sha256(dataset).hexdigest() and record["datasetRows"] == 150
     # the digest in status is the directory's, per the artifact contract
     os.environ.update(s3.env)
     try:

@@ -252,4 +252,9 @@ def test_a_retrain_run_is_the_template_with_the_evaluation_annotated() -> None:
     assert run["metadata"]["labels"]["mlops.dev/driftpolicy"] == "p"
     assert json.loads(run["metadata"]["annotations"]["mlops.dev/drift-evaluation"])["drifted"] == ["x", "y"]
     cm = build.window_configmap(policy, "{}")
-    assert cm["metadata"]["name"] == "p-window" and cm["data"] == {"window.json": "{}"}
+    state = json.dumps({"counts": {"rows": 7, "features": [{"name": "x", "counts": [0] * 101}]}})
+    cm = build.window_configmap(policy, state)
+    assert cm["metadata"]["name"] == "p-window" and list(cm["binaryData"]) == ["window.json.gz"]
+    assert build.window_state(cm) == state and len(cm["binaryData"]["window.json.gz"]) < len(state)
+    assert build.window_state({"data": {"window.json": state}}) == state  # kept by an operator before
+    assert build.window_state(None) is None

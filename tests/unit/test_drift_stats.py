@@ -67,6 +67,42 @@ def test_binned_ks_is_close_to_ks_2samp_on_the_raw_samples(shift: float) -> None
     assert (p < 0.01) == (raw.pvalue < 0.01)
 
 
+@given(st.lists(st.integers(0, 500), min_size=1, max_size=150), st.data())
+@settings(max_examples=200, deadline=None)
+def test_coarsen_merges_neighbours_keeping_every_count(reference: list[int], data: st.DataObject) -> None:
+    live = data.draw(st.lists(st.integers(0, 500), min_size=len(reference), max_size=len(reference)))
+    ref_groups, live_groups = s.coarsen(reference, live)
+    assert sum(ref_groups) == sum(reference) and sum(live_groups) == sum(live)
+    assert len(ref_groups) == len(live_groups) <= s.PSI_GROUPS + 1  # + the bins the reference never saw
+    if len(reference) <= s.PSI_GROUPS:
+        assert (ref_groups, live_groups) == (reference, live)
+
+
+def test_coarsen_makes_ten_equal_mass_groups_of_a_hundred_quantile_bins() -> None:
+    reference, live = [200] * 100, list(range(100))
+    ref_groups, live_groups = s.coarsen(reference, live)
+    assert ref_groups == [2000] * 10
+    assert live_groups == [sum(range(i, i + 10)) for i in range(0, 100, 10)]
+
+
+def test_psi_on_a_hundred_bins_keeps_the_noise_floor_of_ten() -> None:
+    """PSI's thresholds assume about ten bins: on 100 fine bins, 500 unchanged rows would score about 0.2 (the
+    default threshold); grouped, the score is what ten bins give, and a real shift still scores high."""
+    rng = np.random.default_rng(3)
+    dist = numeric("x", rng.normal(size=20_000), bins=100)
+    same, fine = [], []
+    for _ in range(40):
+        counts = Counts(dist)
+        counts.add(rng.normal(size=500))
+        fine.append(s.psi(dist.counts, counts.counts))
+        same.append(s.psi(*s.coarsen(dist.counts, counts.counts)))
+    shifted = Counts(dist)
+    shifted.add(rng.normal(loc=0.5, size=500))
+    assert float(np.mean(fine)) > 0.15  # what grouping avoids
+    assert max(same) < 0.1 and float(np.mean(same)) < 0.03
+    assert s.psi(*s.coarsen(dist.counts, shifted.counts)) > 0.2
+
+
 def test_empty_sides_mean_no_evidence() -> None:
     assert s.ks([0, 0], [1, 2]) == (0.0, 1.0)
     assert s.chi2([5, 0], [0, 0]) == (0.0, 1.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -46,6 +47,10 @@ def test_builtin_trainer_writes_the_contract_and_a_loadable_model(iris_csv: Path
     assert set(result.metrics) == {"accuracy", "f1", "roc_auc"} and result.metrics["accuracy"] > 0.85
     assert result.model.uri == f"file://{out}" and result.model.profile_uri == f"file://{out}/profile.json"
     assert artifacts.verify(out, result.model.digest) == result.model.digest
+    # the data it trained on: the digest of the file's bytes, its rows
+    assert result.data is not None and result.data.uri == str(iris_csv)
+    assert result.data.digest == "sha256:" + hashlib.sha256(iris_csv.read_bytes()).hexdigest()
+    assert result.data.rows == len(iris_csv.read_text().splitlines()) - 1
     meta = artifacts.read_metadata(out)
     assert meta.task == "classification" and meta.target == "target" and len(meta.features) == 4
     assert meta.classes == [0, 1, 2] and "scikit-learn" in meta.libraries

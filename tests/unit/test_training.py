@@ -182,6 +182,11 @@ def test_completed_job_records_result_and_gate_verdict() -> None:
                                            "datasetUri": "s3://datasets/iris/train.csv",
                                            "datasetVersion": "2026-11-01", "image": "runtime:1",
                                            "imageDigest": "docker-pullable://runtime@sha256:1234"}
+    data = {"uri": "s3://datasets/iris/train.csv", "digest": "sha256:" + "d" * 64, "rows": 150}
+    reported = json.dumps({**json.loads(result(0.95)), "data": data})
+    recorded = decide(body, spec, job(complete=True, succeeded=1), [pod("Succeeded", reported)], NOW)
+    assert recorded.status["reproducibility"] == {**d.status["reproducibility"], "datasetDigest": data["digest"],
+                                                  "datasetRows": 150}
     done = with_status(body, d)
     # finished: nothing more happens, whatever the Job does later
     again = decide(done, spec, None, None, NOW)

@@ -156,12 +156,22 @@ class ModelResult(_Schema):
     profile_uri: str | None = Field(None, alias="profileUri")
 
 
+class DataRecord(_Schema):
+    """The data a version was trained on: its content digest (sha256 of the bytes read) and its rows."""
+
+    uri: str
+    digest: Annotated[str, Field(pattern=r"^sha256:[a-f0-9]{64}$")]
+    rows: Annotated[int, Field(ge=0)]
+
+
 class TrainingResult(_Schema):
     """What a trainer writes to /dev/termination-log (JSON, under 4 KiB)."""
 
     schema_version: Literal[1] = Field(SCHEMA_VERSION, alias="schemaVersion")
     metrics: dict[str, float]
     model: ModelResult
+    data: DataRecord | None = None
+    """The dataset it trained on (the built-in trainer reports it; `sdk.report(data=…)` for others)."""
 
     def to_message(self) -> str:
         text = self.model_dump_json(by_alias=True, exclude_none=True)

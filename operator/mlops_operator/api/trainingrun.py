@@ -210,6 +210,9 @@ class Reproducibility(ApiModel):
     image_digest: str | None = None
     dataset_uri: str | None = None
     dataset_version: str | None = None
+    dataset_digest: str | None = None
+    """sha256 of the dataset's bytes as the trainer read them (what `datasetVersion` only names)."""
+    dataset_rows: int | None = None
     params: Params | None = None
     seed: int | None = None
 

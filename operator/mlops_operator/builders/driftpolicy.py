@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -11,7 +13,10 @@ from ..api import labels as L
 from ..api.driftpolicy import DriftPolicySpec, Evaluation
 from .common import owner_reference
 
-STATE_KEY = "window.json"
+STATE_KEY = "window.json.gz"
+"""binaryData key: the window state, gzipped (every Pod's last snapshot, 101 counters a feature: uncompressed, a
+few hundred features over twenty Pods would pass a ConfigMap's 1 MiB)."""
+OLD_STATE_KEY = "window.json"  # data key of the plain JSON written before, still read
 
 
 def state_name(policy: Mapping[str, Any]) -> str:
@@ -25,8 +30,17 @@ def _meta(policy: Mapping[str, Any], name: str) -> dict[str, Any]:
 
 
 def window_configmap(policy: Mapping[str, Any], state_json: str) -> dict[str, Any]:
+    packed = base64.b64encode(gzip.compress(state_json.encode(), compresslevel=6, mtime=0)).decode()
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(policy, state_name(policy)),
-            "data": {STATE_KEY: state_json}}
+            "binaryData": {STATE_KEY: packed}}
+
+
+def window_state(cm: Mapping[str, Any] | None) -> str | None:
+    """The window state's JSON kept in the ConfigMap (None: none kept)."""
+    packed = ((cm or {}).get("binaryData") or {}).get(STATE_KEY)
+    if packed:
+        return gzip.decompress(base64.b64decode(packed)).decode()
+    return ((cm or {}).get("data") or {}).get(OLD_STATE_KEY) or None
 
 
 def retrain_run(policy: Mapping[str, Any], spec: DriftPolicySpec, name: str, evaluation: Evaluation) -> dict[str, Any]:

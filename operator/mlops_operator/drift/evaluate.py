@@ -67,7 +67,7 @@ def plan(spec: DriftPolicySpec, profile: Profile) -> tuple[list[Check], list[str
     return checks, errors
 
 
-def _bins(d: Mapping[str, Any] | Distribution | None, size: int) -> list[int]:
+def _bins(d: Mapping[str, Any] | Distribution | None, size: int) -> list[float]:
     if d is None:
         return [0] * (size + 2)
     if isinstance(d, Distribution):
@@ -91,6 +91,9 @@ def evaluate(spec: DriftPolicySpec, profile: Profile, window: Mapping[str, Any] 
         observed = window.get("prediction") if c.name == PREDICTION else live.get(c.name)
         ref, cur = _bins(c.reference, len(c.reference.counts)), _bins(observed, len(c.reference.counts))
         test = TESTS[c.test]
+        if test.coarse and c.reference.type == "numeric":  # the ordered bins grouped; missing, other as they are
+            grouped = stats.coarsen(ref[:-2], cur[:-2])
+            ref, cur = [*grouped[0], *ref[-2:]], [*grouped[1], *cur[-2:]]
         value = test.value(ref, cur)
         threshold = float(c.threshold)
         if test.kind == "p-value" and spec.correction == "bonferroni":

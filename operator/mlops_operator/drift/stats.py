@@ -2,7 +2,10 @@
 worth tens of megabytes of operator memory), validated against scipy in the tests.
 
 * PSI: sum over bins of (q - p) * ln(q / p), p the reference share, q the live share; an empty
-  bin's share is taken as EPSILON (1e-4) so the logarithm stays finite (the usual convention).
+  bin's share is taken as EPSILON (1e-4) so the logarithm stays finite (the usual convention). Its
+  usual thresholds (0.1, 0.2) assume about ten bins: a numeric feature's fine bins are first merged
+  into PSI_GROUPS groups of about equal reference mass (`coarsen`), so a finer profile does not raise
+  PSI's noise floor (at 100 bins and 500 rows a side it would be about 0.2 with nothing changed).
 * chi²: the test of homogeneity of the 2 x k table (reference counts, live counts); bins empty
   on both sides are left out; the p-value is the chi² distribution's survival function with
   k - 1 degrees of freedom.
@@ -14,9 +17,13 @@ worth tens of megabytes of operator memory), validated against scipy in the test
 from __future__ import annotations
 
 import math
+import operator
+from bisect import bisect_left
 from collections.abc import Sequence
+from itertools import accumulate
 
 EPSILON = 1e-4
+PSI_GROUPS = 10
 
 
 def _shares(counts: Sequence[float]) -> list[float]:
@@ -34,6 +41,27 @@ def psi(reference: Sequence[float], live: Sequence[float], epsilon: float = EPSI
         p, q = max(p, epsilon), max(q, epsilon)
         total += (q - p) * math.log(q / p)
     return total
+
+
+def coarsen(reference: Sequence[float], live: Sequence[float], groups: int = PSI_GROUPS
+            ) -> tuple[list[float], list[float]]:
+    """Ordered bins merged, neighbours together, into at most `groups` groups of about equal reference mass
+    (a group closes once the reference's cumulative share reaches its next 1/groups step)."""
+    if len(reference) != len(live):
+        raise ValueError("coarsen: the two distributions must have the same bins")
+    total = float(sum(reference))
+    if len(reference) <= groups or total <= 0:
+        return list(reference), list(live)
+    cum_ref, cum_live = list(accumulate(reference)), list(accumulate(live))
+    # group k closes at the first bin where the reference's cumulative share reaches k/groups
+    ends = sorted({min(bisect_left(cum_ref, total * k / groups - 1e-9 * total), len(reference) - 1)
+                   for k in range(1, groups + 1)} | {len(reference) - 1})
+    ref_out, live_out, before = [], [], 0
+    for end in ends:
+        ref_out.append(cum_ref[end] - (cum_ref[before - 1] if before else 0))
+        live_out.append(cum_live[end] - (cum_live[before - 1] if before else 0))
+        before = end + 1
+    return ref_out, live_out
 
 
 def _gammaincc(a: float, x: float) -> float:
@@ -78,21 +106,26 @@ def chi2_sf(statistic: float, dof: int) -> float:
 
 
 def chi2(reference: Sequence[float], live: Sequence[float]) -> tuple[float, float]:
-    """(statistic, p-value) of the test that both counts come from one distribution."""
+    """(statistic, p-value) of the test that both counts come from one distribution. For two rows the
+    statistic is N·M·Σ (r/N - v/M)² / (r + v) over the bins not empty on both sides: one pass, one division
+    a bin (a profile has about a hundred bins a feature, a policy a hundred features)."""
     if len(reference) != len(live):
         raise ValueError("chi2: the two distributions must have the same bins")
-    pairs = [(r, v) for r, v in zip(reference, live, strict=True) if r + v > 0]
-    n_ref, n_live = sum(r for r, _ in pairs), sum(v for _, v in pairs)
-    total = n_ref + n_live
-    if n_ref == 0 or n_live == 0 or len(pairs) < 2:
+    n_ref, n_live = float(sum(reference)), float(sum(live))
+    if n_ref == 0 or n_live == 0:
         return 0.0, 1.0
     statistic = 0.0
-    for r, v in pairs:
+    used = 0
+    for r, v in zip(reference, live, strict=True):
         column = r + v
-        for observed, row in ((r, n_ref), (v, n_live)):
-            expected = row * column / total
-            statistic += (observed - expected) ** 2 / expected
-    return statistic, chi2_sf(statistic, len(pairs) - 1)
+        if column > 0:
+            gap = r / n_ref - v / n_live
+            statistic += gap * gap / column
+            used += 1
+    if used < 2:
+        return 0.0, 1.0
+    statistic *= n_ref * n_live
+    return statistic, chi2_sf(statistic, used - 1)
 
 
 def kolmogorov_sf(x: float) -> float:
@@ -117,11 +150,9 @@ def ks(reference: Sequence[float], live: Sequence[float]) -> tuple[float, float]
     n, m = float(sum(reference)), float(sum(live))
     if n == 0 or m == 0:
         return 0.0, 1.0
-    d = cum_r = cum_l = 0.0
-    for r, v in zip(reference, live, strict=True):
-        cum_r += r / n
-        cum_l += v / m
-        d = max(d, abs(cum_r - cum_l))
+    # the CDFs' largest gap, |R_i/n - L_i/m| = |R_i·m - L_i·n| / (n·m), over cumulative counts (C-speed loops)
+    d = max(map(abs, map(operator.sub, map(m.__mul__, accumulate(reference)),
+                         map(n.__mul__, accumulate(live))))) / (n * m)
     effective = n * m / (n + m)
     root = math.sqrt(effective)
     return d, kolmogorov_sf((root + 0.12 + 0.11 / root) * d)

@@ -25,13 +25,16 @@ class DriftTest:
     default_threshold: Decimal
     ordered: bool = False
     """The test needs ordered values: numeric features only."""
+    coarse: bool = False
+    """A numeric feature's bins are merged into stats.PSI_GROUPS equal-mass groups first (the test's
+    thresholds assume about ten bins)."""
 
     def drifted(self, value: float, threshold: float) -> bool:
         return value > threshold if self.kind == "score" else value < threshold
 
 
 TESTS: dict[str, DriftTest] = {
-    "psi": DriftTest(stats.psi, "score", Decimal("0.2")),
+    "psi": DriftTest(stats.psi, "score", Decimal("0.2"), coarse=True),
     "chi2": DriftTest(lambda ref, live: stats.chi2(ref, live)[1], "p-value", Decimal("0.05")),
     "ks": DriftTest(lambda ref, live: stats.ks(ref, live)[1], "p-value", Decimal("0.05"), ordered=True),
 }

@@ -39,7 +39,7 @@ async def _state(ctx: Ctx, key: Key, policy: Body) -> WindowState | None:
     cm = await ctx.api.get(CONFIGMAPS, key[1], build.state_name(policy))
     if cm is not None and controller_uid(cm) != policy["metadata"].get("uid"):
         raise name_conflict(build.window_configmap(policy, ""), cm)  # someone else's ConfigMap: never read
-    text = ((cm or {}).get("data") or {}).get(build.STATE_KEY)
+    text = build.window_state(cm)
     if not text:
         return None
     ctx.drift.states[key] = WindowState.model_validate_json(text)

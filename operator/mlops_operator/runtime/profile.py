@@ -4,6 +4,10 @@ Numeric feature: inner bin edges from training quantiles; bin i holds values in
 [edges[i-1], edges[i]), the first bin is open below and the last open above, so a value outside
 the training range lands in an edge bin and still counts. NaN/None count as `missing`.
 Categorical feature: the most frequent training categories; an unseen value counts as `other`.
+
+DEFAULT_BINS is 100: at 10 the binned KS test missed subtle shifts that scipy's KS on the raw samples finds (20,000
+rows a side: a 1.05x scale found in 74 % of windows against 92 %, +0.02 sd in 22 % against 36 %); at 100 it is within
+5 points of raw KS on the whole grid (`python bench/drift_bench.py --power`), at 101 counters a feature per Pod.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import numpy as np
 
 from ..api.artifacts import Distribution, Profile
 
-DEFAULT_BINS = 10
+DEFAULT_BINS = 100
 MAX_CATEGORIES = 50
 
 

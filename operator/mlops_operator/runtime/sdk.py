@@ -12,6 +12,7 @@ returns the directory's digest. `report` writes the termination message the oper
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..api import artifacts, times
-from ..api.artifacts import MAX_VALIDATION_ROWS, ModelMetadata, ModelResult, TrainingResult
+from ..api.artifacts import MAX_VALIDATION_ROWS, DataRecord, ModelMetadata, ModelResult, TrainingResult
 from . import formats, profile
 
 TERMINATION_LOG = "/dev/termination-log"
@@ -133,13 +134,20 @@ def _termination_log(path: str | None) -> Path:
     return Path(path or os.environ.get("MLOPS_TERMINATION_LOG", TERMINATION_LOG))
 
 
+def data_record(uri: str, content: bytes, rows: int) -> DataRecord:
+    """What `report(data=…)` records of a dataset: its URI, the sha256 of the bytes read, its rows."""
+    return DataRecord(uri=uri, digest="sha256:" + hashlib.sha256(content).hexdigest(), rows=rows)
+
+
 def report(metrics: dict[str, float], *, uri: str, digest: str, fmt: str = "sklearn",
-           profile_uri: str | None = None, path: str | None = None) -> TrainingResult:
-    """Write the termination message (JSON, under 4 KiB) the operator reads from the Pod status."""
+           profile_uri: str | None = None, path: str | None = None, data: DataRecord | None = None) -> TrainingResult:
+    """Write the termination message (JSON, under 4 KiB) the operator reads from the Pod status; `data`, the
+    dataset trained on (`data_record`), goes into the run's reproducibility record."""
     result = TrainingResult(
         metrics={k: float(v) for k, v in metrics.items()},
         model=ModelResult(uri=uri, digest=digest, format=fmt,
                           profile_uri=profile_uri or f"{uri.rstrip('/')}/{artifacts.PROFILE_FILE}"),
+        data=data,
     )
     write_termination_message(result.to_message(), path)
     return result

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..api.artifacts import TrainingResult
+from ..api.artifacts import DataRecord, TrainingResult
 from . import sdk, storage
 from .storage import StorageError
 
@@ -146,17 +146,17 @@ def load_estimator(path: str, params: dict[str, Any], seed: int) -> Any:
         raise TrainError(f"params for {path}: {exc}") from None
 
 
-def load_dataset(uri: str, fmt: str | None = None) -> Any:
+def load_dataset(uri: str, fmt: str | None = None) -> tuple[Any, DataRecord]:
+    """The table, and the record of what was read (the content digest of its bytes, its rows)."""
     import pandas as pd
 
     data = storage.read_bytes(uri)
     fmt = fmt or ("parquet" if uri.lower().rsplit("?", 1)[0].endswith((".parquet", ".pq")) else "csv")
     try:
-        if fmt == "parquet":
-            return pd.read_parquet(io.BytesIO(data))
-        return pd.read_csv(io.BytesIO(data))
+        df = pd.read_parquet(io.BytesIO(data)) if fmt == "parquet" else pd.read_csv(io.BytesIO(data))
     except Exception as exc:  # pandas raises many kinds: all mean "this is not a readable table"
         raise TrainError(f"dataset {uri}: cannot be read as {fmt}: {exc}") from None
+    return df, sdk.data_record(uri, data, len(df))
 
 
 def metrics_for(task: str, model: Any, X: Any, y: Any) -> dict[str, float]:
@@ -197,7 +197,7 @@ def train(estimator_path: str, dataset_uri: str, output_uri: str, *, target: str
     if workers.size > 1 and not xgb:
         raise TrainError(f"estimator {estimator_path} trains on one worker; across {workers.size} workers the "
                          "built-in trainer trains xgboost.XGBClassifier or xgboost.XGBRegressor")
-    df = load_dataset(dataset_uri, fmt)
+    df, record = load_dataset(dataset_uri, fmt)
     target = target or str(df.columns[-1])
     if target not in df.columns:
         raise TrainError(f"dataset {dataset_uri}: no column {target!r} (columns: {', '.join(map(str, df.columns))})")
@@ -240,7 +240,7 @@ def train(estimator_path: str, dataset_uri: str, output_uri: str, *, target: str
         digest = sdk.save_model(model, X_train, tmp, validation=(X_test, y_test), task=task,
                                 target=target, seed=seed, fmt=saved)
         storage.upload_dir(Path(tmp), output_uri)
-    return sdk.report(metrics, uri=output_uri, digest=digest, fmt=saved)
+    return sdk.report(metrics, uri=output_uri, digest=digest, fmt=saved, data=record)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..api import times
-from ..api.artifacts import ArtifactError, parse_termination_message
+from ..api.artifacts import ArtifactError, DataRecord, parse_termination_message
 from ..api.labels import KUEUE_QUEUE
 from ..api.trainingrun import TrainingRunSpec
 from ..conditions import FALSE, TRUE, UNKNOWN, Cond, find
@@ -65,8 +65,10 @@ def _inputs(spec: TrainingRunSpec) -> dict[str, Any]:
 
 
 def _reproducibility(status: Mapping[str, Any], spec: TrainingRunSpec,
-                     pod: Mapping[str, Any] | None) -> dict[str, Any]:
+                     pod: Mapping[str, Any] | None, data: DataRecord | None = None) -> dict[str, Any]:
     record = dict(status.get("reproducibility") or _inputs(spec))
+    if data is not None:  # what the trainer read: the content behind the URI (and version) the spec names
+        record.update(datasetDigest=data.digest, datasetRows=data.rows)
     if pod is not None:
         term = _terminated(pod)
         if term.get("image"):
@@ -194,7 +196,7 @@ def decide(run: Mapping[str, Any], spec: TrainingRunSpec, job: Mapping[str, Any]
             Cond("Succeeded", TRUE, "Completed", f"trained in {attempts} attempt(s)"), gate, ready,
             *spec_conditions,
         ], status={**done, "metrics": result.metrics, "model": model, "failedGates": failed_gates or None,
-                   "reproducibility": _reproducibility(status, spec, winner)})
+                   "reproducibility": _reproducibility(status, spec, winner, result.data)})
     last = ordered[-1] if ordered else None
     reason = str(failed.get("reason") or "Failed") if failed else "Failed"
     if reason not in FINAL_REASONS:
