@@ -26,6 +26,7 @@ kind-demo: $(BIN)/mlops
 
 test: system-test setup
 	$(BIN)/mlops crds --check
+	$(BIN)/mlops manifests --check
 	$(BIN)/ruff check operator tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
