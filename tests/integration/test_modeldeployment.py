@@ -259,7 +259,9 @@ def test_a_worse_model_is_rolled_back_and_deleting_the_stable_run_changes_nothin
     assert argocd_health(cluster.get(MD, ns, "iris"))[0] == "Healthy"
     assert selector(cluster, ns, "iris")["mlops.dev/revision"] == rev1
     wait_for(lambda: deployments(cluster, ns)[rejected].spec.replicas == 0, 30, "the candidate to scale down")
-    assert any(e.reason == "RolledBack" and e.type == "Warning" for e in cluster.events(ns, "iris"))
+    # the Events are posted after the status write the test saw: waited for, not raced
+    wait_for(lambda: any(e.reason == "RolledBack" and e.type == "Warning" for e in cluster.events(ns, "iris")),
+             15, "the RolledBack Warning Event", show=lambda: [(e.reason, e.type) for e in cluster.events(ns, "iris")])
 
     # deleting the stable version's TrainingRun changes nothing that serves
     before = cluster.get(MD, ns, "iris")

@@ -127,9 +127,8 @@ def test_the_node_is_a_kubelet_on_containerd(real: ControlPlane, core: client.Co
 
 def test_a_model_server_runs_from_the_runtime_image_as_65532_on_a_read_only_root(
         real: ControlPlane, core: client.CoreV1Api, namespace: str, model_server: str) -> None:
-    # the container's log as the kubelet serves it (the runtime's log file can lag the Pod's readiness), read
-    # first: the package's other node runs beside this one, and a kubelet's garbage collection can remove the
-    # /var/log/pods directories of Pods it does not know (the path is fixed in 1.20), within a minute
+    # the container's log as the kubelet serves it (the runtime's log file can lag the Pod's readiness); the
+    # package's other node runs beside this one, each with pod log directories of its own (node.own_pod_logs)
     wait_for(lambda: "serving model iris" in kubectl(real, "logs", "-n", namespace, model_server).stdout, 60,
              "the model server's start-up line in kubectl logs",
              show=lambda: kubectl(real, "logs", "-n", namespace, model_server, check=False).stdout)
@@ -218,7 +217,11 @@ def test_down_leaves_no_process_namespace_mount_or_cgroup() -> None:
             wait_for(lambda: running(core, "default", "sleeper"), 120, "the sleeper Pod to run")
         workload = node.cgroup_pids(cp.state_dir)
         sandboxes = node.pod_netns(workload | node.shim_pids(cp.state_dir))
-        assert workload and sandboxes and node.mounts_under(cp.state_dir)
+        # the kubelet's volumes, in containerd's mount namespace; its pod logs there too, none on the machine
+        mounts = node.mounts_under(cp.state_dir, pid=cp.pids["containerd"])
+        assert workload and sandboxes and any("/volumes/" in m for m in mounts)
+        assert any(cp.state_dir.glob("logs/pods/default_sleeper_*")) and not list(Path("/var/log/pods").glob(
+            "default_sleeper_*"))
         pids = set(cp.pids.values())
         assert cp.stop() == []
         alive = [p for p in pids | workload if os.path.exists(f"/proc/{p}") and not node._zombie(p)]

@@ -386,6 +386,7 @@ class ControlPlane:
         self._wait(lambda: node.containerd_socket(self.state_dir).exists(), timeout, "containerd's socket", logs)
         imagebuild.ensure(progress, imagebuild.Containerd(node.containerd_socket(self.state_dir)))
         progress(f"[up] kubelet (node {node.NODE_NAME} at {node.NODE_IP}), kube-proxy, cluster DNS")
+        cmds["kubelet"] = node.in_mounts_of(self.pids["containerd"], cmds["kubelet"])  # its pod log directories
         for name in ("kubelet", "kube-proxy", "cluster-dns"):
             self._spawn(name, cmds[name], logs)
         self._wait(self._node_ready, timeout, f"node {node.NODE_NAME} to be Ready", logs)

@@ -212,13 +212,38 @@ def _hierarchies() -> list[Path]:
     return [p for p in CGROUP_ROOT.iterdir() if p.is_dir() and not p.is_symlink() and (p / "cgroup.procs").exists()]
 
 
+POD_LOG_DIRS = ("/var/log/pods", "/var/log/containers")  # fixed in kubelet 1.20
+
+
+def own_pod_logs(state_dir: Path, cmd: list[str]) -> list[str]:
+    """cmd (containerd) in a mount namespace of its own where the kubelet's fixed pod log directories are the
+    cluster's (`<state>/logs/pods`, `…/containers`). Two nodes on one machine (the tests' cluster beside `mlops
+    dev up`'s) would otherwise share them, and each kubelet's garbage collection removes, within a minute, the log
+    directories of Pods it does not know: the other node's `kubectl logs` then fails with "no such file". The
+    kubelet joins this namespace (`in_mounts_of`), so the volumes it mounts are the ones containerd sees. Mount
+    propagation is left as it is (the Pods' network namespaces under /run/netns still reach the machine, where
+    `ip netns` and teardown find them), except the mount holding /var/log, made private in the namespace first so
+    that the two binds stay in it."""
+    own = [str(state_dir / "logs" / Path(d).name) for d in POD_LOG_DIRS]
+    script = ('mkdir -p "$1" "$2" "$3" "$4" && mount --make-private "$(findmnt -no TARGET -T "$3")" && '
+              'mount --bind "$1" "$3" && mount --bind "$2" "$4" && shift 4 && exec "$@"')
+    return ["unshare", "--mount", "--propagation", "unchanged", "--", "sh", "-c", script, "sh", *own,
+            *POD_LOG_DIRS, *cmd]
+
+
+def in_mounts_of(pid: int, cmd: list[str]) -> list[str]:
+    """cmd, run in the mount namespace of process `pid` (the kubelet in containerd's: see own_pod_logs)."""
+    return ["nsenter", f"--mount=/proc/{pid}/ns/mnt", "--", *cmd]
+
+
 def commands(state_dir: Path, binaries: dict[str, Path], certs: Path, pause_image: str) -> dict[str, list[str]]:
     """The node's processes, in start order (each run in the cluster's network namespace)."""
     kubelet = state_dir / "kubelet"
     kubeconfig = state_dir / "kubeconfig.node"
     admin = state_dir / "kubeconfig"  # https://127.0.0.1:PORT is the apiserver inside the namespace too
     return {
-        "containerd": ["containerd", "--config", str(write_containerd_config(state_dir, pause_image))],
+        "containerd": own_pod_logs(state_dir, ["containerd", "--config",
+                                               str(write_containerd_config(state_dir, pause_image))]),
         "kubelet": [
             str(binaries["kubelet"]), f"--config={write_kubelet_config(state_dir, certs)}",
             f"--kubeconfig={kubeconfig}", "--container-runtime=remote",
@@ -309,12 +334,13 @@ def pod_netns(pids: set[int]) -> list[Path]:
     return found
 
 
-def mounts_under(*roots: Path) -> list[str]:
-    """Mount points under any of roots, deepest first (from /proc/self/mountinfo)."""
+def mounts_under(*roots: Path, pid: int | str = "self") -> list[str]:
+    """Mount points under any of roots, deepest first, as process `pid` sees them (/proc/PID/mountinfo: the
+    kubelet's volumes are in containerd's mount namespace, see own_pod_logs)."""
     prefixes = [str(r.resolve()) for r in roots]
     points = []
     with contextlib.suppress(OSError):
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
             point = line.split()[4].encode().decode("unicode_escape")
             if any(point == p or point.startswith(p + "/") for p in prefixes):
                 points.append(point)
@@ -376,6 +402,6 @@ def teardown(state_dir: Path) -> list[str]:
 
 
 def missing_tools() -> list[str]:
-    return [tool for tool in ("containerd", "runc", "nsenter", "ip", "iptables", "dnsmasq", "ctr")
+    return [tool for tool in ("containerd", "runc", "nsenter", "unshare", "findmnt", "ip", "iptables", "dnsmasq", "ctr")
             if shutil.which(tool) is None] + [p for p in ("/usr/lib/cni/bridge", "/usr/lib/cni/host-local")
                                               if not Path(p).exists()]
