@@ -95,14 +95,8 @@ def register(run: Mapping[str, Any], spec: TrainingRunSpec, jobs: Mapping[str, M
                                      uri=version_uri(answer.name, answer.version), run_id=answer.run_id).wire()
             out.status.update(registered=done, registration=None)
             out.events.append(("Registered", f"registered as {done['uri']} (MLflow run {answer.run_id})", False))
-        else:
-            if mine not in jobs:  # started just now, or deleted by someone: (re)made by name
-                out.start.append((mine, "register", arguments(run, spec, sink)))
-            out.requeue(RETRY_SECONDS)
-            out.condition = Cond("Registered", FALSE, "Registering", f"registering the version as {sink.name} "
-                                 f"in {sink.tracking_uri}")
-            out.delete = [n for n in registering if n != mine]
-            return out
+        else:  # under way; a Job not seen was started just now, or deleted by someone: (re)made by name
+            return _registering(out, mine, mine not in jobs, arguments(run, spec, sink), sink, registering)
     if done is not None:
         out.condition = Cond("Registered", TRUE, "Registered", f"{done['uri']} in {sink.tracking_uri}")
         out.delete = registering
@@ -115,11 +109,17 @@ def register(run: Mapping[str, Any], spec: TrainingRunSpec, jobs: Mapping[str, M
         out.delete = registering
         return out
     stamp = times.stamp(now)
-    mine = register_job(run, sink, stamp)
     out.status["registration"] = Registration(attempt=stamp).wire()
-    out.start.append((mine, "register", arguments(run, spec, sink)))
+    return _registering(out, register_job(run, sink, stamp), True, arguments(run, spec, sink), sink, registering)
+
+
+def _registering(out: Registering, job: str, start: bool, args: list[str], sink: MlflowSink,
+                 registering: list[str]) -> Registering:
+    """A registration under way in `job` (started now when `start`); any other register Job goes."""
+    if start:
+        out.start.append((job, "register", args))
     out.requeue(RETRY_SECONDS)
     out.condition = Cond("Registered", FALSE, "Registering", f"registering the version as {sink.name} in "
                          f"{sink.tracking_uri}")
-    out.delete = [n for n in registering if n != mine]
+    out.delete = [n for n in registering if n != job]
     return out
