@@ -118,6 +118,34 @@ def test_failed_gates_succeed_but_never_become_a_version(
                          for e in cluster.events(namespace, "iris-v1")), what="a Warning Event for the failed gates")
 
 
+def test_data_checks_pass_on_the_first_version_and_stop_a_second_trained_on_a_broken_table(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str, tmp_path: Path
+) -> None:
+    credentials(cluster, namespace, s3)
+    checks = {"minRows": 100, "maxMissingShare": "0.05", "labelClasses": ["0", "1", "2"],
+              "sameColumnsAsPrevious": True, "maxPsi": "0.25"}
+    cluster.create(training_run("iris-v1", dataChecks=checks), namespace)
+    cluster.wait_condition(TR, namespace, "iris-v1", "True", "Passed", type_="GatesPassed", timeout=180)
+    first = cluster.get(TR, namespace, "iris-v1")["status"]
+    assert first["dataChecks"]["passed"] is True and first["dataChecks"]["rows"] == 150
+    assert "no earlier version" in first["dataChecks"]["skipped"][0]  # nothing to compare the first one with
+    # the second version's table lost a column
+    from sklearn.datasets import load_iris
+
+    broken = tmp_path / "broken.csv"
+    load_iris(as_frame=True).frame.drop(columns=["petal width (cm)"]).to_csv(broken, index=False)
+    s3.client().upload_file(str(broken), "data", "broken.csv")
+    cluster.create(training_run("iris-v2", dataChecks=checks,
+                                dataset={"uri": "s3://data/broken.csv", "targetColumn": "target"}), namespace)
+    stopped = cluster.wait_condition(TR, namespace, "iris-v2", "False", "DataCheckFailed", type_="Succeeded",
+                                     timeout=180)
+    assert "columns differ from the previous version's: missing petal width (cm)" in stopped["message"]
+    second = cluster.get(TR, namespace, "iris-v2")["status"]
+    assert second["reproducibility"]["referenceProfile"] == first["model"]["profileUri"]
+    assert second["dataChecks"]["passed"] is False and "model" not in second
+    assert cluster.condition(TR, namespace, "iris-v2")["reason"] == "DataCheckFailed"
+
+
 def test_failing_trainer_is_retried_per_backoff_limit_and_says_why(
     cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str
 ) -> None:

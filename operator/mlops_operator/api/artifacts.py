@@ -164,6 +164,27 @@ class DataRecord(_Schema):
     rows: Annotated[int, Field(ge=0)]
 
 
+class DataCheckReport(_Schema):
+    """What a trainer's data checks found (spec.dataChecks): in its result, or alone as the termination message of
+    a run they stopped (`{"dataChecks": …}`)."""
+
+    passed: bool
+    rows: Annotated[int, Field(ge=0)]
+    failures: list[str] = Field(default_factory=list)
+    """Each failed check: the column, what was found, what was allowed."""
+    skipped: list[str] = Field(default_factory=list)
+    """Checks that could not be made (no previous version to compare with)."""
+
+
+def parse_data_check_failure(text: str) -> DataCheckReport | None:
+    """The report in a failed trainer's termination message, when data checks stopped it (None otherwise)."""
+    try:
+        data = json.loads(text)
+        return DataCheckReport.model_validate(data["dataChecks"]) if isinstance(data, dict) else None
+    except (ValueError, KeyError):
+        return None
+
+
 class TrainingResult(_Schema):
     """What a trainer writes to /dev/termination-log (JSON, under 4 KiB)."""
 
@@ -172,6 +193,7 @@ class TrainingResult(_Schema):
     model: ModelResult
     data: DataRecord | None = None
     """The dataset it trained on (the built-in trainer reports it; `sdk.report(data=…)` for others)."""
+    data_checks: DataCheckReport | None = Field(None, alias="dataChecks")
 
     def to_message(self) -> str:
         text = self.model_dump_json(by_alias=True, exclude_none=True)

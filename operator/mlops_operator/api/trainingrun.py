@@ -6,10 +6,12 @@ from typing import Annotated, Literal
 
 from pydantic import Field, JsonValue
 
+from .artifacts import DataCheckReport
 from .common import (
     DIGEST,
     ApiModel,
     EnvVar,
+    Fraction,
     KeySelector,
     LocalObjectReference,
     Name,
@@ -166,6 +168,42 @@ class TrialRecord(ApiModel):
     """The objective's metric, once the trial reported it."""
 
 
+NUMBER = r"^-?[0-9]+(\.[0-9]+)?$"
+
+
+class ColumnCheck(ApiModel):
+    """What one column of the training set must be."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    type: Literal["numeric", "categorical"] | None = None
+    min: Annotated[str, Field(pattern=NUMBER, max_length=32)] | None = None
+    """Smallest value allowed (a decimal string)."""
+    max: Annotated[str, Field(pattern=NUMBER, max_length=32)] | None = None
+    max_missing_share: Fraction | None = None
+    """At most this share of the column's values may be missing (default: spec.dataChecks.maxMissingShare)."""
+    values: Annotated[list[str], Field(min_length=1, max_length=1000)] | None = None
+    """The values allowed (categories)."""
+
+
+class DataChecks(ApiModel):
+    """Checks of the training set the built-in trainer makes before it trains (a pandera schema); a failed one
+    ends the run with `Succeeded=False, reason=DataCheckFailed` naming the column and the number. What needs the
+    previous version (the newest earlier TrainingRun of the model that passed its gates) uses its profile; without
+    one those checks are skipped, said so in the report."""
+
+    min_rows: Annotated[int, Field(ge=1)] | None = None
+    max_missing_share: Fraction | None = None
+    """At most this share of any column's values may be missing."""
+    columns: Annotated[list[ColumnCheck], Field(max_length=1000)] | None = None
+    """A declared schema: each named column present, of its type, in its range and values."""
+    same_columns_as_previous: bool = False
+    """The features and their types equal the previous version's."""
+    label_classes: Annotated[list[str], Field(min_length=1, max_length=1000)] | None = None
+    """The labels (the target column) allowed."""
+    max_psi: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?$", max_length=32)] | None = None
+    """Largest PSI of a numeric feature against the previous version's profile (e.g. "0.25")."""
+
+
 class TrainingRunSpec(ApiModel):
     _exactly_one_of = (("trainer", "pipeline"),)
 
@@ -193,6 +231,8 @@ class TrainingRunSpec(ApiModel):
     distributed: Distributed | None = None
     """Train on several workers at once (one Indexed Job where the cluster serves them, else one Job
     per worker), behind a headless Service that gives each worker a stable name."""
+    data_checks: DataChecks | None = None
+    """Checks of the training set before training (the built-in trainer's)."""
     register_in: Register | None = Field(default=None, alias="register")  # `register` is BaseModel's (ABC)
     """Register the version in a model registry once it passed its gates (of a sweep: the best trial's),
     with its metrics, params, digest tag and run link."""
@@ -213,6 +253,8 @@ class Reproducibility(ApiModel):
     dataset_digest: str | None = None
     """sha256 of the dataset's bytes as the trainer read them (what `datasetVersion` only names)."""
     dataset_rows: int | None = None
+    reference_profile: str | None = None
+    """The previous version's profile the data checks compared the training set with."""
     params: Params | None = None
     seed: int | None = None
 
@@ -236,6 +278,8 @@ class TrainingRunStatus(StatusBase):
     """A sweep's trials, in order: params, state and the objective's value."""
     best_trial: str | None = None
     """A sweep: the trial whose model is this run's version."""
+    data_checks: DataCheckReport | None = None
+    """What the data checks found (spec.dataChecks)."""
     registered: RegisteredVersion | None = None
     """The version spec.register made of this run's model."""
     registration: Registration | None = None

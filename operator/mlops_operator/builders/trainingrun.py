@@ -91,8 +91,10 @@ def _distributed_env(run: Mapping[str, Any], spec: TrainingRunSpec, rank: int | 
             *({"name": k, "value": v} for k, v in common.items())]
 
 
-def _contract_env(run: Mapping[str, Any], spec: TrainingRunSpec, artifact_root: str) -> list[dict[str, Any]]:
-    """What every trainer is told: the run, the model, its parameters, where to write, the dataset."""
+def _contract_env(run: Mapping[str, Any], spec: TrainingRunSpec, artifact_root: str,
+                  reference_profile: str | None = None) -> list[dict[str, Any]]:
+    """What every trainer is told: the run, the model, its parameters, where to write, the dataset, the data
+    checks and the previous version's profile they compare with."""
     env: list[dict[str, Any]] = [
         {"name": "MLOPS_RUN", "value": run["metadata"]["name"]},
         {"name": "MLOPS_MODEL", "value": spec.model},
@@ -108,6 +110,10 @@ def _contract_env(run: Mapping[str, Any], spec: TrainingRunSpec, artifact_root: 
             env.append({"name": "MLOPS_DATASET_FORMAT", "value": spec.dataset.format})
         if spec.dataset.target_column:
             env.append({"name": "MLOPS_TARGET_COLUMN", "value": spec.dataset.target_column})
+    if spec.data_checks is not None:
+        env.append({"name": "MLOPS_DATA_CHECKS", "value": json.dumps(spec.data_checks.wire(), sort_keys=True)})
+        if reference_profile:
+            env.append({"name": "MLOPS_REFERENCE_PROFILE", "value": reference_profile})
     return env
 
 
@@ -119,13 +125,14 @@ TRAINER_GROUP = "trainer.kubeflow.org"
 
 def train_job(run: Mapping[str, Any], spec: TrainingRunSpec, *, api_version: str, runtime_image: str,
               artifact_root: str, copy_labels: tuple[str, ...] = (),
-              defaults: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+              defaults: Mapping[str, Mapping[str, Any]] | None = None,
+              reference_profile: str | None = None) -> dict[str, Any]:
     """A distributed run delegated to Kubeflow Trainer: one TrainJob of the chosen runtime, `workers`
     nodes, the trainer container and the contract's variables; the runtime makes the workers."""
     assert spec.distributed is not None and spec.distributed.kubeflow_trainer is not None and spec.trainer
     meta, t, kf = run["metadata"], spec.trainer, spec.distributed.kubeflow_trainer
     own = {L.TRAINING_RUN: meta["name"], L.MODEL: spec.model}
-    env = _contract_env(run, spec, artifact_root)
+    env = _contract_env(run, spec, artifact_root, reference_profile)
     if t.estimator:
         env.append({"name": "MLOPS_ESTIMATOR", "value": t.estimator})
     env += env_list(t.env)
@@ -179,12 +186,12 @@ def job_names(run: Mapping[str, Any], spec: TrainingRunSpec, indexed: bool = Fal
 
 def training_jobs(run: Mapping[str, Any], spec: TrainingRunSpec, *, runtime_image: str, artifact_root: str,
                   copy_labels: tuple[str, ...] = (), defaults: Mapping[str, Mapping[str, Any]] | None = None,
-                  indexed: bool = False) -> list[dict[str, Any]]:
+                  indexed: bool = False, reference_profile: str | None = None) -> list[dict[str, Any]]:
     """A run's Jobs: one, or for a distributed run one Indexed Job (`indexed`: the cluster serves
     completionMode) or one Job per worker (rank order), all with the same Pod template but the rank."""
     def job(rank: int | None) -> dict[str, Any]:
         return training_job(run, spec, runtime_image=runtime_image, artifact_root=artifact_root,
-                            copy_labels=copy_labels, defaults=defaults, rank=rank)
+                            copy_labels=copy_labels, defaults=defaults, rank=rank, reference_profile=reference_profile)
     if spec.distributed is None or indexed:
         return [job(None)]
     return [job(r) for r in range(spec.distributed.workers)]
@@ -192,7 +199,8 @@ def training_jobs(run: Mapping[str, Any], spec: TrainingRunSpec, *, runtime_imag
 
 def training_job(run: Mapping[str, Any], spec: TrainingRunSpec, *, runtime_image: str, artifact_root: str,
                  copy_labels: tuple[str, ...] = (),
-                 defaults: Mapping[str, Mapping[str, Any]] | None = None, rank: int | None = None) -> dict[str, Any]:
+                 defaults: Mapping[str, Mapping[str, Any]] | None = None, rank: int | None = None,
+                 reference_profile: str | None = None) -> dict[str, Any]:
     """The training Job; of a distributed run, worker `rank`'s Job, or (rank None) the Indexed Job of all."""
     meta = run["metadata"]
     own = {L.TRAINING_RUN: meta["name"], L.MODEL: spec.model}
@@ -201,7 +209,7 @@ def training_job(run: Mapping[str, Any], spec: TrainingRunSpec, *, runtime_image
         own[L.WORKER_OF] = workers_name(run)
         if rank is not None:
             own[L.RANK] = str(rank)
-    env = _contract_env(run, spec, artifact_root)
+    env = _contract_env(run, spec, artifact_root, reference_profile)
     if distributed is not None:
         env += _distributed_env(run, spec, rank)
     volumes: list[dict[str, Any]] = [{"name": TMP_VOLUME, "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}}]

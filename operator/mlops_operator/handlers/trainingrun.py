@@ -24,7 +24,7 @@ from ..controller.store import Body, Key, RefKey
 from ..training import pipeline, sweep
 from ..training import spec as training_spec
 from ..training.register import Registering, register
-from ..training.run import decide, finished
+from ..training.run import decide, finished, reference_for
 from ..training.workers import combine, finished_job, from_train_job, train_job_pods_selector
 from . import pods
 from . import registry as calls_of
@@ -179,22 +179,26 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
             if problem.reason == "PipelineNotFound" and ctx.queue is not None:
                 ctx.queue.enqueue_after(key, PIPELINE_RECHECK_SECONDS)
             return
-    decision = decide(body, spec, job, None, now)
+    reference = reference_for(body, spec, ctx.store.by_alias(("model", key[1], spec.model)))
+    decision = decide(body, spec, job, None, now, reference)
     if decision.needs_pods:
         assert job is not None
         found_pods = await pods.pods(ctx, key[1], train_job_pods_selector(job["metadata"]["name"])) if delegated \
             else await pods.job_pods(ctx, key[1], job)
-        decision = decide(body, spec, job, found_pods, now)
+        decision = decide(body, spec, job, found_pods, now, reference)
     if decision.apply_job:
         if spec.distributed is not None and not delegated:  # the workers' names first: rank 0 is found by its name
             service = workers_service(body, spec, s.copy_labels)
             if service["metadata"]["name"] not in children.get("Service", {}):
                 ctx.store.upsert_child(key, "Service", await ctx.api.create_once(SERVICES, service))
+        recorded = (decision.status.get("reproducibility") or {}).get("referenceProfile")
         wanted = [train_job(body, spec, api_version=f"{res.group}/{res.version}", runtime_image=s.runtime_image,
-                            artifact_root=s.artifact_root, copy_labels=s.copy_labels, defaults=s.child_resources)
+                            artifact_root=s.artifact_root, copy_labels=s.copy_labels, defaults=s.child_resources,
+                            reference_profile=recorded)
                   ] if delegated else training_jobs(body, spec, runtime_image=s.runtime_image,
                                                     artifact_root=s.artifact_root, copy_labels=s.copy_labels,
-                                                    defaults=s.child_resources, indexed=indexed)
+                                                    defaults=s.child_resources, indexed=indexed,
+                                                    reference_profile=recorded)
         for manifest in wanted:
             if manifest["metadata"]["name"] not in jobs:
                 made = await ctx.api.create_once(res, manifest)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..api import artifacts, times
-from ..api.artifacts import MAX_VALIDATION_ROWS, DataRecord, ModelMetadata, ModelResult, TrainingResult
+from ..api.artifacts import MAX_VALIDATION_ROWS, DataCheckReport, DataRecord, ModelMetadata, ModelResult, TrainingResult
 from . import formats, profile
 
 TERMINATION_LOG = "/dev/termination-log"
@@ -140,7 +140,8 @@ def data_record(uri: str, content: bytes, rows: int) -> DataRecord:
 
 
 def report(metrics: dict[str, float], *, uri: str, digest: str, fmt: str = "sklearn",
-           profile_uri: str | None = None, path: str | None = None, data: DataRecord | None = None) -> TrainingResult:
+           profile_uri: str | None = None, path: str | None = None, data: DataRecord | None = None,
+           data_checks: DataCheckReport | None = None) -> TrainingResult:
     """Write the termination message (JSON, under 4 KiB) the operator reads from the Pod status; `data`, the
     dataset trained on (`data_record`), goes into the run's reproducibility record."""
     result = TrainingResult(
@@ -148,6 +149,7 @@ def report(metrics: dict[str, float], *, uri: str, digest: str, fmt: str = "skle
         model=ModelResult(uri=uri, digest=digest, format=fmt,
                           profile_uri=profile_uri or f"{uri.rstrip('/')}/{artifacts.PROFILE_FILE}"),
         data=data,
+        data_checks=data_checks,
     )
     write_termination_message(result.to_message(), path)
     return result

@@ -28,13 +28,45 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..api.artifacts import DataRecord, TrainingResult
+from ..api.artifacts import DataCheckReport, DataRecord, Profile, TrainingResult
 from . import sdk, storage
 from .storage import StorageError
 
 
 class TrainError(RuntimeError):
     pass
+
+
+class DataCheckFailed(TrainError):
+    """The training set failed spec.dataChecks: nothing was trained."""
+
+    def __init__(self, report: DataCheckReport) -> None:
+        super().__init__("data checks failed: " + "; ".join(report.failures))
+        self.report = report
+
+
+def data_checks(df: Any, target: str, checks_json: str | None, reference_uri: str | None) -> DataCheckReport | None:
+    """spec.dataChecks (MLOPS_DATA_CHECKS) on the training set; the previous version's profile read from
+    MLOPS_REFERENCE_PROFILE. Raises DataCheckFailed when one fails."""
+    if not checks_json:
+        return None
+    from ..api.trainingrun import DataChecks
+    from . import datachecks
+
+    try:
+        checks = DataChecks.model_validate_json(checks_json)
+    except ValueError as exc:
+        raise TrainError(f"MLOPS_DATA_CHECKS is not a dataChecks object: {exc}") from None
+    previous = None
+    if reference_uri:
+        try:
+            previous = Profile.model_validate_json(storage.read_bytes(reference_uri))
+        except ValueError as exc:
+            raise TrainError(f"the previous version's profile {reference_uri}: {exc}") from None
+    report = datachecks.check(df, checks, target, previous)
+    if not report.passed:
+        raise DataCheckFailed(report)
+    return report
 
 
 RENDEZVOUS_SECONDS = 300.0  # how long a worker waits for the coordinator's name to resolve
@@ -181,7 +213,8 @@ def metrics_for(task: str, model: Any, X: Any, y: Any) -> dict[str, float]:
 
 def train(estimator_path: str, dataset_uri: str, output_uri: str, *, target: str | None = None,
           fmt: str | None = None, params: dict[str, Any] | None = None, seed: int = 0,
-          test_size: float = 0.25, workers: Workers | None = None) -> TrainingResult | None:
+          test_size: float = 0.25, workers: Workers | None = None, checks: str | None = None,
+          reference_profile: str | None = None) -> TrainingResult | None:
     """Train, write the model directory and report it; None on the workers other than rank 0 (they
     train with it and report nothing)."""
     import numpy as np
@@ -201,6 +234,7 @@ def train(estimator_path: str, dataset_uri: str, output_uri: str, *, target: str
     target = target or str(df.columns[-1])
     if target not in df.columns:
         raise TrainError(f"dataset {dataset_uri}: no column {target!r} (columns: {', '.join(map(str, df.columns))})")
+    report = data_checks(df, target, checks, reference_profile)  # before anything is trained
     X, y = df.drop(columns=[target]), df[target]
     if len(df) < 4:
         raise TrainError(f"dataset {dataset_uri}: {len(df)} rows are too few to train and hold out")
@@ -240,7 +274,7 @@ def train(estimator_path: str, dataset_uri: str, output_uri: str, *, target: str
         digest = sdk.save_model(model, X_train, tmp, validation=(X_test, y_test), task=task,
                                 target=target, seed=seed, fmt=saved)
         storage.upload_dir(Path(tmp), output_uri)
-    return sdk.report(metrics, uri=output_uri, digest=digest, fmt=saved, data=record)
+    return sdk.report(metrics, uri=output_uri, digest=digest, fmt=saved, data=record, data_checks=report)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,7 +302,12 @@ def main(argv: list[str] | None = None) -> int:
             raise TrainError("params must be a JSON object")
         workers = Workers.from_env(env)
         result = train(args.estimator, args.dataset, args.output, target=args.target, fmt=args.format,
-                       params=params, seed=args.seed, test_size=args.test_size, workers=workers)
+                       params=params, seed=args.seed, test_size=args.test_size, workers=workers,
+                       checks=env.get("MLOPS_DATA_CHECKS"), reference_profile=env.get("MLOPS_REFERENCE_PROFILE"))
+    except DataCheckFailed as exc:  # the report is the termination message: the operator puts it in status
+        print(f"mlops train: {exc}", file=sys.stderr)
+        sdk.write_termination_message(json.dumps({"dataChecks": exc.report.model_dump(mode="json")}))
+        return 1
     except (TrainError, StorageError) as exc:
         return sdk.fail("mlops train", exc)
     if result is None:

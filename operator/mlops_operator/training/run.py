@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..api import times
-from ..api.artifacts import ArtifactError, DataRecord, parse_termination_message
+from ..api.artifacts import ArtifactError, DataRecord, parse_data_check_failure, parse_termination_message
 from ..api.labels import KUEUE_QUEUE
 from ..api.trainingrun import TrainingRunSpec
-from ..conditions import FALSE, TRUE, UNKNOWN, Cond, find
+from ..conditions import FALSE, TRUE, UNKNOWN, Cond, find, is_true
 from .gates import evaluate
 from .workers import job_condition, rank_zero
 
-FINAL_REASONS = ("Completed", "InvalidResult", "BackoffLimitExceeded", "DeadlineExceeded", "Failed")
+FINAL_REASONS = ("Completed", "InvalidResult", "BackoffLimitExceeded", "DeadlineExceeded", "Failed", "DataCheckFailed")
 MESSAGE_LIMIT = 1024
 
 
@@ -54,9 +54,11 @@ def finished(status: Mapping[str, Any]) -> bool:
     return c is not None and c.get("status") in (TRUE, FALSE) and c.get("reason") in FINAL_REASONS
 
 
-def _inputs(spec: TrainingRunSpec) -> dict[str, Any]:
+def _inputs(spec: TrainingRunSpec, reference: str | None = None) -> dict[str, Any]:
     """What the Job is built from: recorded when it starts, so later spec edits do not rewrite it."""
     record: dict[str, Any] = {"params": spec.params or {}, "seed": spec.seed}
+    if reference:
+        record["referenceProfile"] = reference
     if spec.dataset is not None:
         record["datasetUri"] = spec.dataset.uri
         if spec.dataset.version:
@@ -95,8 +97,31 @@ def _ttl(spec: TrainingRunSpec, status: Mapping[str, Any], job: Mapping[str, Any
     return False, (due - now).total_seconds()
 
 
+def previous_profile(run: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> str | None:
+    """The profile of the model's previous version: the newest earlier TrainingRun that passed its gates."""
+    mine = (run["metadata"].get("creationTimestamp", ""), run["metadata"]["name"])
+    passed = [r for r in runs if (r["metadata"].get("creationTimestamp", ""), r["metadata"]["name"]) < mine
+              and is_true((r.get("status") or {}).get("conditions"), "GatesPassed")
+              and ((r.get("status") or {}).get("model") or {}).get("profileUri")]
+    if not passed:
+        return None
+    newest = max(passed, key=lambda r: (r["metadata"].get("creationTimestamp", ""), r["metadata"]["name"]))
+    return str(newest["status"]["model"]["profileUri"])
+
+
+def reference_for(run: Mapping[str, Any], spec: TrainingRunSpec, runs: Sequence[Mapping[str, Any]]) -> str | None:
+    """The profile the data checks compare with: the one recorded when the Job was first made, else the previous
+    version's (only when a check needs it)."""
+    recorded = ((run.get("status") or {}).get("reproducibility") or {}).get("referenceProfile")
+    checks = spec.data_checks
+    if recorded or checks is None or not (checks.same_columns_as_previous or checks.max_psi is not None):
+        return recorded
+    return previous_profile(run, runs)
+
+
 def decide(run: Mapping[str, Any], spec: TrainingRunSpec, job: Mapping[str, Any] | None,
-           pods: Sequence[Mapping[str, Any]] | None, now: datetime.datetime) -> Decision:
+           pods: Sequence[Mapping[str, Any]] | None, now: datetime.datetime,
+           reference: str | None = None) -> Decision:
     status = run.get("status") or {}
     generation = run["metadata"].get("generation")
     started_generation = status.get("startedGeneration")
@@ -135,7 +160,7 @@ def decide(run: Mapping[str, Any], spec: TrainingRunSpec, job: Mapping[str, Any]
             Cond("Ready", UNKNOWN, "Training", "training has not finished"),
             applied,
         ], status={"startTime": status.get("startTime") or stamp, "startedGeneration": accepted,
-                   "reproducibility": (None if renewed else status.get("reproducibility")) or _inputs(spec)},
+                   "reproducibility": (None if renewed else status.get("reproducibility")) or _inputs(spec, reference)},
             apply_job=True)
 
     job_status = job.get("status") or {}
@@ -196,12 +221,24 @@ def decide(run: Mapping[str, Any], spec: TrainingRunSpec, job: Mapping[str, Any]
             Cond("Succeeded", TRUE, "Completed", f"trained in {attempts} attempt(s)"), gate, ready,
             *spec_conditions,
         ], status={**done, "metrics": result.metrics, "model": model, "failedGates": failed_gates or None,
-                   "reproducibility": _reproducibility(status, spec, winner, result.data)})
+                   "reproducibility": _reproducibility(status, spec, winner, result.data),
+                   "dataChecks": result.data_checks.model_dump(mode="json") if result.data_checks else None})
     last = ordered[-1] if ordered else None
     reason = str(failed.get("reason") or "Failed") if failed else "Failed"
     if reason not in FINAL_REASONS:
         reason = "Failed"
     said = _terminated(last).get("message", "") if last else ""
+    checked = parse_data_check_failure(said) if said else None
+    if checked is not None:  # the trainer's data checks stopped it before training
+        why = _truncate("data checks failed: " + "; ".join(checked.failures))
+        return Decision(conditions=[
+            Cond("Succeeded", FALSE, "DataCheckFailed", why),
+            Cond("GatesPassed", FALSE, "NoResult", "the data checks stopped the run before training"),
+            Cond("Ready", FALSE, "DataCheckFailed", why),
+            *spec_conditions,
+        ], status={**done, "dataChecks": checked.model_dump(mode="json"),
+                   "reproducibility": _reproducibility(status, spec, last)},
+            stop_workers=spec.distributed is not None)
     detail = f"{failed.get('message', '') if failed else ''}" + (f": {said}" if said else "")
     return Decision(conditions=[
         Cond("Succeeded", FALSE, reason, _truncate(detail or reason)),
