@@ -61,16 +61,8 @@ async def _ready_urls(ctx: Ctx, md: Body) -> dict[str, list[str]]:
 
 async def _report(ctx: Ctx, namespace: str, job: Body) -> AnalysisReport | ArtifactError:
     """The analysis Job's report, from its Pod's termination message (as a TrainingRun's result)."""
-    said = await pods.termination(ctx, namespace, job, "analyze")
-    if said is None:
-        return ArtifactError("the analysis Job finished without a report (its Pod is gone or never ran)")
-    code, message = said
-    if code != 0:
-        return ArtifactError(" ".join(message.split())[:500] or f"exit code {code}")
-    try:
-        return parse_report(message)
-    except ArtifactError as exc:
-        return exc
+    return await pods.answer(ctx, namespace, job, "analyze", parse_report,
+                             "the analysis Job finished without a report (its Pod is gone or never ran)")
 
 
 async def _live(ctx: Ctx, md: Body, spec: ModelDeploymentSpec, rev: str) -> dict[str, PodCounters]:

@@ -5,13 +5,16 @@ window closing, a drift evaluation falling due), never on a steady-state resync.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from ..api import labels as L
+from ..api.artifacts import ArtifactError
 from ..builders.modeldeployment import MONITORING_PORT
 from ..controller.client import PODS
 from .context import Ctx
+
+T = TypeVar("T")
 
 
 async def pods(ctx: Ctx, namespace: str, selector: str) -> list[dict[str, Any]]:
@@ -24,9 +27,11 @@ async def job_pods(ctx: Ctx, namespace: str, job: Mapping[str, Any]) -> list[dic
     return await pods(ctx, namespace, f"controller-uid={job['metadata'].get('uid', '')}")
 
 
-async def termination(ctx: Ctx, namespace: str, job: Mapping[str, Any], container: str) -> tuple[int, str] | None:
-    """(exit code, termination message) of a finished Job's `container`: its successful run if it has one,
-    else its last; None when no Pod of the Job says (gone, or never ran)."""
+async def answer(ctx: Ctx, namespace: str, job: Mapping[str, Any], container: str, parse: Callable[[str], T],
+                 missing: str) -> T | ArtifactError:
+    """What a finished Job's `container` answered in its termination message, parsed by `parse` (its successful
+    run if it has one, else its last); an ArtifactError saying why there is no answer: the message of a failed run,
+    a message that does not parse, or `missing` when no Pod of the Job says (gone, or never ran)."""
     found: list[tuple[str, int, str]] = []
     for pod in await job_pods(ctx, namespace, job):
         for s in (pod.get("status") or {}).get("containerStatuses") or ():
@@ -35,10 +40,14 @@ async def termination(ctx: Ctx, namespace: str, job: Mapping[str, Any], containe
                 found.append((str(term.get("finishedAt") or ""), int(term.get("exitCode") or 0),
                               str(term.get("message") or "")))
     if not found:
-        return None
-    succeeded = [f for f in found if f[1] == 0]
-    _, code, message = max(succeeded or found)
-    return code, message
+        return ArtifactError(missing)
+    _, code, message = max([f for f in found if f[1] == 0] or found)
+    if code != 0:
+        return ArtifactError(" ".join(message.split())[:500] or f"exit code {code}")
+    try:
+        return parse(message)
+    except ArtifactError as exc:
+        return exc
 
 
 def ready(pod: dict[str, Any]) -> bool:

@@ -25,24 +25,9 @@ def registry_jobs(children: Mapping[str, Mapping[str, Body]]) -> dict[str, Body]
 
 async def answers(ctx: Ctx, namespace: str, jobs: Mapping[str, Body]) -> dict[str, RegistryResult | ArtifactError]:
     """The answers of the registry Jobs that have finished (a Pod list each: only once, they are then deleted)."""
-    out: dict[str, RegistryResult | ArtifactError] = {}
-    for name, job in jobs.items():
-        if not job_finished(job):
-            continue
-        said = await pods.termination(ctx, namespace, job, CONTAINER)
-        if said is None:
-            out[name] = ArtifactError("the registry Job finished without an answer (its Pod is gone or never ran; "
-                                      "see its Events)")
-            continue
-        code, message = said
-        if code != 0:
-            out[name] = ArtifactError(" ".join(message.split())[:500] or f"exit code {code}")
-            continue
-        try:
-            out[name] = parse_result(message)
-        except ArtifactError as exc:
-            out[name] = exc
-    return out
+    return {name: await pods.answer(ctx, namespace, job, CONTAINER, parse_result, "the registry Job finished "
+                                    "without an answer (its Pod is gone or never ran; see its Events)")
+            for name, job in jobs.items() if job_finished(job)}
 
 
 async def start(ctx: Ctx, key: Key, parent: Body, calls: Iterable[tuple[str, str, list[str]]], access: MlflowAccess,

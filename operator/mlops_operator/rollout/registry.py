@@ -29,9 +29,9 @@ from ..api.registry import (
     is_registry_uri,
     job_name,
     parse_uri,
+    purpose_of,
+    until,
 )
-from ..api.registry import purpose_of as purpose
-from ..api.registry import until as _until
 
 
 @dataclass
@@ -75,7 +75,7 @@ def resolve(md: Mapping[str, Any], spec: ModelDeploymentSpec, jobs: Mapping[str,
     changed, every RESOLVE_EVERY_SECONDS for an alias, RETRY_SECONDS after a failure."""
     st = registry_status(md)
     calls = Registry(status=st)
-    resolving = [n for n, j in jobs.items() if purpose(j) == "resolve"]
+    resolving = [n for n, j in jobs.items() if purpose_of(j) == "resolve"]
     uri, mlflow = spec.model.storage_uri, spec.model.mlflow
     if uri is None or mlflow is None or not is_registry_uri(uri):
         st.resolved = st.attempt = st.job = st.answered = st.message = None
@@ -106,11 +106,11 @@ def resolve(md: Mapping[str, Any], spec: ModelDeploymentSpec, jobs: Mapping[str,
         found = current(spec, st)
         failed = same and st.message is not None
         if failed:
-            wait: float | None = _until(st.attempt, RETRY_SECONDS, now)
+            wait: float | None = until(st.attempt, RETRY_SECONDS, now)
         elif found is None:
             wait = 0.0
         elif parse_uri(uri)[2] is not None:  # an alias: looked up again
-            wait = _until(found.time, RESOLVE_EVERY_SECONDS, now)
+            wait = until(found.time, RESOLVE_EVERY_SECONDS, now)
         else:
             wait = None  # a version number names one version for good
         if wait is not None and wait <= 0:
@@ -142,7 +142,7 @@ def move_alias(md: Mapping[str, Any], spec: ModelDeploymentSpec, stable: Revisio
     a failed move is made again after RETRY_SECONDS."""
     st = calls.status
     alias = spec.model.mlflow.promote_alias if spec.model.mlflow is not None else None
-    moving = [n for n, j in jobs.items() if purpose(j) == "set-alias"]
+    moving = [n for n, j in jobs.items() if purpose_of(j) == "set-alias"]
     move = st.alias
     if move is not None and move.state == "Moving":
         answer = answers.get(alias_job(md, move))
@@ -161,7 +161,7 @@ def move_alias(md: Mapping[str, Any], spec: ModelDeploymentSpec, stable: Revisio
         if move is None or (move.alias, move.name, move.version) != (alias, name, number):
             move = st.alias = AliasMove(alias=alias, name=name, version=number, state="Moving", attempt=stamp)
         elif move.state == "Failed":
-            wait = _until(move.attempt, RETRY_SECONDS, now)
+            wait = until(move.attempt, RETRY_SECONDS, now)
             if wait <= 0:
                 move.state, move.attempt = "Moving", stamp
             else:
