@@ -395,6 +395,7 @@ RUNTIME_COMMANDS = {
     "storage-init": "mlops_operator.runtime.storage_init",
     "analyze": "mlops_operator.runtime.analyze",
     "mlflow": "mlops_operator.runtime.registry",
+    "quality": "mlops_operator.runtime.quality",
 }
 
 

@@ -140,8 +140,10 @@ class Servicer:
         status, message, response = 200, "", None
         try:
             # not ready: 503, counted as on REST
-            model, outputs = await self.served.infer_batched(to_request(req), gather=self.gather)
-            response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=req.id)
+            request = to_request(req)
+            model, outputs = await self.served.infer_batched(request, gather=self.gather)
+            # the id the server assigned when the client gave none and capture is on
+            response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id or "")
             for name, array in outputs.items():
                 datatype = model.outputs[name].datatype
                 response.outputs.add(name=name, datatype=datatype, shape=list(array.shape))

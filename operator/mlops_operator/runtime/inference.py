@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 
 from ..api import artifacts
 from . import formats, tensors
+from .capture import Capture, new_id
 from .profile import Counts
 
 # models fitted on DataFrames get arrays here when every feature is numeric: same columns, same order
@@ -513,6 +514,7 @@ class Served:
     problem: str | None
     monitor: Monitor
     max_batch_rows: int = 64
+    capture: Capture | None = None
     _waiting: list[_Waiting] = field(default_factory=list)
     _last_arrival: float = float("-inf")
     _gap: float = 1.0  # seconds between batchable arrivals, a moving average
@@ -526,8 +528,19 @@ class Served:
             raise self.not_ready()
         wanted = wanted_outputs(model, request)
         decoded = prepare(model, request)
-        counted = wanted if PREDICT in wanted or self.monitor.prediction is None else [*wanted, PREDICT]
+        needs_predict = self.monitor.prediction is not None or self.capture is not None
+        counted = wanted if PREDICT in wanted or not needs_predict else [*wanted, PREDICT]
         return model, wanted, counted, decoded
+
+    def _capture(self, request: Request, decoded: Decoded, outputs: dict[str, np.ndarray], replay: bool) -> None:
+        """A live call into the capture (when on): its id assigned if the client gave none (the answer carries
+        it), its rows queued if sampled."""
+        if self.capture is None or replay:
+            return
+        if request.id is None:
+            request.id = new_id()
+        if self.capture.sampled():
+            self.capture.offer(request.id, decoded.columns, outputs[PREDICT], decoded.rows)
 
     def _answer(self, model: LoadedModel, decoded: Decoded, counted: list[str], replay: bool) -> dict[str, np.ndarray]:
         outputs = run(model, decoded, counted)
@@ -540,6 +553,7 @@ class Served:
         """Validate, predict, count into the sketches (unless replayed). Raises BadRequest."""
         model, wanted, counted, decoded = self._accept(request)
         outputs = self._answer(model, decoded, counted, replay)
+        self._capture(request, decoded, outputs, replay)
         return model, {k: outputs[k] for k in wanted}
 
     async def infer_batched(self, request: Request, replay: bool = False,
@@ -565,6 +579,7 @@ class Served:
                 else:
                     loop.call_soon(self._predict_waiting, model)
             outputs = await waiting.answer
+        self._capture(request, decoded, outputs, replay)
         return model, {k: outputs[k] for k in wanted}
 
     def _predict_waiting(self, model: LoadedModel) -> None:

@@ -8,9 +8,10 @@ on it are replayed validation rows (`mlops analyze`): timed and counted as calls
 the drift sketches. No client of the inference port can mark its traffic so.
 
 Paths: `/v2/health/{live,ready}`, `/v2`, `/v2/models/NAME[/versions/VERSION]` and its `/ready` and
-`/infer` (VERSION: the one the metadata advertises; any other is 404). A trailing slash is the same
-path; HEAD answers as GET; a known path with another method is 405 with `Allow`. JSON bodies, and the
-binary tensor extension (`Inference-Header-Content-Length`) both ways.
+`/infer` (VERSION: the one the metadata advertises; any other is 404); with capture on (capture.py),
+`POST /v2/models/NAME/feedback` takes ground-truth labels `{id: label}` for requests served before.
+A trailing slash is the same path; HEAD answers as GET; a known path with another method is 405 with
+`Allow`. JSON bodies, and the binary tensor extension (`Inference-Header-Content-Length`) both ways.
 
 What the server (granian, on hyper) already enforces, configured by `Limits`: the header-read and
 keep-alive idle timeout, the request head size (431 when the head does not fit its 64 KiB buffer, a
@@ -36,6 +37,7 @@ import orjson
 from prometheus_client import generate_latest
 
 from ..api import artifacts
+from .capture import CaptureError, check_labels
 from .inference import BadRequest, Request, Served, encode_json, parse_json
 
 log = logging.getLogger("mlops.serve")
@@ -130,6 +132,7 @@ class RestApp:
                     f"{model}/profile": self.profile, "/metrics": self.metrics}
         self.get = get
         self.infer_paths = {f"{model}/infer"}
+        self.feedback_path = f"{model}/feedback"
         self.open_paths = {"/v2/health/live", "/v2/health/ready", f"{model}/ready"}  # no token needed
         version = served.model.version if served.model is not None else None
         if version is not None:  # the versioned paths of the one version this server has
@@ -165,7 +168,7 @@ class RestApp:
 
     # -- routing
     def _route_error(self, method: str, path: str) -> Reply:
-        if path in self.get or path in self.infer_paths:
+        if path in self.get or path in self.infer_paths or path == self.feedback_path:
             allow = "GET, HEAD" if path in self.get else "POST"
             return error(405, f"{method} is not allowed on {path}", [("allow", allow)])
         if path.startswith("/v2/models/"):
@@ -200,6 +203,8 @@ class RestApp:
             status, body, headers = self.get[path]()
         elif method == "POST" and infer:
             status, body, headers = await self._infer(scope, protocol)
+        elif method == "POST" and path == self.feedback_path:
+            status, body, headers = await self._feedback(scope, protocol)
         else:
             status, body, headers = self._route_error(method, path)
         if infer and self.faults.active and status < 400 and self.faults.apply_to(self.monitoring_port):
@@ -271,3 +276,22 @@ class RestApp:
         if head_length is None:
             return 200, out, [("content-type", JSON)]
         return 200, out, [("content-type", BINARY), (HEADER_LENGTH, str(head_length))]
+
+    async def _feedback(self, scope: Any, protocol: Any) -> Reply:
+        """Ground truth for requests served before: `{id: label}`, appended to the capture's labels."""
+        capture = self.served.capture
+        if capture is None:
+            return error(404, f"model {self.served.name} does not capture its predictions (spec.capture): "
+                              "feedback has nowhere to go")
+        body = await self._read_body(scope, protocol)
+        if isinstance(body, tuple):
+            return body
+        try:
+            labels = check_labels(orjson.loads(body))
+        except orjson.JSONDecodeError as exc:
+            return error(400, f"the body is not valid JSON: {exc}")
+        except CaptureError as exc:
+            return error(400, str(exc))
+        if not capture.feedback(labels):
+            return error(503, "the capture queue is full; retry shortly", [("retry-after", "1")])
+        return _ok({"accepted": len(labels)})

@@ -3,6 +3,7 @@
     mlops serve --model-dir DIR --name NAME [--digest sha256:…] [--host H]
                 [--port 8080] [--grpc-port 8081] [--monitoring-port 8082]
                 [--auth-tokens-file F] [--tls-cert F --tls-key F]
+                [--capture-to URI [--capture-format jsonl|parquet] [--capture-sample-rate F] …]
 
 Ports: REST inference on `--port` and gRPC (`inference.GRPCInferenceService`) on `--grpc-port` (0 turns
 it off) — the ones Services expose, covered by `--auth-tokens-file` (bearer tokens, one a line) and
@@ -24,12 +25,14 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 
 from ..api import artifacts
-from .inference import LoadedModel, Monitor, Served
+from .capture import FORMATS, Capture
+from .inference import PREDICT, LoadedModel, Monitor, Served
 from .rest import BodyBudget, Faults, Limits, RestApp
 
 log = logging.getLogger("mlops.serve")
@@ -47,8 +50,17 @@ def load(args: argparse.Namespace) -> Served:
         problem = f"the model cannot be loaded: {exc}"
     if problem:
         log.error("model %s is not ready: %s", args.name, problem)
-    return Served(args.name, model, problem, Monitor(model, enabled=not args.no_monitoring),
-                  max_batch_rows=args.max_batch_rows)
+    monitor = Monitor(model, enabled=not args.no_monitoring)
+    capture = None
+    if args.capture_to and model is not None:
+        meta = model.metadata
+        capture = Capture(args.capture_to, model=args.name, revision=args.revision or model.digest.split(":")[-1][:16],
+                          features=model.features, task=meta.task, classes=meta.classes,
+                          predict_type=model.outputs[PREDICT].datatype, registry=monitor.registry,
+                          fmt=args.capture_format, sample_rate=args.capture_sample_rate,
+                          capacity=args.capture_queue, max_bytes=args.capture_max_bytes,
+                          max_age=args.capture_max_age, pod=os.environ.get("POD_NAME"))
+    return Served(args.name, model, problem, monitor, max_batch_rows=args.max_batch_rows, capture=capture)
 
 
 def _at_least_one(text: str) -> int:
@@ -99,6 +111,8 @@ async def serve(args: argparse.Namespace, served: Served, ready: asyncio.Event |
         grpc_server = await start_grpc(served, args.host, args.grpc_port, tokens=tokens, tls=tls,
                                        max_message=args.max_body_bytes, faults=faults,
                                        gather=args.grpc_batch_window_ms / 1000)
+    if served.capture is not None:
+        served.capture.start()
     tasks = [asyncio.ensure_future(s.serve()) for s in servers]  # type: ignore[attr-defined]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -119,6 +133,8 @@ async def serve(args: argparse.Namespace, served: Served, ready: asyncio.Event |
     for s in servers:
         s.stop()  # type: ignore[attr-defined]
     await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=35)
+    if served.capture is not None:  # what was answered is written before the process goes
+        await asyncio.to_thread(served.capture.close)
     log.info("stopped")
 
 
@@ -153,6 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
                              "rows (no call waits for a batch to fill; 0 or 1: every call alone)")
     parser.add_argument("--grpc-batch-window-ms", type=float, default=6.0, metavar="MS",
                         help="while gRPC calls arrive back to back, a batch waits this long for more (0: never)")
+    parser.add_argument("--revision", help="the revision this server is (in captured records; default: the "
+                        "model's digest)")
+    parser.add_argument("--capture-to", metavar="URI", help="capture inference calls and take feedback labels: "
+                        "file://DIR, a path, or s3://BUCKET/PREFIX (see runtime/capture.py)")
+    parser.add_argument("--capture-format", choices=FORMATS, default="jsonl")
+    parser.add_argument("--capture-sample-rate", type=float, default=1.0, metavar="FRACTION",
+                        help="the share of inference calls captured")
+    parser.add_argument("--capture-queue", type=_at_least_one, default=10_000, metavar="CALLS",
+                        help="calls waiting to be written; more are dropped (and counted in /metrics)")
+    parser.add_argument("--capture-max-bytes", type=_at_least_one, default=64 * 1024 * 1024,
+                        help="a capture file is closed (and published) past this size")
+    parser.add_argument("--capture-max-age", type=float, default=60.0, metavar="SECONDS",
+                        help="… and this long after it was opened")
     parser.add_argument("--no-monitoring", action="store_true", help="do not count inputs into drift sketches")
     parser.add_argument("--inject-error-rate", type=float, default=0.0, metavar="FRACTION",
                         help="answer this fraction of inference requests with 500 (to rehearse a rollback)")
@@ -174,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--header-timeout must be within [1, 60] seconds")
     if args.body_timeout <= 0 or args.body_budget_bytes < args.max_body_bytes:
         parser.error("--body-timeout must be positive and --body-budget-bytes at least --max-body-bytes")
+    if not 0.0 <= args.capture_sample_rate <= 1.0 or args.capture_max_age <= 0:
+        parser.error("--capture-sample-rate must be within [0, 1] and --capture-max-age positive")
     if args.max_batch_rows < 0 or not 0 <= args.grpc_batch_window_ms <= 100:
         parser.error("--max-batch-rows must not be negative and --grpc-batch-window-ms within [0, 100]")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

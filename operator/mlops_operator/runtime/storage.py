@@ -173,3 +173,32 @@ def download_dir(uri: str, dest: Path) -> list[str]:
             raise StorageError(f"{uri}: not found (no objects under this prefix)")
         return copied
     raise StorageError(f"{uri}: download a model directory from s3:// or file://, or serve it from a mounted path")
+
+
+def list_files(uri: str) -> list[str]:
+    """The URIs of the files under a directory URI (s3:// prefix, file:// or a path), sorted; none when it
+    does not exist yet. Files whose name starts with a dot (written aside, not yet published) are left out."""
+    scheme, where = _split(uri)
+    if scheme == "file":
+        root = Path(where)
+        if root.is_file():
+            return [str(root)]
+        return sorted(str(p) for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if scheme != "s3":
+        raise StorageError(f"{uri}: list files under s3://, file:// or a path")
+    bucket, prefix = _bucket_key(uri)
+    prefix = prefix.rstrip("/") + "/" if prefix else ""
+    found: list[str] = []
+    try:
+        for page in _s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            found += [f"s3://{bucket}/{o['Key']}" for o in page.get("Contents", [])
+                      if not o["Key"].endswith("/") and not o["Key"].rsplit("/", 1)[-1].startswith(".")]
+        if not found and prefix:  # the URI may name one object
+            _s3().head_object(Bucket=bucket, Key=prefix.rstrip("/"))
+            found = [uri]
+    except Exception as exc:
+        error = _s3_error(uri, exc)
+        if "not found" in str(error):
+            return []
+        raise error from None
+    return sorted(found)
