@@ -166,6 +166,12 @@ def test_a_full_queue_drops_and_counts_and_refuses_labels(tmp_path: Path) -> Non
     [rev] = report.revisions
     assert rev.task == "regression" and rev.labelled == 2 and rev.sum_squared_error == pytest.approx(1.0 + 0.0)
     assert rev.metric("rmse") == pytest.approx((1 / 2) ** 0.5) and rev.metric("mae") == pytest.approx(0.5)
+    # labels from elsewhere (spec.groundTruth.uri), read after the capture's: the later label for id-1 counts
+    (tmp_path / "truth.csv").write_text("id,label\nid-1,4.0\nid-9,1.0\n")
+    report = join(str(tmp_path), [str(tmp_path / "truth.csv")], None, time.time() + 1)
+    [rev] = report.revisions
+    assert rev.sum_squared_error == pytest.approx(1.0 + 4.0) and rev.sum_error == pytest.approx(-3.0)
+    assert (report.labels, report.duplicate_labels, report.unknown_labels) == (3, 1, 1)
 
 
 def test_feedback_without_capture_is_refused_with_the_reason(server: Served) -> None:

@@ -86,43 +86,76 @@ def _label_rows(items: list[tuple[Any, Any]], ids: list[str], rows: list[int], v
             values.append(label)
 
 
+def _jsonl_labels(raw: bytes, uri: str) -> Any:
+    """A JSON Lines labels file as (id, row, label) columns: pyarrow's reader when every label has one type,
+    else line by line (a file mixing strings and numbers, or scalars and lists)."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.json as pj
+
+    try:
+        table = pj.read_json(io.BytesIO(raw))
+    except pa.ArrowInvalid:
+        table = None
+    if table is not None and "id" in table.column_names and "label" in table.column_names:
+        ids, label = pc.cast(table["id"], pa.string()).combine_chunks(), table["label"].combine_chunks()
+        if pa.types.is_list(label.type):
+            parents = pc.list_parent_indices(label)
+            lengths = pc.list_value_length(label).to_numpy(zero_copy_only=False)
+            starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+            return pd.DataFrame({"id": ids.take(parents).to_pandas(),
+                                 "row": np.arange(len(parents), dtype=np.int64) - starts,
+                                 "label": pc.list_flatten(label).to_pandas()})
+        return pd.DataFrame({"id": ids.to_pandas(), "row": np.zeros(len(ids), dtype=np.int64),
+                             "label": label.to_pandas()})
+    ids_: list[str] = []
+    rows: list[int] = []
+    values: list[Any] = []
+    try:
+        lines = [orjson.loads(line) for line in raw.splitlines() if line.strip()]
+    except orjson.JSONDecodeError as exc:
+        raise QualityError(f"{uri}: not JSON Lines: {exc}") from None
+    _label_rows([(d["id"], d["label"]) for d in lines if isinstance(d, dict) and "id" in d and "label" in d],
+                ids_, rows, values)
+    return pd.DataFrame({"id": ids_, "row": np.asarray(rows, dtype=np.int64), "label": values})
+
+
 def read_labels(uris: list[str]) -> Any:
     """Every label in order (id, row, label), a list label spread over its rows."""
     import pandas as pd
 
-    ids: list[str] = []
-    rows: list[int] = []
-    values: list[Any] = []
+    frames = []
     for uri in uris:
         ext = _ext(uri)
         if ext in ("jsonl", "json"):
-            raw = storage.read_bytes(uri)
-            try:
-                lines = [orjson.loads(line) for line in raw.splitlines() if line.strip()]
-            except orjson.JSONDecodeError as exc:
-                raise QualityError(f"{uri}: not JSON Lines: {exc}") from None
-            _label_rows([(d["id"], d["label"]) for d in lines if isinstance(d, dict) and "id" in d and "label" in d],
-                        ids, rows, values)
+            frames.append(_jsonl_labels(storage.read_bytes(uri), uri))
         elif ext in ("csv", "parquet"):
             raw = storage.read_bytes(uri)
             frame = pd.read_csv(io.BytesIO(raw), dtype={"id": str}) if ext == "csv" else \
                 pd.read_parquet(io.BytesIO(raw))
             if "id" not in frame or "label" not in frame:
                 raise QualityError(f"{uri}: a labels file has columns id and label (it has {', '.join(frame)})")
+            ids: list[str] = []
+            rows: list[int] = []
+            values: list[Any] = []
             _label_rows(list(zip(frame["id"].astype(str), frame["label"], strict=True)), ids, rows, values)
-    return pd.DataFrame({"id": ids, "row": np.asarray(rows, dtype=np.int64), "label": values})
+            frames.append(pd.DataFrame({"id": ids, "row": np.asarray(rows, dtype=np.int64), "label": values}))
+    if not frames:
+        return pd.DataFrame({"id": [], "row": np.asarray([], dtype=np.int64), "label": []})
+    # object columns: labels of different files may have different types (compared as text later)
+    return pd.concat([f.astype({"id": str, "label": object}) for f in frames], ignore_index=True)
 
 
 def _canonical(values: Any) -> Any:
-    """Class labels compared as text, whatever JSON made of them (1, 1.0, "1", True → "1", "1", "1", "True")."""
+    """Class labels compared as text, whatever JSON made of them (1, 1.0, "1" → "1"; True → "True"): each
+    distinct value once (there are few), then spread by its codes."""
     import pandas as pd
 
-    series = pd.Series(values, dtype=object)
-    out = series.astype(str)
-    floats = series.map(lambda v: isinstance(v, float) and v.is_integer())
-    if floats.any():
-        out[floats] = series[floats].map(lambda v: str(int(v)))
-    return out
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=False)
+    text = np.asarray([str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in uniques],
+                      dtype=object)
+    return pd.Series(text[codes] if len(text) else np.asarray([], dtype=object), dtype=object)
 
 
 def revision_quality(rev: str, about: dict[str, Any], predictions: int, truth: Any, predicted: Any) -> RevisionQuality:
