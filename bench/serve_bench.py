@@ -2,7 +2,8 @@
 CPU 0 and the load generator to CPU 1, over loopback:
 
   rest    the iris model (KServe's own example: an SVC, predict about 0.2 ms), one 1x4 FP64 JSON row:
-          mlops serve with and without monitoring and without batching, KServe's ModelServer, MLServer,
+          mlops serve with and without monitoring, without batching and with every call captured (JSON
+          Lines files, and whether any was dropped), KServe's ModelServer, MLServer,
           a bare Starlette + uvicorn endpoint, and granian itself answering a fixed body (the HTTP ceiling); wrk.
   binary  a 30-feature model (scikit-learn's breast-cancer data, logistic regression) with binary
           tensors (Inference-Header-Content-Length) of 1x30, 100x30 and 1000x30 FP32: mlops vs KServe.
@@ -359,6 +360,26 @@ def ceiling(model_dir: Path, body: bytes, header_length: int | None, n: int = 50
         os.sched_setaffinity(0, set(range(os.cpu_count() or 2)))
 
 
+def capture_counts(port: int, timeout: float = 60) -> tuple[float, float, float]:
+    """Calls answered, rows captured and rows dropped, once every answered call is written or dropped."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            values: dict[str, float] = {}
+            for family in text_string_to_metric_families(r.read().decode()):
+                for sample in family.samples:
+                    key = sample.name + "/" + sample.labels.get("kind", "")
+                    values[key] = values.get(key, 0.0) + sample.value
+        answered = values.get("mlops_requests_total/", 0.0)
+        written = values.get("mlops_capture_records_total/prediction", 0.0)
+        dropped = values.get("mlops_capture_dropped_total/prediction", 0.0)
+        if written + dropped >= answered or time.monotonic() > deadline:
+            return answered, written, dropped
+        time.sleep(0.2)
+
+
 def mlops_cmd(model_dir: Path, name: str, port: int, grpc_port: int = 0, *extra: str) -> list[str]:
     return [sys.executable, "-m", "mlops_operator.cli", "serve", "--model-dir", str(model_dir), "--name", name,
             "--host", "127.0.0.1", "--port", str(port), "--grpc-port", str(grpc_port), "--monitoring-port", "0",
@@ -374,6 +395,8 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3, help="rounds over all servers; medians are printed")
+    parser.add_argument("--servers", nargs="*", metavar="PREFIX",
+                        help="REST: only the servers whose name starts with one of these (e.g. 'mlops (')")
     parser.add_argument("--only", nargs="*", choices=("rest", "binary", "grpc"), default=("rest", "binary", "grpc"))
     args = parser.parse_args()
     for tool, package in (("wrk", "wrk"), ("h2load", "nghttp2-client")):
@@ -390,6 +413,7 @@ def main() -> int:
     (work / "granian_noop.py").write_text(GRANIAN_NOOP)
     (work / "grpc_noop.py").write_text(GRPC_NOOP)
     model_dir, pickled = make_model(work)
+    capture_monitoring = free_port()
     json_body = json.dumps(PAYLOAD).encode()
     json_headers = {"Content-Type": "application/json"}
     print(f"# wrk -t1 -c{args.connections} -d{args.duration}s and h2load -c{args.connections} -m8, server on CPU 0, "
@@ -408,6 +432,13 @@ def main() -> int:
                                                 "/v2/health/ready", None),
             "mlops (no batching)": lambda p: (mlops_cmd(model_dir, "iris", p, 0, "--max-batch-rows", "0"),
                                               "/v2/health/ready", None),
+            "mlops (capture 100 %)": lambda p: (mlops_cmd(model_dir, "iris", p, 0, "--capture-to",
+                                                          str(work / "capture"), "--monitoring-port",
+                                                          str(capture_monitoring)), "/v2/health/ready", None),
+            "mlops (capture parquet)": lambda p: (mlops_cmd(model_dir, "iris", p, 0, "--capture-to",
+                                                            str(work / "capture"), "--capture-format", "parquet",
+                                                            "--monitoring-port", str(capture_monitoring)),
+                                                  "/v2/health/ready", None),
             "kserve": lambda p: ([str(kserve_py), str(work / "kserve_server.py"), "iris", str(pickled), str(p),
                                   str(free_port())], "/v2/health/ready", None),
             "mlserver": lambda p: (lambda cmd, env, _: (cmd, "/v2/health/ready", env))(*mlserver(p, free_port())),
@@ -415,7 +446,10 @@ def main() -> int:
                                          "/v2/health/ready", None),
             "granian, fixed answer": lambda p: ([sys.executable, str(work / "granian_noop.py"), str(p)], "tcp:", None),
         }
+        if args.servers:
+            servers = {n: m for n, m in servers.items() if n.startswith(tuple(args.servers))}
         runs: dict[str, list[dict[str, float]]] = {}
+        captured: list[tuple[str, float, float, float]] = []  # per run: answered, captured, dropped
         expected = None
         for round_ in range(args.repeat):
             for name, make in servers.items():
@@ -430,6 +464,8 @@ def main() -> int:
                         if answer != expected:
                             raise RuntimeError(f"{name} answered {answer}, not {expected}")
                     r = wrk(url, json_body, json_headers, work, args.duration, args.connections)
+                    if "capture" in name:
+                        captured.append((name, *capture_counts(capture_monitoring)))
                 finally:
                     stop(proc)
                 runs.setdefault(name, []).append(r)
@@ -440,16 +476,27 @@ def main() -> int:
         print("\nREST, 1x4 FP64 JSON (iris SVC)")
         for name, r in res.items():
             print(f"  {name:24s} {r['rps']:8.0f} req/s   p50 {r['p50']:6.2f} ms   p99 {r['p99']:6.2f} ms")
-        ours = res["mlops (monitoring)"]
+        ours = res.get("mlops (monitoring)")
         print(f"  in-process ceiling       {top:8.0f} req/s (decode, predict, encode, count; no network)")
-        print(f"  mlops (monitoring) = {ours['rps'] / top:.2f} of the ceiling; without batching "
-              f"{res['mlops (no batching)']['rps'] / top:.2f}")
+        if ours and "mlops (no batching)" in res:
+            print(f"  mlops (monitoring) = {ours['rps'] / top:.2f} of the ceiling; without batching "
+                  f"{res['mlops (no batching)']['rps'] / top:.2f}")
         for peer in ("kserve", "mlserver", "bare starlette"):
-            p = res[peer]
-            print(f"  mlops vs {peer:15s} throughput {ours['rps'] / p['rps']:5.2f}x   "
-                  f"p99 {ours['p99'] / p['p99']:5.2f}x")
-        off = res["mlops (no monitoring)"]
-        print(f"  monitoring on vs off: throughput {100 * (ours['rps'] / off['rps'] - 1):+.1f} %")
+            if ours and peer in res:
+                p = res[peer]
+                print(f"  mlops vs {peer:15s} throughput {ours['rps'] / p['rps']:5.2f}x   "
+                      f"p99 {ours['p99'] / p['p99']:5.2f}x")
+        if ours and "mlops (no monitoring)" in res:
+            off = res["mlops (no monitoring)"]
+            print(f"  monitoring on vs off: throughput {100 * (ours['rps'] / off['rps'] - 1):+.1f} %")
+        for name in ("mlops (capture 100 %)", "mlops (capture parquet)"):
+            if ours and name in res:
+                cap = res[name]
+                print(f"  {name[7:-1]:13s} vs off: throughput {100 * (cap['rps'] / ours['rps'] - 1):+.1f} %   "
+                      f"p99 {100 * (cap['p99'] / ours['p99'] - 1):+.1f} %   (goal: within 5 %)")
+        for name, answered, written, dropped in captured:
+            print(f"  {name[7:-1]}: {answered:.0f} calls answered, {written:.0f} rows written, "
+                  f"{dropped:.0f} dropped (queue of 10,000 calls)")
 
     if "binary" in args.only:
         wide_dir, wide_pickled, X = make_wide_model(work)

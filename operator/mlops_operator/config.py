@@ -28,7 +28,7 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, not {raw!r}") from None
 
 
-CHILD_ROLES = ("train", "serve", "storage-init", "analyze", "registry")
+CHILD_ROLES = ("train", "serve", "storage-init", "analyze", "registry", "quality")
 
 
 def _child_resources(raw: str) -> dict[str, Any]:

@@ -143,6 +143,15 @@ def status_tree(md: Obj, runs: Iterable[Obj], policies: Iterable[Obj]) -> str:
     last = s.get("lastAnalysis")
     if last:
         lines.append((1, f"analysis  {last['revision']} {last['verdict']}: {last.get('message', '')}"))
+    live = s.get("liveQuality") or {}
+    if live.get("revisions") or live.get("message"):
+        lines.append((1, f"live quality at {live.get('time', '-')}: {live.get('labels', 0)} labels, "
+                      f"{live.get('unknownLabels', 0)} for unknown ids"
+                      + (f"; last join failed: {live['message']}" if live.get("message") else "")))
+        for r in live.get("revisions") or ():
+            metrics = ", ".join(f"{k} {v:.3f}" for k, v in (r.get("metrics") or {}).items()) or "no labels"
+            lines.append((2, f"{r['revision']}  {metrics}  ({r.get('labelled', 0)} of {r.get('predictions', 0)} "
+                          "rows labelled)"))
     stream = ((md.get("spec") or {}).get("model") or {}).get("fromTrainingRuns") or {}
     serving = (s.get("stable") or {}).get("trainingRun")
     rejected_runs = {h.get("trainingRun") for h in s.get("history") or () if h.get("outcome") in

@@ -26,6 +26,8 @@ MD = {"metadata": {"name": "iris", "namespace": "ns", "creationTimestamp": "2026
       "status": {"stable": {"revision": "bbbb", "trainingRun": "iris-drift-1", "since": "2026-11-22T11:50:00Z"},
                  "trafficSummary": "bbbb 100%",
                  "lastAnalysis": {"revision": "cccc", "verdict": "Failed", "message": "accuracy 0.66 is worse"},
+                 "liveQuality": {"time": "2026-11-22T11:59:30Z", "labels": 130, "unknownLabels": 2, "revisions": [
+                     {"revision": "bbbb", "predictions": 150, "labelled": 120, "metrics": {"accuracy": 0.925}}]},
                  "history": [{"revision": "bbbb", "trainingRun": "iris-drift-1", "outcome": "Promoted"},
                              {"revision": "cccc", "trainingRun": "iris-stump", "outcome": "RolledBack"}],
                  "conditions": [cond("Ready", "True", "Serving"), cond("Available", "True", "Serving"),
@@ -51,6 +53,8 @@ ModelDeployment ns/iris: Ready=True, Available=True, Progressing=False, Degraded
 ├─ stable    bbbb  iris-drift-1  since 2026-11-22T11:50:00Z
 ├─ traffic   bbbb 100%
 ├─ analysis  cccc Failed: accuracy 0.66 is worse
+├─ live quality at 2026-11-22T11:59:30Z: 130 labels, 2 for unknown ids
+│  └─ bbbb  accuracy 0.925  (120 of 150 rows labelled)
 ├─ TrainingRuns of model iris
 │  ├─ iris-v1  Completed  gates Passed  accuracy 0.921
 │  ├─ iris-drift-1  Completed  gates Passed  accuracy 0.947  ← serving

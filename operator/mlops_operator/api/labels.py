@@ -16,6 +16,7 @@ WORKER_OF = f"{GROUP}/workers"  # a distributed run's worker Pods: their headles
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"  # the Job controller's, on an Indexed Job's Pods
 RANK = f"{GROUP}/rank"  # a distributed run on one Job per worker: the worker's rank, on its Job and Pod
 REGISTRY = f"{GROUP}/registry"  # a registry Job: its call (resolve, register, set-alias)
+QUALITY = f"{GROUP}/quality"  # a quality Job (mlops quality): the ModelDeployment whose capture it joins
 REGISTRY_OF = f"{GROUP}/registry-of"  # a registry Job: the TrainingRun or ModelDeployment it calls for
 DRIFT_POLICY = f"{GROUP}/driftpolicy"
 TEMPLATE_HASH = f"{GROUP}/template-hash"  # annotation: the pod template the operator last wrote

@@ -157,6 +157,40 @@ class Traffic(ApiModel):
     """Route traffic with a Gateway API HTTPRoute (when the kind exists in the cluster)."""
 
 
+CAPTURE_URI = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?)$"
+
+
+class PayloadCapture(ApiModel):
+    """Capture of live inference calls (their inputs and the answers), and where feedback labels go."""
+
+    destination: Annotated[str, Field(pattern=CAPTURE_URI, max_length=2048)]
+    """`s3://BUCKET/PREFIX` (with spec.storage's credentials) or `pvc://CLAIM/PATH` (a PersistentVolumeClaim of
+    this namespace, ReadWriteMany when there is more than one Pod). Laid out as `revisions/`, `predictions/REV/`
+    (one record per row served: id, row, time, revision, the features, predict) and `labels/`."""
+    sample_rate: Fraction = "1"
+    """The share of inference calls captured (labels are always kept)."""
+    format: Literal["jsonl", "parquet"] = "jsonl"
+    """Predictions as JSON Lines or Parquet (labels are JSON Lines)."""
+    max_file_bytes: Annotated[int, Field(ge=1024, le=1024**3)] = 64 * 1024 * 1024
+    """A file is closed and published past this size…"""
+    max_file_age_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
+    """… or this long after it was opened (a label can be joined once the prediction's file is published)."""
+    queue: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    """Calls waiting to be written, per Pod; more are dropped and counted (`mlops_capture_dropped_total`)."""
+
+
+class GroundTruth(ApiModel):
+    """The truth for captured predictions, joined to them per revision by an owned Job (`mlops quality`)."""
+
+    uri: Annotated[str, Field(pattern=CAPTURE_URI, max_length=2048)] | None = None
+    """More labels besides the feedback endpoint's (`POST /v2/models/NAME/feedback`): a file or a prefix of
+    files with columns `id`, `label` (`.jsonl`, `.csv`, `.parquet`)."""
+    join_every_seconds: Annotated[int, Field(ge=10, le=86400)] = 60
+    """How often the labels are joined to the predictions (status.liveQuality)."""
+    window_seconds: Annotated[int, Field(ge=60, le=30 * 86400)] = 3600
+    """Predictions made this long before each join are counted."""
+
+
 class ModelDeploymentSpec(ApiModel):
     model: ModelSource
     runtime: Runtime | None = None
@@ -167,6 +201,10 @@ class ModelDeploymentSpec(ApiModel):
     traffic: Traffic | None = None
     storage: StorageAccess | None = None
     revision_history_limit: Annotated[int, Field(ge=0, le=50)] = 2
+    capture: PayloadCapture | None = None
+    ground_truth: GroundTruth | None = None
+    """Join ground-truth labels to captured predictions (needs `capture`): live quality per revision in
+    status.liveQuality."""
 
 
 class RevisionRef(ApiModel):
@@ -212,6 +250,41 @@ class AnalysisResult(ApiModel):
     measurements: dict[str, float] | None = None
 
 
+class RevisionLiveQuality(ApiModel):
+    revision: str
+    predictions: int = 0
+    """Rows this revision answered (captured) in the window."""
+    labelled: int = 0
+    """Of those, the rows a label was received for."""
+    metrics: dict[str, float] | None = None
+    """accuracy (classifiers), rmse and mae (regressors), over the labelled rows."""
+    correct: int | None = None
+    classes: list[str] | None = None
+    confusion: list[list[int]] | None = None
+    """[truth][predicted] over `classes`: mergeable with another window's or revision's."""
+    sum_abs_error: float | None = None
+    sum_squared_error: float | None = None
+
+
+class LiveQuality(ApiModel):
+    """The last join of ground-truth labels to captured predictions (spec.groundTruth)."""
+
+    time: str | None = None
+    """When the joined window ended."""
+    window_seconds: int | None = None
+    labels: int | None = None
+    unknown_labels: int | None = None
+    """Labels for an id no captured prediction has."""
+    duplicate_labels: int | None = None
+    outside_window: int | None = None
+    revisions: list[RevisionLiveQuality] | None = None
+    attempt: str | None = None
+    """When the join under way (or the last one) was started: its Job's name is made from it."""
+    job: str | None = None
+    message: str | None = None
+    """Why the last join failed (it is tried again at the next interval)."""
+
+
 class ModelDeploymentStatus(StatusBase):
     stable: RevisionRef | None = None
     candidate: RevisionRef | None = None
@@ -231,6 +304,7 @@ class ModelDeploymentStatus(StatusBase):
     registry: RegistryStatus | None = None
     """The model registry: the version spec.model.storageUri (models:/…) resolved to, and the promotion's
     alias move."""
+    live_quality: LiveQuality | None = None
     url: str | None = None
     replicas: int | None = None
     """Pods of the stable revision (the scale subresource's status, for an HPA)."""

@@ -32,6 +32,8 @@ EMPTY_DIR_SIZE_LIMIT = "10Gi"  # a trainer's emptyDir volume that names no sizeL
 #   storage-init   58 MiB      0.93        64Mi / 256Mi                100m / 2
 #   analyze        28 MiB      0.53        32Mi / 128Mi                100m / 1100m
 #   registry       (not measured: a urllib client like analyze without its sample; analyze's numbers)
+#   quality        QUALITY_PEAK (bench/quality_bench.py's 1,000,000 labels: the join's peak RSS; it grows with
+#                  the labels and predictions in the window)
 # Memory: the request is the peak; the limit at least twice it, more where a role's use grows with what it
 # is given (a pipeline's components, a larger model or sample, batches under load). CPU: the peak is
 # start-up (imports), so the request is what a steady container needs and the limit twice the peak (a
@@ -43,6 +45,7 @@ DEFAULT_RESOURCES: dict[str, dict[str, dict[str, str]]] = {
     "storage-init": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "2", "memory": "256Mi"}},
     "analyze": {"requests": {"cpu": "100m", "memory": "32Mi"}, "limits": {"cpu": "1100m", "memory": "128Mi"}},
     "registry": {"requests": {"cpu": "100m", "memory": "32Mi"}, "limits": {"cpu": "1100m", "memory": "128Mi"}},
+    "quality": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1536Mi"}},
 }
 if tuple(DEFAULT_RESOURCES) != CHILD_ROLES:  # the roles MLOPS_CHILD_RESOURCES may name
     raise ImportError(f"DEFAULT_RESOURCES has roles {tuple(DEFAULT_RESOURCES)}, not {CHILD_ROLES}")
@@ -107,3 +110,31 @@ def resources(role: str, chosen: Any | None, defaults: Mapping[str, Mapping[str,
 def env_list(env: Iterable[Any] | None) -> list[dict[str, Any]]:
     """The spec's EnvVar models as Kubernetes EnvVar dicts."""
     return [e.wire() for e in env or ()]
+
+
+def call_job(parent: Mapping[str, Any], name: str, own: Mapping[str, str], container: dict[str, Any], *,
+             placement: dict[str, Any], copy_labels: tuple[str, ...] = (),
+             volumes: Iterable[dict[str, Any]] = (), service_account: str | None = None,
+             deadline_seconds: int = 300) -> dict[str, Any]:
+    """A Job that makes one call for the operator and answers in its termination message (a registry call, a
+    quality join): restricted, /tmp its only writable path besides `volumes`, no API token unless it runs as
+    `service_account` (workload identity), tried twice, deleted by the operator once its answer is read."""
+    meta = parent["metadata"]
+    container = {**container, "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"},
+                                               *container.get("volumeMounts", ())],
+                 "securityContext": container_security(), "terminationMessagePolicy": "FallbackToLogsOnError"}
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never", "enableServiceLinks": False, "automountServiceAccountToken": bool(service_account),
+        "securityContext": pod_security(), "containers": [container],
+        "volumes": [{"name": TMP_VOLUME, "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}}, *volumes],
+        **placement,
+    }
+    if service_account:
+        pod_spec["serviceAccountName"] = service_account
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "namespace": meta["namespace"], "labels": labels(parent, own, copy_labels),
+                     "ownerReferences": [owner_reference(parent)]},
+        "spec": {"backoffLimit": 1, "activeDeadlineSeconds": deadline_seconds,
+                 "template": {"metadata": {"labels": labels(parent, own, copy_labels)}, "spec": pod_spec}},
+    }

@@ -34,6 +34,7 @@ PORT, GRPC_PORT, MONITORING_PORT = 8080, 8081, 8082  # REST, gRPC (both routed),
 MODEL_DIR = "/mnt/models"
 AUTH_DIR, TLS_DIR = "/etc/mlops/auth", "/etc/mlops/tls"
 MODEL_VOLUME = "model"
+CAPTURE_DIR, CAPTURE_VOLUME = "/mnt/capture", "capture"
 SERVER = "server"
 
 
@@ -100,6 +101,31 @@ def _model_pod(spec: ModelDeploymentSpec, model_uri: str, digest: str | None, im
     return pod_spec
 
 
+def claim_uri(uri: str, mount: str, volume: str) -> tuple[str, list[tuple[dict[str, Any], dict[str, Any]]]]:
+    """A capture or labels URI as the runtime reads it: `pvc://CLAIM/PATH` becomes `file://MOUNT/PATH` with the
+    claim mounted there (a mount and its volume); any other URI is itself."""
+    if not uri.startswith("pvc://"):
+        return uri, []
+    claim, _, path = uri[len("pvc://"):].partition("/")
+    return f"file://{mount}/{path}".rstrip("/"), [({"name": volume, "mountPath": mount},
+                                                  {"name": volume, "persistentVolumeClaim": {"claimName": claim}})]
+
+
+def _capture(spec: ModelDeploymentSpec, args: list[str],
+             rev: str) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], dict[str, Any]]]]:
+    """The server's capture arguments (appended to `args`), its environment and the volumes it writes to: the
+    destination's claim, or for S3 the spool in /tmp and spec.storage's credentials (the caller's envFrom)."""
+    capture = spec.capture
+    if capture is None:
+        return [], []
+    uri, volumes = claim_uri(capture.destination, CAPTURE_DIR, CAPTURE_VOLUME)
+    args += ["--revision", rev, "--capture-to", uri, "--capture-format", capture.format,
+             "--capture-sample-rate", capture.sample_rate, "--capture-queue", str(capture.queue),
+             "--capture-max-bytes", str(capture.max_file_bytes),
+             "--capture-max-age", str(capture.max_file_age_seconds)]
+    return [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}], volumes
+
+
 def _image(spec: ModelDeploymentSpec, runtime_image: str) -> str:
     return (spec.runtime.image if spec.runtime and spec.runtime.image else None) or runtime_image
 
@@ -124,6 +150,7 @@ def deployment(md: Mapping[str, Any], spec: ModelDeploymentSpec, rev: str, *, mo
     if runtime is not None and runtime.tls is not None:
         secrets.append(("tls", runtime.tls.secret_ref.name, TLS_DIR))
         args += ["--tls-cert", f"{TLS_DIR}/tls.crt", "--tls-key", f"{TLS_DIR}/tls.key"]
+    capture_env, capture_volumes = _capture(spec, args, rev)
     args += list(runtime.args or []) if runtime is not None else []
     image = _image(spec, runtime_image)
     server: dict[str, Any] = {
@@ -131,7 +158,7 @@ def deployment(md: Mapping[str, Any], spec: ModelDeploymentSpec, rev: str, *, mo
         "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
                 *([{"name": ONNX_PROVIDER_ENV, "value": runtime.onnx_execution_provider}]
                   if runtime and runtime.onnx_execution_provider else []),
-                *env_list(runtime.env if runtime else None)],
+                *capture_env, *env_list(runtime.env if runtime else None)],
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"},
                   {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
                   {"name": "monitoring", "containerPort": MONITORING_PORT, "protocol": "TCP"}],
@@ -152,6 +179,12 @@ def deployment(md: Mapping[str, Any], spec: ModelDeploymentSpec, rev: str, *, mo
         pod_spec["volumes"] = [*pod_spec["volumes"],
                                *({"name": v, "secret": {"secretName": name, "defaultMode": 0o440}}
                                  for v, name, _ in secrets)]
+    main = pod_spec["containers"][0]
+    main["volumeMounts"] = [*main["volumeMounts"], *(m for m, _ in capture_volumes)]
+    pod_spec["volumes"] = [*pod_spec["volumes"], *(v for _, v in capture_volumes)]
+    if spec.capture is not None and spec.capture.destination.startswith("s3://") and spec.storage is not None \
+            and spec.storage.secret_ref is not None:  # the server writes to S3 with the namespace's credentials
+        main["envFrom"] = [{"secretRef": {"name": spec.storage.secret_ref.name}}]
     template = {"metadata": {"labels": labels(md, own, copy_labels)}, "spec": pod_spec}
     body: dict[str, Any] = {
         "apiVersion": "apps/v1", "kind": "Deployment",

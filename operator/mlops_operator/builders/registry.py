@@ -13,16 +13,7 @@ from typing import Any
 from ..api import labels as L
 from ..api.registry import MlflowAccess
 from ..api.scheduling import Scheduling
-from .common import (
-    TMP_SIZE_LIMIT,
-    TMP_VOLUME,
-    container_security,
-    labels,
-    owner_reference,
-    pod_security,
-    resources,
-    scheduling,
-)
+from .common import call_job, resources, scheduling
 
 CONTAINER = "mlflow"
 DEADLINE_SECONDS = 300
@@ -32,28 +23,12 @@ def registry_job(parent: Mapping[str, Any], name: str, purpose: str, args: list[
                  runtime_image: str, placement: Scheduling | None = None, copy_labels: tuple[str, ...] = (),
                  defaults: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """One registry call (`mlops mlflow <purpose> <args>`), labelled with its purpose and its owner."""
-    meta = parent["metadata"]
-    own = {L.REGISTRY: purpose, L.REGISTRY_OF: meta["name"]}
     container: dict[str, Any] = {
         "name": CONTAINER, "image": runtime_image, "command": ["mlops"], "args": ["mlflow", purpose, *args],
         "env": [{"name": "MLFLOW_TRACKING_URI", "value": access.tracking_uri}],
-        "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],
-        "securityContext": container_security(),
-        "terminationMessagePolicy": "FallbackToLogsOnError",
         "resources": resources("registry", None, defaults),
     }
     if access.secret_ref is not None:
         container["envFrom"] = [{"secretRef": {"name": access.secret_ref.name}}]
-    pod_spec = {
-        "restartPolicy": "Never", "enableServiceLinks": False, "automountServiceAccountToken": False,
-        "securityContext": pod_security(), "containers": [container],
-        "volumes": [{"name": TMP_VOLUME, "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}}],
-        **scheduling(placement),
-    }
-    return {
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": name, "namespace": meta["namespace"], "labels": labels(parent, own, copy_labels),
-                     "ownerReferences": [owner_reference(parent)]},
-        "spec": {"backoffLimit": 1, "activeDeadlineSeconds": DEADLINE_SECONDS,
-                 "template": {"metadata": {"labels": labels(parent, own, copy_labels)}, "spec": pod_spec}},
-    }
+    return call_job(parent, name, {L.REGISTRY: purpose, L.REGISTRY_OF: parent["metadata"]["name"]}, container,
+                    placement=scheduling(placement), copy_labels=copy_labels, deadline_seconds=DEADLINE_SECONDS)

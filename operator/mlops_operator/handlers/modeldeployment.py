@@ -7,15 +7,19 @@ from __future__ import annotations
 import asyncio
 import datetime
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..api import MODEL_DEPLOYMENT
 from ..api import labels as L
 from ..api.artifacts import ArtifactError
 from ..api.modeldeployment import ModelDeploymentSpec, PodCounters, RevisionRef
+from ..api.quality import parse_quality
 from ..api.reports import AnalysisReport, parse_report
 from ..builders import modeldeployment as build
 from ..builders.common import without_spread
+from ..builders.quality import CONTAINER as QUALITY_CONTAINER
+from ..builders.quality import quality_job
 from ..conditions import FALSE, Cond
 from ..controller import endpoints
 from ..controller.client import DEPLOYMENTS, JOBS, SERVICES, Resource, name_conflict
@@ -24,8 +28,10 @@ from ..controller.store import Body, Key, RefKey
 from ..metrics import REGISTRY
 from ..rollout import analysis as rollout_analysis
 from ..rollout import machine
+from ..rollout import quality as rollout_quality
 from ..rollout import registry as rollout_registry
 from ..rollout import spec as rollout_spec
+from ..rollout.base import job_finished
 from . import pods
 from . import registry as calls_of
 from .context import Ctx
@@ -157,6 +163,16 @@ async def _apply(ctx: Ctx, key: Key, md: Body, spec: ModelDeploymentSpec, plan: 
             await ctx.api.ensure(routes, route, observed is not None)
 
 
+async def _quality(ctx: Ctx, key: Key, md: Body, spec: ModelDeploymentSpec, children: Mapping[str, Mapping[str, Body]],
+                   now: datetime.datetime) -> rollout_quality.Quality:
+    """The live-quality joins decided, from the answers of the quality Jobs that finished."""
+    found = {n: j for n, j in children.get("Job", {}).items() if rollout_quality.is_quality_job(j)}
+    answers = {n: await pods.answer(ctx, key[1], j, QUALITY_CONTAINER, parse_quality, "the quality Job finished "
+                                    "without an answer (its Pod is gone or never ran; see its Events)")
+               for n, j in found.items() if job_finished(j)}
+    return rollout_quality.decide(md, spec, found, answers, now)
+
+
 @dataclass
 class _Fetch:
     """What the rollout decision may ask for (machine.Need), read from the cluster and the pods."""
@@ -206,6 +222,7 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
     route_version = await ctx.api.preferred_version(GATEWAY_GROUP, "httproutes") if wants_route or routed else None
     now = datetime.datetime.now(datetime.UTC)
     calls = rollout_registry.resolve(md, spec, registry_jobs, answers, now)
+    quality = await _quality(ctx, key, md, spec, children, now)
     obs = machine.Observed(deployments=deployments, jobs=jobs, runs=runs, now=now,
                            gateway_api=wants_route and route_version is not None, registry=calls.status)
     plan = await machine.resolve(md, spec, obs, _Fetch(ctx, md, spec, jobs))
@@ -216,17 +233,24 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
     rollout_registry.move_alias(md, spec, RevisionRef.model_validate(stable) if stable else None, runs,
                                 registry_jobs, answers, now, calls)
     plan.status["registry"] = calls.wire()
+    plan.status["liveQuality"] = quality.wire()
     await _apply(ctx, key, md, spec, plan, deployments, services, jobs, route_version)
     if calls.start:
         assert spec.model.mlflow is not None
         await calls_of.start(ctx, key, md, calls.start, spec.model.mlflow,
                              without_spread(spec.runtime.scheduling if spec.runtime else None))
+    s = ctx.settings
+    for name, _, (since, until) in quality.start:
+        job = quality_job(md, spec, name, float(since), float(until), runtime_image=s.runtime_image,
+                          copy_labels=s.copy_labels, defaults=s.child_resources)
+        ctx.store.upsert_child(key, "Job", await ctx.api.create_once(JOBS, job))
     await ctx.write_status(MODEL_DEPLOYMENT, md, plan.conditions, plan.status)
-    await calls_of.delete(ctx, key, calls.delete)  # answers are in status now
-    for reason, message, warning in plan.events + calls.events:
+    await calls_of.delete(ctx, key, calls.delete + quality.delete)  # answers are in status now
+    for reason, message, warning in plan.events + calls.events + quality.events:
         if reason in ROLLOUT_OUTCOMES:
             REGISTRY.rollout(key[1], key[2], reason)
         await ctx.event(MODEL_DEPLOYMENT, md, reason, message, warning)
-    requeue = min((r for r in (plan.requeue_after, calls.requeue_after) if r is not None), default=None)
+    requeue = min((r for r in (plan.requeue_after, calls.requeue_after, quality.requeue_after) if r is not None),
+                  default=None)
     if requeue is not None and ctx.queue is not None:
         ctx.queue.enqueue_after(key, requeue)

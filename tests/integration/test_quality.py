@@ -1,0 +1,89 @@
+"""Live quality on the real cluster and node: a ModelDeployment captures its live calls to S3 (moto), takes
+ground-truth labels on its feedback endpoint, and its owned `mlops quality` Job joins them; the accuracy in
+status equals the one computed here from the labels sent, and the captured files read back equal the calls."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import urllib.request
+from typing import Any
+
+import pandas as pd
+
+from mlops_operator.dev.runner import OperatorThread
+from tests.conftest import S3
+
+from .conftest import Cluster, wait_for
+from .test_modeldeployment import model_deployment, serving_first_version, wait_status
+from .test_trainingrun import iris_data
+
+__all__ = ["iris_data"]  # a fixture used here
+
+
+def post(url: str, body: Any) -> Any:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={
+        "Content-Type": "application/json", "Authorization": "Bearer not-for-the-capture"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def test_captured_calls_and_feedback_labels_give_live_accuracy_in_status(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str
+) -> None:
+    from sklearn.datasets import load_iris
+
+    ns = namespace
+    client = s3.client()
+    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+        client.create_bucket(Bucket="captures")
+    md = model_deployment(capture={"destination": f"s3://captures/{ns}", "maxFileAgeSeconds": 2},
+                          groundTruth={"joinEverySeconds": 10, "windowSeconds": 3600})
+    rev = serving_first_version(cluster, ns, s3, md)
+    pod = next(p for p in cluster.core.list_namespaced_pod(ns, label_selector=f"mlops.dev/revision={rev}").items
+               if p.status.pod_ip and not p.metadata.deletion_timestamp)
+    url = f"http://{pod.status.pod_ip}:8080/v2/models/iris"
+
+    X, y = load_iris(return_X_y=True)
+    sent: dict[str, tuple[list[list[float]], list[int]]] = {}
+    truth: dict[str, list[int]] = {}
+    for i in range(0, 60, 2):  # 30 calls of 1 or 2 rows, half with the client's own id
+        rows = X[i:i + 1 + i % 4 // 2].tolist()
+        body: dict[str, Any] = {"inputs": [{"name": "x", "shape": [len(rows), 4], "datatype": "FP64", "data": rows}]}
+        if i % 4 == 0:
+            body["id"] = f"call-{i}"
+        answer = post(f"{url}/infer", body)
+        sent[answer["id"]] = (rows, answer["outputs"][0]["data"])
+        truth[answer["id"]] = [int(v) for v in y[i:i + len(rows)]]
+    # the truth: iris's own labels, but a third of the calls labelled wrong (a model in trouble)
+    for n, rid in enumerate(sorted(truth)):
+        if n % 3 == 0:
+            truth[rid] = [(t + 1) % 3 for t in truth[rid]]
+    labels: dict[str, Any] = {rid: t if len(t) > 1 else t[0] for rid, t in truth.items()}
+    assert post(f"{url}/feedback", labels | {"never-served": 1}) == {"accepted": len(labels) + 1}
+
+    rows_sent = sum(len(r) for r, _ in sent.values())
+    correct = sum(int(t == p) for rid, (_, pred) in sent.items() for t, p in zip(truth[rid], pred, strict=True))
+    st = wait_status(cluster, ns, lambda s: s if any(
+        r["revision"] == rev and r["labelled"] == rows_sent for r in (s.get("liveQuality") or {}).get("revisions")
+        or ()) else None, "every label joined in status.liveQuality", timeout=180)
+    live = st["liveQuality"]
+    [mine] = [r for r in live["revisions"] if r["revision"] == rev]
+    assert mine["metrics"]["accuracy"] == round(correct / rows_sent, 6) and mine["correct"] == correct
+    assert mine["predictions"] == rows_sent and sum(map(sum, mine["confusion"])) == rows_sent
+    assert live["unknownLabels"] == 1 and live["windowSeconds"] == 3600
+
+    # the captured files, read back from S3: the calls as sent and answered, nothing else
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="captures", Prefix=f"{ns}/predictions/")["Contents"]]
+    captured = pd.concat([pd.read_json(io.BytesIO(client.get_object(Bucket="captures", Key=k)["Body"].read()),
+                                       lines=True, dtype={"id": str}, precise_float=True) for k in keys])
+    assert set(captured.columns) == {"id", "row", "time", "revision", "predict",
+                                     "sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"}
+    assert len(captured) == rows_sent and set(captured["revision"]) == {rev}
+    for rid, (rows, predicted) in sent.items():
+        mine_rows = captured[captured["id"] == rid].sort_values("row")
+        assert mine_rows.iloc[:, 4:8].to_numpy().tolist() == rows and mine_rows["predict"].tolist() == predicted
+    # answered joins are deleted; at most the one under way remains
+    wait_for(lambda: len(cluster.batch.list_namespaced_job(ns, label_selector="mlops.dev/quality").items) <= 1, 60,
+             "answered quality Jobs to be deleted")
