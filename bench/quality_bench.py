@@ -12,14 +12,16 @@ side by side, pinned to one core (and pyarrow to one thread):
   * a peer: the obvious pandas code (`pd.read_json(lines=True)` of every file, `merge`, `crosstab`).
 
 Prints the median time of each, the ratio, and checks that both count the same (the goal: under 10 s for
-1,000,000 labels on one core).
+1,000,000 labels on one core); then runs the Job's command itself as a process, for its peak memory.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,8 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
 from mlops_operator.runtime.quality import join
 
@@ -123,6 +123,12 @@ def main() -> int:
         print(f"{'peer: pd.read_json + merge':<34}{b:>10.2f}{args.labels / b:>14,.0f}")
         print(f"ratio (peer / ours): {b / a:.2f}x; accuracy {correct / labelled:.4f} from both; "
               f"goal < 10 s: {'met' if a < 10 else 'NOT met'}")
+        # the Job's own command, as a process: its peak memory sizes the quality role's defaults
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "mlops_operator.cli", "quality", "--captured", str(root)],
+                       check=True, capture_output=True)
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        print(f"mlops quality as a process: {time.perf_counter() - t:.2f} s with its imports, peak RSS {peak:.0f} MiB")
     return 0
 
 

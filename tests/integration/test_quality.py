@@ -1,6 +1,7 @@
 """Live quality on the real cluster and node: a ModelDeployment captures its live calls to S3 (moto), takes
 ground-truth labels on its feedback endpoint, and its owned `mlops quality` Job joins them; the accuracy in
-status equals the one computed here from the labels sent, and the captured files read back equal the calls."""
+status equals the one computed here from the labels sent, and the captured files read back equal the calls; an
+operator killed while a join runs neither loses nor double-counts a label."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from typing import Any
 
 import pandas as pd
 
+from mlops_operator.api import times
 from mlops_operator.dev.runner import OperatorThread
 from tests.conftest import S3
 
-from .conftest import Cluster, wait_for
+from .conftest import Cluster, OperatorProcess, wait_for
 from .test_modeldeployment import model_deployment, serving_first_version, wait_status
 from .test_trainingrun import iris_data
 
@@ -29,12 +31,8 @@ def post(url: str, body: Any) -> Any:
         return json.loads(resp.read())
 
 
-def test_captured_calls_and_feedback_labels_give_live_accuracy_in_status(
-    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str
-) -> None:
-    from sklearn.datasets import load_iris
-
-    ns = namespace
+def serve_with_capture(cluster: Cluster, ns: str, s3: S3) -> tuple[str, str]:
+    """The first version serving with capture to S3 and joins every 10 s: its revision and inference URL."""
     client = s3.client()
     with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
         client.create_bucket(Bucket="captures")
@@ -43,12 +41,18 @@ def test_captured_calls_and_feedback_labels_give_live_accuracy_in_status(
     rev = serving_first_version(cluster, ns, s3, md)
     pod = next(p for p in cluster.core.list_namespaced_pod(ns, label_selector=f"mlops.dev/revision={rev}").items
                if p.status.pod_ip and not p.metadata.deletion_timestamp)
-    url = f"http://{pod.status.pod_ip}:8080/v2/models/iris"
+    return rev, f"http://{pod.status.pod_ip}:8080/v2/models/iris"
+
+
+def traffic(url: str) -> tuple[dict[str, tuple[list[list[float]], list[int]]], dict[str, list[int]]]:
+    """30 calls of 1 or 2 iris rows (half with the client's own id) and their labels sent back, a third of them
+    wrong (a model in trouble), plus one for an id never served: the calls (rows, answers) and labels by id."""
+    from sklearn.datasets import load_iris
 
     X, y = load_iris(return_X_y=True)
     sent: dict[str, tuple[list[list[float]], list[int]]] = {}
     truth: dict[str, list[int]] = {}
-    for i in range(0, 60, 2):  # 30 calls of 1 or 2 rows, half with the client's own id
+    for i in range(0, 60, 2):
         rows = X[i:i + 1 + i % 4 // 2].tolist()
         body: dict[str, Any] = {"inputs": [{"name": "x", "shape": [len(rows), 4], "datatype": "FP64", "data": rows}]}
         if i % 4 == 0:
@@ -56,25 +60,38 @@ def test_captured_calls_and_feedback_labels_give_live_accuracy_in_status(
         answer = post(f"{url}/infer", body)
         sent[answer["id"]] = (rows, answer["outputs"][0]["data"])
         truth[answer["id"]] = [int(v) for v in y[i:i + len(rows)]]
-    # the truth: iris's own labels, but a third of the calls labelled wrong (a model in trouble)
     for n, rid in enumerate(sorted(truth)):
         if n % 3 == 0:
             truth[rid] = [(t + 1) % 3 for t in truth[rid]]
     labels: dict[str, Any] = {rid: t if len(t) > 1 else t[0] for rid, t in truth.items()}
     assert post(f"{url}/feedback", labels | {"never-served": 1}) == {"accepted": len(labels) + 1}
+    return sent, truth
 
+
+def joined(cluster: Cluster, ns: str, rev: str, rows: int) -> dict[str, Any]:
+    """status.liveQuality once the revision's `rows` are all labelled."""
+    st = wait_status(cluster, ns, lambda s: s if any(
+        r["revision"] == rev and r["labelled"] == rows for r in (s.get("liveQuality") or {}).get("revisions")
+        or ()) else None, "every label joined in status.liveQuality", timeout=180)
+    return dict(st["liveQuality"])
+
+
+def test_captured_calls_and_feedback_labels_give_live_accuracy_in_status(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str
+) -> None:
+    ns = namespace
+    rev, url = serve_with_capture(cluster, ns, s3)
+    sent, truth = traffic(url)
     rows_sent = sum(len(r) for r, _ in sent.values())
     correct = sum(int(t == p) for rid, (_, pred) in sent.items() for t, p in zip(truth[rid], pred, strict=True))
-    st = wait_status(cluster, ns, lambda s: s if any(
-        r["revision"] == rev and r["labelled"] == rows_sent for r in (s.get("liveQuality") or {}).get("revisions")
-        or ()) else None, "every label joined in status.liveQuality", timeout=180)
-    live = st["liveQuality"]
+    live = joined(cluster, ns, rev, rows_sent)
     [mine] = [r for r in live["revisions"] if r["revision"] == rev]
     assert mine["metrics"]["accuracy"] == round(correct / rows_sent, 6) and mine["correct"] == correct
     assert mine["predictions"] == rows_sent and sum(map(sum, mine["confusion"])) == rows_sent
     assert live["unknownLabels"] == 1 and live["windowSeconds"] == 3600
 
     # the captured files, read back from S3: the calls as sent and answered, nothing else
+    client = s3.client()
     keys = [o["Key"] for o in client.list_objects_v2(Bucket="captures", Prefix=f"{ns}/predictions/")["Contents"]]
     captured = pd.concat([pd.read_json(io.BytesIO(client.get_object(Bucket="captures", Key=k)["Body"].read()),
                                        lines=True, dtype={"id": str}, precise_float=True) for k in keys])
@@ -87,3 +104,35 @@ def test_captured_calls_and_feedback_labels_give_live_accuracy_in_status(
     # answered joins are deleted; at most the one under way remains
     wait_for(lambda: len(cluster.batch.list_namespaced_job(ns, label_selector="mlops.dev/quality").items) <= 1, 60,
              "answered quality Jobs to be deleted")
+
+
+def test_an_operator_killed_while_a_join_runs_counts_every_label_once(
+    cluster: Cluster, operator_process: OperatorProcess, sp_namespace: str, s3: S3, iris_data: str
+) -> None:
+    ns = sp_namespace
+    operator_process.start()
+    rev, url = serve_with_capture(cluster, ns, s3)
+    sent, truth = traffic(url)
+    rows_sent = sum(len(r) for r, _ in sent.values())
+    posted = times.now()
+    # a join started after the labels went in, killed before its answer is read; the Job finishes meanwhile
+    started = wait_status(cluster, ns, lambda s: s if ((s.get("liveQuality") or {}).get("job") and
+                                                       s["liveQuality"]["attempt"] >= posted) else None,
+                          "a join started after the labels", timeout=60)["liveQuality"]
+    operator_process.kill()
+    wait_for(lambda: cluster.batch.read_namespaced_job(started["job"], ns).status.succeeded, 120,
+             "the join Job to finish while no operator runs")
+    operator_process.start()
+    live = joined(cluster, ns, rev, rows_sent)
+    # every label once: none lost with the killed operator, none added twice by the one after it
+    assert (live["labels"], live["duplicateLabels"], live["unknownLabels"]) == (rows_sent + 1, 0, 1)
+    correct = sum(int(t == p) for rid, (_, pred) in sent.items() for t, p in zip(truth[rid], pred, strict=True))
+    [mine] = [r for r in live["revisions"] if r["revision"] == rev]
+    assert mine["correct"] == correct and mine["labelled"] == rows_sent == mine["predictions"]
+    # a client retrying the same labels: each still counts once (the repeats are reported)
+    labels = {rid: t if len(t) > 1 else t[0] for rid, t in truth.items()}
+    assert post(f"{url}/feedback", labels)["accepted"] == len(labels)
+    again = wait_status(cluster, ns, lambda s: s if (s.get("liveQuality") or {}).get("duplicateLabels") == rows_sent
+                        else None, "the repeated labels joined", timeout=120)["liveQuality"]
+    [mine] = [r for r in again["revisions"] if r["revision"] == rev]
+    assert again["labels"] == rows_sent + 1 and mine["correct"] == correct

@@ -32,8 +32,8 @@ EMPTY_DIR_SIZE_LIMIT = "10Gi"  # a trainer's emptyDir volume that names no sizeL
 #   storage-init   58 MiB      0.93        64Mi / 256Mi                100m / 2
 #   analyze        28 MiB      0.53        32Mi / 128Mi                100m / 1100m
 #   registry       (not measured: a urllib client like analyze without its sample; analyze's numbers)
-#   quality        QUALITY_PEAK (bench/quality_bench.py's 1,000,000 labels: the join's peak RSS; it grows with
-#                  the labels and predictions in the window)
+#   quality        692 MiB, 1 core at 1,000,000 labels and predictions (bench/quality_bench.py: `mlops quality`'s
+#                  peak RSS; it grows with the window) → 256Mi / 1536Mi, 250m / 1
 # Memory: the request is the peak; the limit at least twice it, more where a role's use grows with what it
 # is given (a pipeline's components, a larger model or sample, batches under load). CPU: the peak is
 # start-up (imports), so the request is what a steady container needs and the limit twice the peak (a
