@@ -18,7 +18,8 @@ from mlops_operator.dev.runner import OperatorThread
 from tests.conftest import S3
 
 from .conftest import Cluster, OperatorProcess, wait_for
-from .test_modeldeployment import model_deployment, serving_first_version, wait_status
+from .test_driftpolicy import DP, RETRAIN, policy
+from .test_modeldeployment import cond, model_deployment, serving_first_version, wait_status
 from .test_trainingrun import iris_data
 
 __all__ = ["iris_data"]  # a fixture used here
@@ -136,3 +137,35 @@ def test_an_operator_killed_while_a_join_runs_counts_every_label_once(
                         else None, "the repeated labels joined", timeout=120)["liveQuality"]
     [mine] = [r for r in again["revisions"] if r["revision"] == rev]
     assert again["labels"] == rows_sent + 1 and mine["correct"] == correct
+
+
+def test_falling_live_accuracy_makes_the_drift_policy_retrain(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str
+) -> None:
+    ns = namespace
+    rev, url = serve_with_capture(cluster, ns, s3)
+    dp = policy("iris-quality", RETRAIN)
+    dp["spec"]["performance"] = {"metric": "accuracy", "threshold": "0.9", "minLabels": 20}
+    cluster.create(dp, ns)
+    wait_for(lambda: cond(cluster.get(DP, ns, "iris-quality").get("status") or {}, "PerformanceDrifted").get("reason")
+             == "InsufficientLabels", 60, "no verdict before any label")
+    sent, truth = traffic(url)  # a third of the labels disagree with the model: the concept moved
+    rows = sum(len(r) for r, _ in sent.values())
+    correct = sum(int(t == p) for rid, (_, pred) in sent.items() for t, p in zip(truth[rid], pred, strict=True))
+    def degraded() -> Any:
+        p = cluster.get(DP, ns, "iris-quality")
+        return p if cond(p.get("status") or {}, "PerformanceDrifted").get("status") == "True" else None
+
+    found = wait_for(degraded, 180, "the policy to find the live accuracy degraded",
+                     show=lambda: cluster.get(DP, ns, "iris-quality").get("status"))
+    perf = found["status"]["lastPerformance"]
+    assert perf["revision"] == rev and perf["labelled"] == rows and perf["verdict"] == "Degraded"
+    assert perf["value"] == round(correct / rows, 6) < 0.9 and perf["limit"] == 0.9
+    assert "live accuracy" in cond(found["status"], "PerformanceDrifted")["message"]
+    # the same Retrain action as data drift: one TrainingRun of the stream, owned by the policy
+    run = wait_for(lambda: next(iter(cluster.custom.list_namespaced_custom_object(
+        "mlops.dev", "v1alpha1", ns, "trainingruns", label_selector="mlops.dev/driftpolicy=iris-quality")["items"]),
+        None), 60, "the retrain TrainingRun")
+    assert run["metadata"]["name"] == "iris-quality-1" and run["spec"]["model"] == "iris"
+    assert [r["name"] for r in found["status"].get("retrains") or cluster.get(DP, ns, "iris-quality")["status"]
+            ["retrains"]] == ["iris-quality-1"]

@@ -40,6 +40,22 @@ class HealthMonitors(ApiModel):
     max_p99_latency_ms: Annotated[int, Field(ge=1)] | None = None
 
 
+class PerformanceCheck(ApiModel):
+    """Concept drift: the stable revision's live quality (its ModelDeployment's status.liveQuality, from
+    ground-truth labels joined to captured predictions) judged against a floor, or against its training."""
+
+    _exactly_one_of = (("threshold", "max_drop_from_training"),)
+    metric: Literal["accuracy", "rmse", "mae"]
+    """accuracy for a classifier (higher is better), rmse or mae for a regressor (lower is better)."""
+    threshold: Decimal_ | None = None
+    """Degraded when accuracy falls below it (rmse, mae: rise above it)."""
+    max_drop_from_training: Decimal_ | None = None
+    """Degraded when the live metric is this much worse than the one its TrainingRun measured on held-out
+    data (a drop for accuracy, a rise for rmse and mae)."""
+    min_labels: Annotated[int, Field(ge=1)] = 100
+    """No verdict before this many labelled rows of the stable revision (PerformanceDrifted=Unknown)."""
+
+
 class Retrain(ApiModel):
     template: TrainingRunSpec
     """The TrainingRun spec created on drift; its model must be the stream the target follows."""
@@ -65,6 +81,8 @@ class DriftPolicySpec(ApiModel):
     """Fraction of checked features that must drift for the model to count as drifted."""
     correction: Literal["bonferroni", "none"] = "none"
     health: HealthMonitors | None = None
+    performance: PerformanceCheck | None = None
+    """Retrain on falling live quality too (the same action, cooldown and caps as data drift)."""
     action: Action | None = None
     per_feature_metrics: bool = False
     """Export one gauge per feature on the operator's /metrics (the verdict and the share always are)."""
@@ -92,6 +110,22 @@ class Evaluation(ApiModel):
     """Which service-health monitor failed, with the numbers (spec.health)."""
 
 
+class PerformanceResult(ApiModel):
+    """The last judgement of live quality (spec.performance)."""
+
+    time: str | None = None
+    """When the labels it judged were joined (status.liveQuality.time of the ModelDeployment)."""
+    revision: str
+    metric: str
+    value: float | None = None
+    labelled: int = 0
+    limit: float | None = None
+    """The value past which the revision is degraded (the threshold, or training's metric with the drop)."""
+    training: float | None = None
+    verdict: Literal["Degraded", "WithinLimits", "InsufficientLabels"]
+    message: str = ""
+
+
 class RetrainRecord(ApiModel):
     name: str
     created: str
@@ -103,3 +137,4 @@ class DriftPolicyStatus(StatusBase):
     drifted_features: str | None = None
     retrains: list[RetrainRecord] | None = None
     next_retrain_possible: str | None = None
+    last_performance: PerformanceResult | None = None

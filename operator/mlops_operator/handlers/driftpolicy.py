@@ -18,7 +18,7 @@ from ..controller import endpoints
 from ..controller.client import CONFIGMAPS, controller_uid, name_conflict
 from ..controller.errors import InvalidSpec, Retry
 from ..controller.store import Body, Key, RefKey
-from ..drift import decide
+from ..drift import decide, performance
 from ..drift import evaluate as drift_evaluate
 from ..drift import retrain as drift_retrain
 from ..drift import spec as drift_spec
@@ -128,6 +128,13 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
 
     fields: dict[str, Any] = {"lastEvaluation": evaluation.wire(),
                               "driftedFeatures": ", ".join(decide.drifted_features(evaluation)) or None}
+    judged_quality = None
+    if spec.performance is not None:
+        run = ctx.store.get((TRAINING_RUN.kind, key[1], stable.get("trainingRun") or ""))
+        judged_quality = performance.judge(spec.performance, md_status.get("liveQuality"), stable["revision"],
+                                           performance.training_metric(run, spec.performance.metric))
+        fields["lastPerformance"] = judged_quality.wire()
+    degraded = judged_quality is not None and judged_quality.verdict == "Degraded"
     blocked = None
     action = spec.action
     if action is not None and action.type == "Retrain" and action.retrain is not None:
@@ -137,18 +144,22 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
                  if any(o.get("uid") == uid for o in r["metadata"].get("ownerReferences") or ())}
         records = [RetrainRecord.model_validate(r) for r in status.get("retrains") or ()]
         plan = drift_retrain.decide(key[2], action.retrain, records, owned, md_status,
-                                    evaluation.verdict == "Drifted", now)
+                                    evaluation.verdict == "Drifted" or degraded, now)
         runs = resource(TRAINING_RUN)
         for name in plan.delete:
             await ctx.api.delete(runs, key[1], name)
         if plan.create is not None and plan.create not in owned:
             await ctx.api.create_once(runs, build.retrain_run(body, spec, plan.create, evaluation))
+            why = [decide.drifted_condition(evaluation, None).message] if evaluation.verdict == "Drifted" else []
+            why += [judged_quality.message] if judged_quality is not None and degraded else []
             await ctx.event(DRIFT_POLICY, body, "Retraining", f"created TrainingRun {plan.create}: "
-                            f"{decide.drifted_condition(evaluation, None).message}", warning=True)
+                            f"{'; '.join(why)}", warning=True)
         blocked = plan.blocked
         fields["retrains"] = [r.wire() for r in plan.records] or None
         fields["nextRetrainPossible"] = plan.next_possible
     conditions = decide.conditions(spec, stable["revision"], len(snapshots), evaluation, blocked)
+    if judged_quality is not None:
+        conditions.append(performance.condition(judged_quality, blocked if degraded else None))
     try:
         await ctx.write_status(DRIFT_POLICY, body, conditions, fields)
     except Retry:
