@@ -20,7 +20,7 @@ from tests.conftest import S3
 from .conftest import Cluster, OperatorProcess, wait_for
 from .test_driftpolicy import DP, RETRAIN, policy
 from .test_modeldeployment import cond, model_deployment, serving_first_version, wait_status
-from .test_trainingrun import iris_data
+from .test_trainingrun import iris_data, training_run
 
 __all__ = ["iris_data"]  # a fixture used here
 
@@ -105,6 +105,16 @@ def test_captured_calls_and_feedback_labels_give_live_accuracy_in_status(
     # answered joins are deleted; at most the one under way remains
     wait_for(lambda: len(cluster.batch.list_namespaced_job(ns, label_selector="mlops.dev/quality").items) <= 1, 60,
              "answered quality Jobs to be deleted")
+
+    # production data to train on: the labelled captured rows after the base dataset, read by the trainer
+    cluster.create(training_run("iris-from-capture", model="iris", gates=[], dataset={
+        "fromCapture": {"uri": f"s3://captures/{ns}", "sinceSeconds": 3600, "plus": "s3://data/iris.csv"},
+        "targetColumn": "target"}), ns)
+    cluster.wait_condition("TrainingRun", ns, "iris-from-capture", "True", type_="Succeeded", timeout=240)
+    record = cluster.get("TrainingRun", ns, "iris-from-capture")["status"]["reproducibility"]
+    assert (record["capturedRows"], record["baseRows"], record["datasetRows"]) == (rows_sent, 150, 150 + rows_sent)
+    assert record["datasetUri"] == f"s3://captures/{ns}" and record["capturedFileCount"] == len(keys)
+    assert all(f.startswith(f"predictions/{rev}/") for f in record["capturedFiles"])
 
 
 def test_an_operator_killed_while_a_join_runs_counts_every_label_once(

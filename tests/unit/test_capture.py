@@ -3,7 +3,9 @@ with pandas and pyarrow, the join's numbers against an independent computation."
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -177,3 +179,42 @@ def test_a_full_queue_drops_and_counts_and_refuses_labels(tmp_path: Path) -> Non
 def test_feedback_without_capture_is_refused_with_the_reason(server: Served) -> None:
     status, body = server.request("POST", "/v2/models/iris/feedback", {"a": 1})
     assert status == 404 and "spec.capture" in body["error"]
+
+
+def test_a_training_set_from_labelled_captured_rows_and_a_base(tmp_path: Path, iris: tuple[Path, Any, Any, str]
+                                                                ) -> None:
+    """`mlops train` with dataset.fromCapture: the labelled captured rows (the last label counting), after the
+    base dataset, recorded with the files read and the rows from each."""
+    from sklearn.datasets import load_iris
+
+    frame = load_iris(as_frame=True).frame
+    features = list(frame.columns[:-1])
+    dest = tmp_path / "capture"
+    capture = Capture(f"file://{dest}", model="iris", revision="r1", features=features, task="classification",
+                      classes=[0, 1, 2], predict_type="INT64", registry=CollectorRegistry(), pod="p")
+    capture.start()
+    for i in range(0, 150, 3):  # 50 calls of one row; labels for 40 of them, 5 of those corrected later
+        row = frame.iloc[i]
+        capture.offer(f"c{i}", {f: np.asarray([row[f]]) for f in features}, np.asarray([0]), 1)
+    assert capture.feedback([(f"c{i}", 2) for i in range(0, 120, 3)])
+    assert capture.feedback([(f"c{i}", int(frame["target"][i])) for i in range(0, 120, 3)])
+    capture.close()
+    base = tmp_path / "base.csv"
+    frame.iloc[1::3].to_csv(base, index=False)
+    out = subprocess.run([sys.executable, "-m", "mlops_operator.cli", "train"], capture_output=True, text=True, env={
+        **os.environ, "MLOPS_ESTIMATOR": "sklearn.tree.DecisionTreeClassifier", "MLOPS_TARGET_COLUMN": "target",
+        "MLOPS_OUTPUT_URI": f"file://{tmp_path / 'model'}", "MLOPS_DATASET_FROM_CAPTURE": json.dumps(
+            {"uri": f"file://{dest}", "sinceSeconds": 3600, "plus": str(base)})})
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)["data"]
+    assert (data["rows"], data["capturedRows"], data["baseRows"]) == (50 + 40, 40, 50)
+    assert data["capturedFileCount"] == 1 and data["capturedFiles"][0].startswith("predictions/r1/p-")
+    # the digest is of the table trained on: the base rows, then the captured ones with their last labels
+    expected = pd.concat([frame.iloc[1::3], frame.iloc[0:120:3]], ignore_index=True)
+    assert data["digest"] == "sha256:" + hashlib.sha256(expected.to_csv(index=False).encode()).hexdigest()
+    # a window before the calls: nothing to train on, said so
+    out = subprocess.run([sys.executable, "-m", "mlops_operator.cli", "train"], capture_output=True, text=True, env={
+        **os.environ, "MLOPS_ESTIMATOR": "sklearn.tree.DecisionTreeClassifier", "MLOPS_TARGET_COLUMN": "target",
+        "MLOPS_OUTPUT_URI": f"file://{tmp_path / 'model2'}", "MLOPS_DATASET_FROM_CAPTURE": json.dumps(
+            {"uri": f"file://{tmp_path / 'nothing'}"})})
+    assert out.returncode == 1 and "dataset.fromCapture" in out.stderr and "no captured predictions" in out.stderr

@@ -5,6 +5,7 @@ into (the join itself runs for real in test_capture.py, the whole on the real cl
 from __future__ import annotations
 
 import datetime
+import json
 from typing import Any
 
 from mlops_operator.api import labels as L
@@ -129,3 +130,26 @@ def test_the_server_captures_with_the_namespaces_credentials_and_the_join_job_is
     assert {"name": "labels", "mountPath": "/mnt/labels", "readOnly": True} in c["volumeMounts"]
     assert c["securityContext"]["readOnlyRootFilesystem"] and not pod["automountServiceAccountToken"]
     assert j["metadata"]["labels"][L.QUALITY] == "iris" and j["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+
+
+def test_a_training_run_from_capture_tells_the_trainer_and_refuses_unlabelled_rows() -> None:
+    from mlops_operator.api.trainingrun import TrainingRunSpec
+    from mlops_operator.builders.trainingrun import training_job
+    from mlops_operator.training.spec import check as check_run
+
+    raw = {"model": "iris", "trainer": {"estimator": "sklearn.tree.DecisionTreeClassifier"},
+           "dataset": {"fromCapture": {"uri": "s3://captures/iris", "sinceSeconds": 86400,
+                                       "plus": "s3://data/iris.csv"}, "targetColumn": "target"}}
+    spec = TrainingRunSpec.model_validate(raw)
+    assert check_run(spec) == []
+    run = {"apiVersion": "mlops.dev/v1alpha1", "kind": "TrainingRun",
+           "metadata": {"name": "iris-q-1", "namespace": "ns", "uid": "u-2"}, "spec": raw}
+    env = {e["name"]: e.get("value") for e in training_job(run, spec, runtime_image="runtime:1",
+                                                             artifact_root="s3://models")["spec"]["template"]
+           ["spec"]["containers"][0]["env"]}
+    assert "MLOPS_DATASET_URI" not in env and env["MLOPS_TARGET_COLUMN"] == "target"
+    assert json.loads(env["MLOPS_DATASET_FROM_CAPTURE"]) == {"uri": "s3://captures/iris", "sinceSeconds": 86400,
+                                                              "labelled": True, "plus": "s3://data/iris.csv"}
+    raw["dataset"]["fromCapture"]["labelled"] = False
+    assert check_run(TrainingRunSpec.model_validate(raw)) == [
+        "spec.dataset.fromCapture.labelled: must be true (a row is trained on with its label)"]

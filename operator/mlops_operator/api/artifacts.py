@@ -162,6 +162,12 @@ class DataRecord(_Schema):
     uri: str
     digest: Annotated[str, Field(pattern=r"^sha256:[a-f0-9]{64}$")]
     rows: Annotated[int, Field(ge=0)]
+    captured_files: list[str] | None = Field(None, alias="capturedFiles", max_length=8)
+    """A training set assembled from captured calls: the newest of the capture files it read (at most 8)."""
+    captured_file_count: int | None = Field(None, alias="capturedFileCount")
+    captured_rows: int | None = Field(None, alias="capturedRows")
+    """… the labelled captured rows in it, and the rows of the base dataset (`plus`)."""
+    base_rows: int | None = Field(None, alias="baseRows")
 
 
 class DataCheckReport(_Schema):

@@ -73,9 +73,26 @@ class Pipeline(ApiModel):
     """Pipeline parameters."""
 
 
+class FromCapture(ApiModel):
+    """A training set from production: a ModelDeployment's captured calls that received a ground-truth label
+    (spec.capture, spec.groundTruth), assembled by the trainer (the operator never reads storage)."""
+
+    uri: Annotated[str, Field(pattern=r"^(s3|file)://.+|^/.+", max_length=2048)]
+    """The capture destination: `s3://…` as in spec.capture.destination, or, for a PVC, the path where
+    spec.trainer.volumes mounts it."""
+    since_seconds: Annotated[int, Field(ge=60, le=366 * 86400)] = 7 * 86400
+    """Calls made this long before the run started."""
+    labelled: bool = True
+    """Only labelled rows (the label becomes the target column); must be true."""
+    plus: Annotated[str, Field(pattern=r"^(s3|file|https?)://.+|^/.+", max_length=2048)] | None = None
+    """A base dataset (csv or parquet, the same columns) the captured rows are added to."""
+
+
 class Dataset(ApiModel):
-    uri: Annotated[str, Field(pattern=r"^(s3|file|https?)://.+|^/.+", max_length=2048)]
+    _exactly_one_of = (("uri", "from_capture"),)
+    uri: Annotated[str, Field(pattern=r"^(s3|file|https?)://.+|^/.+", max_length=2048)] | None = None
     """`s3://`, `file://`, `http(s)://` or a mounted path."""
+    from_capture: FromCapture | None = None
     version: Annotated[str, Field(max_length=253)] | None = None
     format: Literal["csv", "parquet"] | None = None
     """Inferred from the file name when not given."""
@@ -253,6 +270,12 @@ class Reproducibility(ApiModel):
     dataset_digest: str | None = None
     """sha256 of the dataset's bytes as the trainer read them (what `datasetVersion` only names)."""
     dataset_rows: int | None = None
+    captured_files: list[str] | None = None
+    """A training set from captured calls (dataset.fromCapture): the newest capture files read (at most 8), how
+    many there were, the labelled captured rows and the base dataset's rows."""
+    captured_file_count: int | None = None
+    captured_rows: int | None = None
+    base_rows: int | None = None
     reference_profile: str | None = None
     """The previous version's profile the data checks compared the training set with."""
     params: Params | None = None

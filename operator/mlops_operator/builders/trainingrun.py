@@ -102,8 +102,12 @@ def _contract_env(run: Mapping[str, Any], spec: TrainingRunSpec, artifact_root: 
         {"name": "MLOPS_OUTPUT_URI", "value": output_uri(run, spec, artifact_root)},
         {"name": "MLOPS_SEED", "value": str(spec.seed)},
     ]
-    if spec.dataset is not None:
+    if spec.dataset is not None and spec.dataset.uri is not None:
         env.append({"name": "MLOPS_DATASET_URI", "value": spec.dataset.uri})
+    if spec.dataset is not None and spec.dataset.from_capture is not None:
+        env.append({"name": "MLOPS_DATASET_FROM_CAPTURE",
+                    "value": json.dumps(spec.dataset.from_capture.wire(), sort_keys=True)})
+    if spec.dataset is not None:
         if spec.dataset.version:
             env.append({"name": "MLOPS_DATASET_VERSION", "value": spec.dataset.version})
         if spec.dataset.format:

@@ -220,6 +220,57 @@ def join(captured: str, extra_labels: list[str], since: float | None, until: flo
     return report
 
 
+def _rows_of(uri: str, raw: bytes) -> Any:
+    """Every column of one predictions file."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(io.BytesIO(raw)) if _ext(uri) == "parquet" else pj.read_json(io.BytesIO(raw))
+    except pa.ArrowInvalid as exc:
+        raise QualityError(f"{uri}: {exc}") from None
+    return table.to_pandas()
+
+
+def training_set(captured: str, since: float, target: str, plus: Any = None) -> tuple[Any, dict[str, Any]]:
+    """The labelled captured rows of calls made since `since` (epoch seconds) as a training table: the features
+    (by name, in the newest revision's order) and `target` (the label); `plus`, a base DataFrame with the same
+    columns, goes first. With what was read: files (the newest 8 named), captured rows, base rows."""
+    import pandas as pd
+
+    base = captured.rstrip("/")
+    abouts = sorted((orjson.loads(storage.read_bytes(u)) for u in storage.list_files(f"{base}/{REVISIONS}")
+                     if u.endswith(".json")), key=lambda a: str(a.get("revision")))
+    files = [u for u in storage.list_files(f"{base}/{PREDICTIONS}") if _ext(u) in ("jsonl", "parquet")]
+    label_files = storage.list_files(f"{base}/{LABELS}")
+    frames = [_rows_of(u, storage.read_bytes(u)) for u in files]
+    if not frames or not abouts:
+        raise QualityError(f"{captured}: no captured predictions (predictions/ and revisions/ under it)")
+    rows = pd.concat(frames, ignore_index=True)
+    rows = rows[rows["time"] >= since].drop_duplicates(["id", "row"], keep="last")
+    labels = read_labels(label_files).drop_duplicates(["id", "row"], keep="last")
+    joined = rows.merge(labels, on=["id", "row"], how="inner")
+    newest = max(abouts, key=lambda a: float(rows[rows["revision"] == a.get("revision")]["time"].max()
+                                             if (rows["revision"] == a.get("revision")).any() else -1.0))
+    features, columns = list(newest["features"]), list(newest.get("columns") or newest["features"])
+    for c in columns:
+        if c not in joined:
+            joined[c] = np.nan  # a revision with fewer features: missing, for the data checks to judge
+    table = joined[columns].set_axis(features, axis=1)
+    table[target] = joined["label"].to_numpy()
+    if plus is not None:
+        missing = [c for c in [*features, target] if c not in plus.columns]
+        if missing:
+            raise QualityError(f"the base dataset has no column {', '.join(map(repr, missing))} "
+                               f"(the captured rows have {', '.join([*features, target])})")
+        table = pd.concat([plus[[*features, target]], table], ignore_index=True)
+    table = table.infer_objects()
+    names = [f"{PREDICTIONS}/" + u.rsplit(f"/{PREDICTIONS}/", 1)[-1] for u in files]
+    return table, {"captured_files": names[-8:], "captured_file_count": len(files), "captured_rows": len(joined),
+                   "base_rows": len(plus) if plus is not None else None}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlops quality", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -178,6 +178,9 @@ def load_estimator(path: str, params: dict[str, Any], seed: int) -> Any:
         raise TrainError(f"params for {path}: {exc}") from None
 
 
+CAPTURED = "captured:"  # a dataset argument naming a fromCapture spec (JSON) instead of a URI
+
+
 def load_dataset(uri: str, fmt: str | None = None) -> tuple[Any, DataRecord]:
     """The table, and the record of what was read (the content digest of its bytes, its rows)."""
     import pandas as pd
@@ -189,6 +192,23 @@ def load_dataset(uri: str, fmt: str | None = None) -> tuple[Any, DataRecord]:
     except Exception as exc:  # pandas raises many kinds: all mean "this is not a readable table"
         raise TrainError(f"dataset {uri}: cannot be read as {fmt}: {exc}") from None
     return df, sdk.data_record(uri, data, len(df))
+
+
+def load_captured(spec: str, target: str) -> tuple[Any, DataRecord]:
+    """A training set from captured calls and their labels (MLOPS_DATASET_FROM_CAPTURE, a TrainingRun's
+    dataset.fromCapture), with its record: the digest is of the assembled table as CSV (what was trained on),
+    and the files and rows it came from."""
+    from .quality import QualityError, training_set
+
+    try:
+        wanted = json.loads(spec)
+        plus = load_dataset(wanted["plus"])[0] if wanted.get("plus") else None
+        table, read = training_set(wanted["uri"], time.time() - float(wanted.get("sinceSeconds", 7 * 86400)),
+                                   target, plus)
+    except (QualityError, KeyError, ValueError) as exc:
+        raise TrainError(f"dataset.fromCapture: {exc}") from None
+    record = sdk.data_record(wanted["uri"], table.to_csv(index=False).encode(), len(table))
+    return table, record.model_copy(update=read)
 
 
 def metrics_for(task: str, model: Any, X: Any, y: Any) -> dict[str, float]:
@@ -230,7 +250,11 @@ def train(estimator_path: str, dataset_uri: str, output_uri: str, *, target: str
     if workers.size > 1 and not xgb:
         raise TrainError(f"estimator {estimator_path} trains on one worker; across {workers.size} workers the "
                          "built-in trainer trains xgboost.XGBClassifier or xgboost.XGBRegressor")
-    df, record = load_dataset(dataset_uri, fmt)
+    if dataset_uri.startswith(CAPTURED):
+        df, record = load_captured(dataset_uri[len(CAPTURED):], target or "label")
+        dataset_uri = record.uri
+    else:
+        df, record = load_dataset(dataset_uri, fmt)
     target = target or str(df.columns[-1])
     if target not in df.columns:
         raise TrainError(f"dataset {dataset_uri}: no column {target!r} (columns: {', '.join(map(str, df.columns))})")
@@ -290,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-size", type=float, default=float(env.get("MLOPS_TEST_SIZE", "0.25")))
     args = parser.parse_args(argv)
     try:
+        if not args.dataset and env.get("MLOPS_DATASET_FROM_CAPTURE"):
+            args.dataset = CAPTURED + env["MLOPS_DATASET_FROM_CAPTURE"]
         missing = [f"--{n}" for n in ("estimator", "dataset", "output") if not getattr(args, n)]
         if missing:
             raise TrainError(f"missing {', '.join(missing)} (or MLOPS_ESTIMATOR / MLOPS_DATASET_URI / "

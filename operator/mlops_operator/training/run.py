@@ -60,7 +60,8 @@ def _inputs(spec: TrainingRunSpec, reference: str | None = None) -> dict[str, An
     if reference:
         record["referenceProfile"] = reference
     if spec.dataset is not None:
-        record["datasetUri"] = spec.dataset.uri
+        record["datasetUri"] = spec.dataset.uri or (spec.dataset.from_capture.uri if spec.dataset.from_capture
+                                                    else None)
         if spec.dataset.version:
             record["datasetVersion"] = spec.dataset.version
     return record
@@ -71,6 +72,8 @@ def _reproducibility(status: Mapping[str, Any], spec: TrainingRunSpec,
     record = dict(status.get("reproducibility") or _inputs(spec))
     if data is not None:  # what the trainer read: the content behind the URI (and version) the spec names
         record.update(datasetDigest=data.digest, datasetRows=data.rows)
+        record.update({k: v for k, v in data.model_dump(by_alias=True, include={
+            "captured_files", "captured_file_count", "captured_rows", "base_rows"}).items() if v is not None})
     if pod is not None:
         term = _terminated(pod)
         if term.get("image"):

@@ -62,6 +62,11 @@ def check(spec: TrainingRunSpec, prefix: str = "spec") -> list[str]:
         if size > MAX_INLINE_PIPELINE:
             errors.append(f"{prefix}.pipeline.inline: {size} bytes is too large to keep in the object "
                           f"(at most {MAX_INLINE_PIPELINE}); put the pipeline in a ConfigMap and use configMapKeyRef")
+    capture = spec.dataset.from_capture if spec.dataset is not None else None
+    if capture is not None and not capture.labelled:
+        errors.append(f"{prefix}.dataset.fromCapture.labelled: must be true (a row is trained on with its label)")
+    if capture is not None and spec.dataset is not None and spec.dataset.format is not None:
+        errors.append(f"{prefix}.dataset.format: applies to dataset.uri (captured files name their own format)")
     errors += _check_distributed(spec, prefix)
     if spec.sweep is not None:
         errors += check_sweep(spec.sweep, f"{prefix}.sweep")
