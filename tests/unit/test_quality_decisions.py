@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from mlops_operator.api import labels as L
+from mlops_operator.api import times
 from mlops_operator.api.artifacts import ArtifactError
 from mlops_operator.api.modeldeployment import ModelDeploymentSpec
 from mlops_operator.api.quality import QualityReport, RevisionQuality
@@ -153,3 +154,87 @@ def test_a_training_run_from_capture_tells_the_trainer_and_refuses_unlabelled_ro
     raw["dataset"]["fromCapture"]["labelled"] = False
     assert check_run(TrainingRunSpec.model_validate(raw)) == [
         "spec.dataset.fromCapture.labelled: must be true (a row is trained on with its label)"]
+
+
+# -- a canary judged on live quality (analysis.liveQuality) ---------------------------------------------
+
+def quality_canary(**live_quality: Any) -> Any:
+    from dataclasses import dataclass
+
+    from mlops_operator.api.modeldeployment import LiveQuality
+    from tests.unit.test_rollout import ANALYSIS, World, report, run, side, stream
+
+    @dataclass
+    class QualityWorld(World):
+        joined: dict[str, Any] | None = None
+        """status.liveQuality as the join left it."""
+
+        def observed(self) -> Any:
+            obs = super().observed()
+            obs.live_quality = LiveQuality.model_validate(self.joined) if self.joined else None
+            return obs
+
+    spec = stream(strategy={"type": "Canary", "canary": {"steps": [{"weight": 50, "pauseSeconds": 10}]}},
+                  replicas=2, analysis={**ANALYSIS, "liveQuality": {"metric": "accuracy", "minLabels": 50,
+                                                                    "maxDegradation": "0.02", **live_quality}},
+                  capture={"destination": "s3://captures/iris"}, groundTruth={"joinEverySeconds": 10})
+    w = QualityWorld(spec=spec, runs=[run(1)], report=report())
+    w.settle()
+    w.runs.append(run(2))
+    w.report = report(side(), side())
+    return w
+
+
+def joined_at(w: Any, seconds_after_step: float, cand: tuple[int, float], stable: tuple[int, float]) -> None:
+    stamp = times.stamp(times.parse(w.status["stepSince"]) + datetime.timedelta(seconds=seconds_after_step))
+    w.joined = {"time": stamp, "revisions": [
+        {"revision": w.status["candidate"]["revision"], "labelled": cand[0], "metrics": {"accuracy": cand[1]}},
+        {"revision": w.status["stable"]["revision"], "labelled": stable[0], "metrics": {"accuracy": stable[1]}}]}
+
+
+def test_a_canary_waits_for_labels_then_is_promoted_when_its_live_accuracy_holds() -> None:
+    from tests.unit.test_rollout import counters
+
+    w = quality_canary()
+    w.live = counters(0)
+    w.settle(4)
+    assert w.status["currentStep"] == 0
+    cand = w.status["candidate"]["revision"]
+    joined_at(w, 5, (80, 0.95), (90, 0.90))  # a join from within the pause: not the step's
+    w.live = counters(100)
+    w.step(11)
+    assert w.cond("Progressing")["reason"] == "WaitingForLabels" and "candidate" in w.status
+    joined_at(w, 12, (20, 0.95), (90, 0.90))  # after the step, too few labels of the candidate: still waiting
+    w.step(2)
+    assert w.cond("Progressing")["reason"] == "WaitingForLabels"
+    joined_at(w, 14, (60, 0.95), (90, 0.90))
+    w.settle(3)
+    assert w.status["stable"]["revision"] == cand
+    measured = w.status["history"][-1]["message"] + w.status["lastAnalysis"]["message"]
+    assert "live accuracy 0.95 over 60 labels against the stable revision's 0.9" in measured
+    assert w.status["lastAnalysis"]["measurements"]["live_accuracy"] == 0.95
+
+
+def test_a_canary_worse_on_live_labels_or_never_labelled_is_rolled_back() -> None:
+    from tests.unit.test_rollout import counters
+
+    w = quality_canary()
+    w.live = counters(0)
+    w.settle(4)
+    stable = w.status["stable"]["revision"]
+    joined_at(w, 12, (60, 0.80), (90, 0.90))
+    w.live = counters(100)
+    w.step(13)
+    assert w.cond("Progressing")["reason"] == "RolledBack" and w.services["iris"] == stable
+    assert "live accuracy 0.8 over 60 labels" in w.cond("Progressing")["message"]
+
+    w = quality_canary(maxWaitSeconds=30)
+    w.live = counters(0)
+    w.settle(4)
+    joined_at(w, 12, (3, 0.99), (90, 0.90))
+    w.live = counters(100)
+    w.step(20)
+    assert w.cond("Progressing")["reason"] == "WaitingForLabels"
+    w.step(25)  # 40 s after the step: past maxWaitSeconds with 3 labels: it fails, never passes by default
+    assert w.cond("Progressing")["reason"] == "RolledBack"
+    assert "candidate has 3 labelled rows after 30 s, fewer than minLabels 50" in w.cond("Progressing")["message"]

@@ -119,6 +119,19 @@ class CompareToStable(ApiModel):
     """How much worse than the stable revision the candidate may be."""
 
 
+class LiveQualityAnalysis(ApiModel):
+    """Judge a canary on labelled live traffic: the candidate against the stable revision over the same window
+    (since the candidate started), from the joins of spec.groundTruth."""
+
+    metric: Literal["accuracy", "rmse", "mae"]
+    min_labels: Annotated[int, Field(ge=1)] = 100
+    """Labelled rows of the candidate needed for a verdict (the stable revision's too); fewer waits."""
+    max_degradation: Fraction = "0"
+    """How much worse than the stable revision the candidate may be (accuracy lower, rmse or mae higher)."""
+    max_wait_seconds: Annotated[int, Field(ge=0, le=86400)] = 600
+    """Still too few labels this long after a step's pause ended: the step fails (it never passes by default)."""
+
+
 class Prometheus(ApiModel):
     address: Annotated[str, Field(pattern=r"^https?://.+", max_length=2048)]
 
@@ -133,6 +146,8 @@ class Analysis(ApiModel):
     """Minimum fraction of successful requests, e.g. "0.99"."""
     max_p99_latency_ms: Annotated[int, Field(ge=1, le=600000)] | None = None
     compare_to_stable: CompareToStable | None = None
+    live_quality: LiveQualityAnalysis | None = None
+    """A canary's steps judged on live quality too (needs spec.groundTruth)."""
     prometheus: Prometheus | None = None
     """Read live traffic's counters from this Prometheus (which scrapes the pods' /metrics, labelling
     series with namespace and pod) instead of scraping the pods' monitoring endpoints directly."""
@@ -272,6 +287,9 @@ class LiveQuality(ApiModel):
     time: str | None = None
     """When the joined window ended."""
     window_seconds: int | None = None
+    since: str | None = None
+    """Where the joined window began: windowSeconds before `time`, or when the canary's candidate started (both
+    revisions are then judged on the same window)."""
     labels: int | None = None
     unknown_labels: int | None = None
     """Labels for an id no captured prediction has."""

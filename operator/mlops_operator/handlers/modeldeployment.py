@@ -224,7 +224,8 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
     calls = rollout_registry.resolve(md, spec, registry_jobs, answers, now)
     quality = await _quality(ctx, key, md, spec, children, now)
     obs = machine.Observed(deployments=deployments, jobs=jobs, runs=runs, now=now,
-                           gateway_api=wants_route and route_version is not None, registry=calls.status)
+                           gateway_api=wants_route and route_version is not None, registry=calls.status,
+                           live_quality=quality.status)
     plan = await machine.resolve(md, spec, obs, _Fetch(ctx, md, spec, jobs))
     if plan.needs is not None:  # the world moved while we looked: look again shortly
         raise Retry(f"still waiting for the {plan.needs.what.value} of revision "

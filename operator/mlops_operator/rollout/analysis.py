@@ -3,14 +3,17 @@ scraped from the candidate's pods (diffed against the counters when the window b
 
 from __future__ import annotations
 
+import datetime
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from ..api import times
 from ..api.artifacts import LATENCY_BUCKETS
-from ..api.modeldeployment import Analysis, PodCounters
+from ..api.modeldeployment import Analysis, LiveQuality, LiveQualityAnalysis, PodCounters
+from ..api.quality import HIGHER_IS_BETTER
 from ..api.reports import LOWER_IS_BETTER, AnalysisReport
 
 
@@ -209,3 +212,55 @@ def counters_from_prometheus(answers: Mapping[str, Any]) -> dict[str, PodCounter
             running.append(int(held) if held is not None else (running[-1] if running else 0))
         out[pod].latency = [running[0]] + [max(0, b - a) for a, b in itertools.pairwise(running)]
     return out
+
+
+# -- live quality (analysis.liveQuality): the joins of ground-truth labels, candidate against stable
+
+def judge_quality(check: LiveQualityAnalysis, live: LiveQuality | None, candidate: str, stable: str | None,
+                  due: datetime.datetime, now: datetime.datetime) -> Verdict | None:
+    """The candidate's live quality against the stable revision's over the same window, from a join made after
+    the step ended (`due`); None to wait for one, or for `minLabels`, until `maxWaitSeconds` past `due`: then the
+    step fails (too few labels never passes)."""
+    give_up = due + datetime.timedelta(seconds=check.max_wait_seconds)
+    joined = times.parse_or_none(live.time) if live is not None else None
+    if live is None or joined is None or joined < due:
+        if now < give_up:
+            return None
+        return Verdict(False, f"live quality: no join of the labels since the step ended ({check.max_wait_seconds} s "
+                              "ago; see status.liveQuality)")
+    revisions = {r.revision: r for r in live.revisions or ()}
+    mine, theirs = revisions.get(candidate), revisions.get(stable) if stable else None
+    short = [f"{who} has {r.labelled if r else 0} labelled rows" for who, r in (("candidate", mine),
+                                                                               ("stable", theirs))
+             if (who == "candidate" or stable) and (r is None or r.labelled < check.min_labels)]
+    if short:
+        if now < give_up:
+            return None
+        return Verdict(False, f"live quality: {' and '.join(short)} after {check.max_wait_seconds} s, fewer "
+                              f"than minLabels {check.min_labels}",
+                       {"liveLabels": float(mine.labelled if mine else 0)})
+    assert mine is not None
+    metric = check.metric
+    ours = (mine.metrics or {}).get(metric)
+    if ours is None:
+        return Verdict(False, f"live quality: the candidate's labels give no {metric} "
+                              f"({', '.join(mine.metrics or {}) or 'none'})")
+    m = {"liveLabels": float(mine.labelled), f"live_{metric}": ours}
+    if theirs is None:
+        return Verdict(True, f"live {metric} {_num(ours)} over {mine.labelled} labels", m)
+    base = (theirs.metrics or {}).get(metric)
+    if base is None:
+        return Verdict(False, f"live quality: the stable revision's labels give no {metric}")
+    m[f"live_{metric}_stable"] = base
+    worse = (base - ours) if HIGHER_IS_BETTER[metric] else (ours - base)
+    allowed = float(Decimal(check.max_degradation))
+    text = (f"live {metric} {_num(ours)} over {mine.labelled} labels against the stable revision's {_num(base)} "
+            f"over {theirs.labelled} (at most {_num(allowed)} worse)")
+    return Verdict(worse <= allowed + 1e-12, text, m)
+
+
+def both(first: Verdict, second: Verdict) -> Verdict:
+    """Two verdicts of one step: passed when both passed, the failures' messages first."""
+    failed = [v.message for v in (first, second) if not v.passed]
+    return Verdict(not failed, "; ".join(failed or [first.message, second.message]),
+                   {**first.measurements, **second.measurements})

@@ -19,6 +19,7 @@ from ..api.artifacts import ArtifactError
 from ..api.modeldeployment import (
     AnalysisResult,
     HistoryEntry,
+    LiveQuality,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     PodCounters,
@@ -70,6 +71,8 @@ class Observed:
     """Whether the Gateway API's HTTPRoute kind exists in the cluster (found through discovery)."""
     registry: RegistryStatus | None = None
     """What the model registry said of a models:/ storageUri (rollout/registry.py, this reconcile)."""
+    live_quality: LiveQuality | None = None
+    """The last join of ground-truth labels to captured predictions (rollout/quality.py, this reconcile)."""
 
 
 @dataclass

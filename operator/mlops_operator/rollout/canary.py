@@ -43,10 +43,24 @@ class Canary:
             r.requeue((due - r.obs.now).total_seconds())
             return
         if analysis is not None:
+            quality = None
+            if analysis.live_quality is not None:
+                stable = r.st.stable.revision if r.st.stable is not None else None
+                quality = judge.judge_quality(analysis.live_quality, r.obs.live_quality, cand.revision, stable, due,
+                                              r.obs.now)
+                if quality is None:  # a join after the step, or enough labels: waited for
+                    give_up = due + datetime.timedelta(seconds=analysis.live_quality.max_wait_seconds)
+                    r.progress = Cond("Progressing", TRUE, "WaitingForLabels",
+                                      f"step {i + 1} of {len(steps)}: waiting for {analysis.live_quality.min_labels} "
+                                      f"labelled rows of candidate {cand.revision} (until {times.stamp(give_up)})")
+                    r.requeue(5)
+                    return
             if r.obs.live is None:
                 r.plan.needs = Needed(Need.LIVE, cand.revision)
                 return
             verdict = judge.judge_live(analysis, r.st.baseline or {}, r.obs.live)
+            if quality is not None:
+                verdict = judge.both(verdict, quality)
             r.record(cand, verdict, f"step {i + 1}")
             if not verdict.passed:
                 failures = (r.st.analysis_failures or 0) + 1

@@ -46,11 +46,14 @@ def is_quality_job(job: Mapping[str, Any]) -> bool:
     return L.QUALITY in (job["metadata"].get("labels") or {})
 
 
-def window(spec: ModelDeploymentSpec, attempt: str) -> tuple[float, float]:
-    """The [since, until) of the predictions a join started at `attempt` counts (epoch seconds)."""
+def window(spec: ModelDeploymentSpec, attempt: str, candidate_since: str | None = None) -> tuple[float, float]:
+    """The [since, until) of the predictions a join started at `attempt` counts (epoch seconds): windowSeconds,
+    or from when a canary's candidate started, so that both revisions are judged on the same window."""
     assert spec.ground_truth is not None
     end = times.parse(attempt).timestamp()
-    return end - spec.ground_truth.window_seconds, end
+    start = end - spec.ground_truth.window_seconds
+    started = times.parse_or_none(candidate_since)
+    return (max(start, started.timestamp()) if started is not None and started.timestamp() < end else start), end
 
 
 def revision_quality(q: Any) -> RevisionLiveQuality:
@@ -67,6 +70,9 @@ def decide(md: Mapping[str, Any], spec: ModelDeploymentSpec, jobs: Mapping[str, 
         return Quality(delete=list(jobs))
     st = LiveQuality.model_validate(raw) if raw else LiveQuality()
     calls = Quality(status=st)
+    strategy = spec.strategy.type if spec.strategy is not None else "BlueGreen"
+    canary = (md.get("status") or {}).get("candidate") if strategy == "Canary" else None
+    candidate_since = (canary or {}).get("since")
     every = spec.ground_truth.join_every_seconds
     answer = answers.get(st.job) if st.job is not None else None
     if isinstance(answer, ArtifactError):
@@ -75,6 +81,8 @@ def decide(md: Mapping[str, Any], spec: ModelDeploymentSpec, jobs: Mapping[str, 
     elif answer is not None:
         assert st.attempt is not None
         st.time, st.window_seconds, st.message = st.attempt, spec.ground_truth.window_seconds, None
+        st.since = times.stamp(datetime.datetime.fromtimestamp(answer.since, datetime.UTC)) \
+            if answer.since is not None else None
         st.labels, st.unknown_labels = answer.labels, answer.unknown_labels
         st.duplicate_labels, st.outside_window = answer.duplicate_labels, answer.outside_window
         st.revisions = [revision_quality(q) for q in answer.revisions]
@@ -82,14 +90,15 @@ def decide(md: Mapping[str, Any], spec: ModelDeploymentSpec, jobs: Mapping[str, 
         st.job = None  # answered: read once
     if st.job is not None:
         if st.job not in jobs:  # started just now (not seen yet), or deleted by someone: made again by name
-            calls.start.append((st.job, "quality", [str(x) for x in window(spec, st.attempt or times.stamp(now))]))
+            calls.start.append((st.job, "quality", [str(x) for x in window(spec, st.attempt or times.stamp(now),
+                                                                            candidate_since)]))
         calls.requeue(RETRY_SECONDS)
     else:
         wait = until(st.attempt, every, now)
         if wait <= 0:
             st.attempt = times.stamp(now)
             st.job = job_name(md, st.attempt)
-            calls.start.append((st.job, "quality", [str(x) for x in window(spec, st.attempt)]))
+            calls.start.append((st.job, "quality", [str(x) for x in window(spec, st.attempt, candidate_since)]))
             calls.requeue(RETRY_SECONDS)
         else:
             calls.requeue(wait)

@@ -69,6 +69,8 @@ def check(spec: ModelDeploymentSpec) -> list[str]:
         errors += check_scheduling(spec.runtime.scheduling, "spec.runtime.scheduling")
     if spec.analysis is not None:
         errors += check_scheduling(spec.analysis.scheduling, "spec.analysis.scheduling")
+    if spec.analysis is not None and spec.analysis.live_quality is not None and spec.ground_truth is None:
+        errors.append("spec.analysis.liveQuality: needs spec.groundTruth (and spec.capture): the labels it judges")
     if spec.ground_truth is not None and spec.capture is None:
         errors.append("spec.groundTruth: needs spec.capture (the predictions the labels are joined to)")
 
