@@ -19,7 +19,7 @@ from tests.conftest import S3
 
 from .conftest import Cluster, OperatorProcess, wait_for
 from .test_driftpolicy import DP, RETRAIN, policy
-from .test_modeldeployment import cond, model_deployment, serving_first_version, wait_status
+from .test_modeldeployment import cond, model_deployment, serving_first_version, status, train, wait_status
 from .test_trainingrun import iris_data, training_run
 
 __all__ = ["iris_data"]  # a fixture used here
@@ -179,3 +179,58 @@ def test_falling_live_accuracy_makes_the_drift_policy_retrain(
     assert run["metadata"]["name"] == "iris-quality-1" and run["spec"]["model"] == "iris"
     assert [r["name"] for r in found["status"].get("retrains") or cluster.get(DP, ns, "iris-quality")["status"]
             ["retrains"]] == ["iris-quality-1"]
+
+
+def test_a_canary_is_judged_on_live_labels_promoted_when_it_holds_rolled_back_when_worse(
+    cluster: Cluster, operator: OperatorThread, namespace: str, s3: S3, iris_data: str
+) -> None:
+    from sklearn.datasets import load_iris
+
+    ns = namespace
+    client = s3.client()
+    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+        client.create_bucket(Bucket="captures")
+    analysis = {"intervalSeconds": 1, "durationSeconds": 2, "successRate": "0.9",
+                "liveQuality": {"metric": "accuracy", "minLabels": 20, "maxDegradation": "0.1",
+                                "maxWaitSeconds": 120}}
+    md = model_deployment(replicas=2, analysis=analysis, capture={
+        "destination": f"s3://captures/{ns}", "maxFileAgeSeconds": 1}, groundTruth={"joinEverySeconds": 10},
+        strategy={"type": "Canary", "canary": {"steps": [{"weight": 50, "pauseSeconds": 5}]}})
+    rev1 = serving_first_version(cluster, ns, s3, md)
+    X, y = load_iris(return_X_y=True)
+
+    def labelled_traffic(rev: str, wrong_for: str | None) -> Any:
+        """Calls to every pod of both revisions, and their labels (all wrong for `wrong_for`'s answers),
+        until the canary step is decided."""
+        pods = [p for p in cluster.core.list_namespaced_pod(ns, label_selector="mlops.dev/modeldeployment=iris")
+                .items if p.status.pod_ip and not p.metadata.deletion_timestamp]
+        for i in range(0, 150, 5):
+            for p in pods:
+                revision = p.metadata.labels["mlops.dev/revision"]
+                answer = post(f"http://{p.status.pod_ip}:8080/v2/models/iris/infer", {"inputs": [
+                    {"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [X[i].tolist()]}]})
+                truth = int(y[i]) if revision != wrong_for else (answer["outputs"][0]["data"][0] + 1) % 3
+                post(f"http://{p.status.pod_ip}:8080/v2/models/iris/feedback", {answer["id"]: truth})
+        s = status(cluster, ns)
+        return s if (s.get("stable") or {}).get("revision") == rev or any(
+            h.get("revision") == rev and h.get("outcome") == "RolledBack" for h in s.get("history") or ()) else None
+
+    train(cluster, ns, "iris-v2", params={"n_estimators": 30})
+    st = wait_status(cluster, ns, lambda s: s if s.get("currentStep") == 0 else None, "the canary step")
+    rev2 = st["candidate"]["revision"]
+    st = wait_for(lambda: labelled_traffic(rev2, None), 240, "the canary judged on its labels",
+                  show=lambda: status(cluster, ns).get("conditions"))
+    assert st["stable"]["revision"] == rev2, st.get("history")
+    measured = st["lastAnalysis"]["measurements"]
+    assert measured["liveLabels"] >= 20 and measured["live_accuracy"] >= measured["live_accuracy_stable"] - 0.1
+    assert "live accuracy" in st["lastAnalysis"]["message"]
+
+    train(cluster, ns, "iris-v3", params={"n_estimators": 40})
+    st = wait_status(cluster, ns, lambda s: s if s.get("currentStep") == 0 and s["candidate"]["revision"] != rev2
+                     else None, "the next canary step")
+    rev3 = st["candidate"]["revision"]
+    st = wait_for(lambda: labelled_traffic(rev3, rev3), 240, "the worse canary judged on its labels",
+                  show=lambda: status(cluster, ns).get("conditions"))
+    assert st["stable"]["revision"] == rev2 and rev1 != rev2
+    rolled = next(h for h in st["history"] if h.get("revision") == rev3)
+    assert rolled["outcome"] == "RolledBack" and "live accuracy 0 over" in rolled["message"]
