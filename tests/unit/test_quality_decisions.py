@@ -158,7 +158,7 @@ def test_a_training_run_from_capture_tells_the_trainer_and_refuses_unlabelled_ro
 
 # -- a canary judged on live quality (analysis.liveQuality) ---------------------------------------------
 
-def quality_canary(**live_quality: Any) -> Any:
+def quality_canary(strategy: dict[str, Any] | None = None, **live_quality: Any) -> Any:
     from dataclasses import dataclass
 
     from mlops_operator.api.modeldeployment import LiveQuality
@@ -174,7 +174,7 @@ def quality_canary(**live_quality: Any) -> Any:
             obs.live_quality = LiveQuality.model_validate(self.joined) if self.joined else None
             return obs
 
-    spec = stream(strategy={"type": "Canary", "canary": {"steps": [{"weight": 50, "pauseSeconds": 10}]}},
+    spec = stream(strategy=strategy or {"type": "Canary", "canary": {"steps": [{"weight": 50, "pauseSeconds": 10}]}},
                   replicas=2, analysis={**ANALYSIS, "liveQuality": {"metric": "accuracy", "minLabels": 50,
                                                                     "maxDegradation": "0.02", **live_quality}},
                   capture={"destination": "s3://captures/iris"}, groundTruth={"joinEverySeconds": 10})
@@ -238,3 +238,27 @@ def test_a_canary_worse_on_live_labels_or_never_labelled_is_rolled_back() -> Non
     w.step(25)  # 40 s after the step: past maxWaitSeconds with 3 labels: it fails, never passes by default
     assert w.cond("Progressing")["reason"] == "RolledBack"
     assert "candidate has 3 labelled rows after 30 s, fewer than minLabels 50" in w.cond("Progressing")["message"]
+
+
+def test_a_blue_green_promotion_worse_on_live_labels_than_the_one_it_replaced_goes_back() -> None:
+    from tests.unit.test_rollout import counters
+
+    w = quality_canary(strategy={"type": "BlueGreen", "blueGreen": {"previewReplicas": 1,
+                                                                     "scaleDownDelaySeconds": 300}})
+    w.live = counters(0)
+    w.settle(4)
+    new, old = w.status["stable"]["revision"], w.status["previous"]["revision"]
+    promoted = times.parse(w.status["stable"]["since"])
+
+    def joined(seconds: float, mine: tuple[int, float], theirs: tuple[int, float]) -> None:
+        w.joined = {"time": times.stamp(promoted + datetime.timedelta(seconds=seconds)), "revisions": [
+            {"revision": new, "labelled": mine[0], "metrics": {"accuracy": mine[1]}},
+            {"revision": old, "labelled": theirs[0], "metrics": {"accuracy": theirs[1]}}]}
+
+    joined(5, (60, 0.93), (200, 0.94))  # within maxDegradation: kept
+    w.step(6)
+    assert w.status["stable"]["revision"] == new and w.status["previous"]["revision"] == old
+    joined(20, (120, 0.70), (200, 0.94))  # the promoted one is worse on the labels: traffic goes back
+    w.step(15)
+    assert w.status["stable"]["revision"] == old and new in w.status["rejected"]
+    assert "live accuracy 0.7 over 120 labels" in w.cond("Progressing")["message"]

@@ -228,6 +228,15 @@ class _Decision(Rollout):
         revision, which is still running until scaleDownDelaySeconds."""
         st, analysis, now = self.st, self.spec.analysis, self.obs.now
         assert analysis is not None and st.stable is not None
+        if analysis.live_quality is not None and st.previous is not None:
+            # the promoted revision's live labels against those of the one it replaced (in the same join)
+            promoted = times.parse_or_none(st.stable.since) or now
+            quality = judge.judge_quality(analysis.live_quality, self.obs.live_quality, st.stable.revision,
+                                          st.previous.revision, promoted, now)
+            if quality is not None and not quality.passed:
+                self.record(st.stable, quality, "live quality after the promotion")
+                self.return_to_previous(quality.message)
+                return
         since = times.parse_or_none(st.step_since)
         due = since + datetime.timedelta(seconds=analysis.interval_seconds) if since else now
         if self.obs.live is None:
