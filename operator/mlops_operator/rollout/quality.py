@@ -20,7 +20,7 @@ from ..api import labels as L
 from ..api import times
 from ..api.artifacts import ArtifactError
 from ..api.modeldeployment import LiveQuality, ModelDeploymentSpec, RevisionLiveQuality
-from ..api.quality import QualityReport
+from ..api.quality import QualityReport, RevisionQuality
 from ..api.registry import Calls, until
 from ..builders.common import short_hash
 
@@ -56,7 +56,7 @@ def window(spec: ModelDeploymentSpec, attempt: str, candidate_since: str | None 
     return (max(start, started.timestamp()) if started is not None and started.timestamp() < end else start), end
 
 
-def revision_quality(q: Any) -> RevisionLiveQuality:
+def revision_quality(q: RevisionQuality) -> RevisionLiveQuality:
     return RevisionLiveQuality(revision=q.revision, predictions=q.predictions, labelled=q.labelled,
                                metrics=q.metrics() or None, correct=q.correct, classes=q.classes,
                                confusion=q.confusion, sum_abs_error=q.sum_abs_error,

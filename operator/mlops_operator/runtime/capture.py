@@ -119,12 +119,9 @@ class Destination:
         if self.bucket is None:
             os.replace(path, self.local / rel)
             return
-        from .storage import _s3, _s3_error
+        from .storage import upload_file
 
-        try:
-            _s3().upload_file(str(path), self.bucket, self.key(rel))
-        except Exception as exc:
-            raise _s3_error(f"s3://{self.bucket}/{self.key(rel)}", exc) from None
+        upload_file(path, f"s3://{self.bucket}/{self.key(rel)}")
         path.unlink()
 
 

@@ -74,7 +74,13 @@ def read_predictions(uris: list[str], types: dict[str, str]) -> Any:
     return pd.concat(frames, ignore_index=True)
 
 
-def _label_rows(items: list[tuple[Any, Any]], ids: list[str], rows: list[int], values: list[Any]) -> None:
+def _label_frame(items: list[tuple[Any, Any]]) -> Any:
+    """(id, label) pairs as (id, row, label) rows: a list label spread over its rows, a value for row 0."""
+    import pandas as pd
+
+    ids: list[str] = []
+    rows: list[int] = []
+    values: list[Any] = []
     for rid, label in items:
         if isinstance(label, list):
             ids.extend([str(rid)] * len(label))
@@ -84,6 +90,7 @@ def _label_rows(items: list[tuple[Any, Any]], ids: list[str], rows: list[int], v
             ids.append(str(rid))
             rows.append(0)
             values.append(label)
+    return pd.DataFrame({"id": ids, "row": np.asarray(rows, dtype=np.int64), "label": values})
 
 
 def _jsonl_labels(raw: bytes, uri: str) -> Any:
@@ -109,16 +116,11 @@ def _jsonl_labels(raw: bytes, uri: str) -> Any:
                                  "label": pc.list_flatten(label).to_pandas()})
         return pd.DataFrame({"id": ids.to_pandas(), "row": np.zeros(len(ids), dtype=np.int64),
                              "label": label.to_pandas()})
-    ids_: list[str] = []
-    rows: list[int] = []
-    values: list[Any] = []
     try:
         lines = [orjson.loads(line) for line in raw.splitlines() if line.strip()]
     except orjson.JSONDecodeError as exc:
         raise QualityError(f"{uri}: not JSON Lines: {exc}") from None
-    _label_rows([(d["id"], d["label"]) for d in lines if isinstance(d, dict) and "id" in d and "label" in d],
-                ids_, rows, values)
-    return pd.DataFrame({"id": ids_, "row": np.asarray(rows, dtype=np.int64), "label": values})
+    return _label_frame([(d["id"], d["label"]) for d in lines if isinstance(d, dict) and "id" in d and "label" in d])
 
 
 def read_labels(uris: list[str]) -> Any:
@@ -136,11 +138,7 @@ def read_labels(uris: list[str]) -> Any:
                 pd.read_parquet(io.BytesIO(raw))
             if "id" not in frame or "label" not in frame:
                 raise QualityError(f"{uri}: a labels file has columns id and label (it has {', '.join(frame)})")
-            ids: list[str] = []
-            rows: list[int] = []
-            values: list[Any] = []
-            _label_rows(list(zip(frame["id"].astype(str), frame["label"], strict=True)), ids, rows, values)
-            frames.append(pd.DataFrame({"id": ids, "row": np.asarray(rows, dtype=np.int64), "label": values}))
+            frames.append(_label_frame(list(zip(frame["id"].astype(str), frame["label"], strict=True))))
     if not frames:
         return pd.DataFrame({"id": [], "row": np.asarray([], dtype=np.int64), "label": []})
     # object columns: labels of different files may have different types (compared as text later)

@@ -135,6 +135,15 @@ def upload_dir(local: Path, uri: str) -> None:
         raise _s3_error(uri, exc) from None
 
 
+def upload_file(local: Path, uri: str) -> None:
+    """Copy one file to `uri` (an s3:// object)."""
+    bucket, key = _bucket_key(uri)
+    try:
+        _s3().upload_file(str(local), bucket, key)
+    except Exception as exc:
+        raise _s3_error(uri, exc) from None
+
+
 def download_dir(uri: str, dest: Path) -> list[str]:
     """Copy the directory at `uri` into `dest`; return the relative paths copied."""
     scheme, where = _split(uri)
