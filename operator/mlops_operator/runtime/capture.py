@@ -327,7 +327,7 @@ class Capture:
         tmp = self.dest.local / f"{REVISIONS}/.{self.revision}.json.partial"
         tmp.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_bytes(orjson.dumps(self.about))
-        self.dest.publish(tmp, rel)
+        self._unpublished.append((tmp, rel))  # published by the writer thread, retried like any file
 
     def _run(self) -> None:
         while True:

@@ -112,7 +112,11 @@ async def serve(args: argparse.Namespace, served: Served, ready: asyncio.Event |
                                        max_message=args.max_body_bytes, faults=faults,
                                        gather=args.grpc_batch_window_ms / 1000)
     if served.capture is not None:
-        served.capture.start()
+        try:
+            served.capture.start()
+        except OSError as exc:  # an unwritable destination: serving goes on, without capture, said so
+            log.error("capture to %s is off: %s", args.capture_to, exc)
+            served.capture = None
     tasks = [asyncio.ensure_future(s.serve()) for s in servers]  # type: ignore[attr-defined]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
