@@ -114,8 +114,8 @@ async def serve(args: argparse.Namespace, served: Served, ready: asyncio.Event |
     if served.capture is not None:
         try:
             served.capture.start()
-        except OSError as exc:  # an unwritable destination: serving goes on, without capture, said so
-            log.error("capture to %s is off: %s", args.capture_to, exc)
+        except OSError as problem:  # an unwritable destination: serving goes on, without capture, said so
+            log.error("capture to %s is off: %s", args.capture_to, problem)
             served.capture = None
     tasks = [asyncio.ensure_future(s.serve()) for s in servers]  # type: ignore[attr-defined]
     stop = asyncio.Event()
