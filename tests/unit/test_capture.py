@@ -218,3 +218,17 @@ def test_a_training_set_from_labelled_captured_rows_and_a_base(tmp_path: Path, i
         "MLOPS_OUTPUT_URI": f"file://{tmp_path / 'model2'}", "MLOPS_DATASET_FROM_CAPTURE": json.dumps(
             {"uri": f"file://{tmp_path / 'nothing'}"})})
     assert out.returncode == 1 and "dataset.fromCapture" in out.stderr and "no captured predictions" in out.stderr
+
+
+def test_an_unwritable_destination_turns_capture_off_and_serving_goes_on(tmp_path: Path,
+                                                                          iris: tuple[Path, Any, Any, str]) -> None:
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the destination's directory would be")
+    server = Served(iris[0], "iris", "--digest", iris[3], "--capture-to", f"file://{blocked}/capture")
+    try:
+        status, body = server.infer({"inputs": [tensor([[5.1, 3.5, 1.4, 0.2]])]})
+        assert status == 200 and "id" not in body  # no capture: no id assigned
+        assert server.request("POST", "/v2/models/iris/feedback", {"a": 1})[0] == 404
+    finally:
+        assert server.stop() == 0
+    assert "capture to file://" in server.log.read_text() and "is off" in server.log.read_text()
