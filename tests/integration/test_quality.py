@@ -203,14 +203,18 @@ def test_a_canary_is_judged_on_live_labels_promoted_when_it_holds_rolled_back_wh
         """Calls to every pod of both revisions, and their labels (all wrong for `wrong_for`'s answers),
         until the canary step is decided."""
         pods = [p for p in cluster.core.list_namespaced_pod(ns, label_selector="mlops.dev/modeldeployment=iris")
-                .items if p.status.pod_ip and not p.metadata.deletion_timestamp]
+                .items if p.status.pod_ip and not p.metadata.deletion_timestamp and any(
+                    c.type == "Ready" and c.status == "True" for c in p.status.conditions or ())]
         for i in range(0, 150, 5):
             for p in pods:
                 revision = p.metadata.labels["mlops.dev/revision"]
-                answer = post(f"http://{p.status.pod_ip}:8080/v2/models/iris/infer", {"inputs": [
-                    {"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [X[i].tolist()]}]})
-                truth = int(y[i]) if revision != wrong_for else (answer["outputs"][0]["data"][0] + 1) % 3
-                post(f"http://{p.status.pod_ip}:8080/v2/models/iris/feedback", {answer["id"]: truth})
+                try:  # a Pod may go while this runs (a promotion scales the other revision down)
+                    answer = post(f"http://{p.status.pod_ip}:8080/v2/models/iris/infer", {"inputs": [
+                        {"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [X[i].tolist()]}]})
+                    truth = int(y[i]) if revision != wrong_for else (answer["outputs"][0]["data"][0] + 1) % 3
+                    post(f"http://{p.status.pod_ip}:8080/v2/models/iris/feedback", {answer["id"]: truth})
+                except OSError:
+                    continue
         s = status(cluster, ns)
         return s if (s.get("stable") or {}).get("revision") == rev or any(
             h.get("revision") == rev and h.get("outcome") == "RolledBack" for h in s.get("history") or ()) else None
