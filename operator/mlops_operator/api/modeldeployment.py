@@ -18,6 +18,7 @@ from .common import (
     StatusBase,
     StorageAccess,
 )
+from .quality import RevisionQuality
 from .registry import REGISTRY_URI, MlflowSource, RegistryStatus
 from .scheduling import Scheduling, ServingScheduling
 
@@ -265,20 +266,11 @@ class AnalysisResult(ApiModel):
     measurements: dict[str, float] | None = None
 
 
-class RevisionLiveQuality(ApiModel):
-    revision: str
-    predictions: int = 0
-    """Rows this revision answered (captured) in the window."""
-    labelled: int = 0
-    """Of those, the rows a label was received for."""
+class RevisionLiveQuality(RevisionQuality):
+    """One revision's labelled rows in the joined window (the join's mergeable counters), with its metrics."""
+
     metrics: dict[str, float] | None = None
     """accuracy (classifiers), rmse and mae (regressors), over the labelled rows."""
-    correct: int | None = None
-    classes: list[str] | None = None
-    confusion: list[list[int]] | None = None
-    """[truth][predicted] over `classes`: mergeable with another window's or revision's."""
-    sum_abs_error: float | None = None
-    sum_squared_error: float | None = None
 
 
 class LiveQuality(ApiModel):

@@ -47,7 +47,7 @@ class RevisionQuality(ApiModel):
             return self.sum_abs_error / self.labelled
         return None
 
-    def metrics(self) -> dict[str, float]:
+    def all_metrics(self) -> dict[str, float]:
         return {m: round(v, 6) for m in LIVE_METRICS if (v := self.metric(m)) is not None}
 
 

@@ -126,7 +126,8 @@ def _capture(spec: ModelDeploymentSpec, args: list[str],
     return [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}], volumes
 
 
-def _image(spec: ModelDeploymentSpec, runtime_image: str) -> str:
+def server_image(spec: ModelDeploymentSpec, runtime_image: str) -> str:
+    """The runtime image a ModelDeployment's Pods and Jobs run: spec.runtime.image, else the operator's."""
     return (spec.runtime.image if spec.runtime and spec.runtime.image else None) or runtime_image
 
 
@@ -152,7 +153,7 @@ def deployment(md: Mapping[str, Any], spec: ModelDeploymentSpec, rev: str, *, mo
         args += ["--tls-cert", f"{TLS_DIR}/tls.crt", "--tls-key", f"{TLS_DIR}/tls.key"]
     capture_env, capture_volumes = _capture(spec, args, rev)
     args += list(runtime.args or []) if runtime is not None else []
-    image = _image(spec, runtime_image)
+    image = server_image(spec, runtime_image)
     server: dict[str, Any] = {
         "name": SERVER, "image": image, "command": ["mlops"], "args": args,
         "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
@@ -210,7 +211,7 @@ def analysis_job(md: Mapping[str, Any], spec: ModelDeploymentSpec, rev: str, *, 
     analysis = spec.analysis
     duration = analysis.duration_seconds if analysis else 0
     windows = max(1, duration // analysis.interval_seconds) if analysis and duration else 1
-    image = _image(spec, runtime_image)
+    image = server_image(spec, runtime_image)
     args = ["analyze", "--model-dir", MODEL_DIR, "--name", meta["name"], "--candidate", ",".join(candidate),
             "--duration-seconds", str(duration), "--windows", str(windows)]
     if stable:

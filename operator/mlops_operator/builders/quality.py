@@ -13,7 +13,7 @@ from typing import Any
 from ..api import labels as L
 from ..api.modeldeployment import ModelDeploymentSpec
 from .common import call_job, resources, scheduling, without_spread
-from .modeldeployment import CAPTURE_DIR, CAPTURE_VOLUME, claim_uri
+from .modeldeployment import CAPTURE_DIR, CAPTURE_VOLUME, claim_uri, server_image
 
 CONTAINER = "quality"
 LABELS_DIR, LABELS_VOLUME = "/mnt/labels", "labels"
@@ -33,8 +33,7 @@ def quality_job(md: Mapping[str, Any], spec: ModelDeploymentSpec, name: str, sin
         args += ["--labels", uri]
         volumes += more
     container: dict[str, Any] = {
-        "name": CONTAINER, "image": (spec.runtime.image if spec.runtime and spec.runtime.image else None)
-        or runtime_image, "command": ["mlops"], "args": args,
+        "name": CONTAINER, "image": server_image(spec, runtime_image), "command": ["mlops"], "args": args,
         "volumeMounts": [{**m, "readOnly": True} for m, _ in volumes],
         "resources": resources("quality", None, defaults),
     }

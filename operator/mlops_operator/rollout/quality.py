@@ -57,10 +57,7 @@ def window(spec: ModelDeploymentSpec, attempt: str, candidate_since: str | None 
 
 
 def revision_quality(q: RevisionQuality) -> RevisionLiveQuality:
-    return RevisionLiveQuality(revision=q.revision, predictions=q.predictions, labelled=q.labelled,
-                               metrics=q.metrics() or None, correct=q.correct, classes=q.classes,
-                               confusion=q.confusion, sum_abs_error=q.sum_abs_error,
-                               sum_squared_error=q.sum_squared_error)
+    return RevisionLiveQuality(**dict(q), metrics=q.all_metrics() or None)
 
 
 def decide(md: Mapping[str, Any], spec: ModelDeploymentSpec, jobs: Mapping[str, Mapping[str, Any]],

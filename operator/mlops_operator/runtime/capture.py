@@ -129,7 +129,7 @@ class _File:
     """One open capture file, written aside until it is published."""
 
     def __init__(self, dest: Destination, rel: str, fmt: str, schema: Any = None) -> None:
-        self.rel, self.fmt, self.opened, self.rows = rel, fmt, time.monotonic(), 0
+        self.rel, self.opened = rel, time.monotonic()
         final = dest.local / rel
         final.parent.mkdir(parents=True, exist_ok=True)
         self.path = final.parent / f".{final.name}.partial"
@@ -364,7 +364,6 @@ class Capture:
                 f.parquet.write_table(pa.concat_tables([data for _, data, _ in items]))
             else:
                 f.out.write(b"".join(data for _, data, _ in items))
-            f.rows += rows
             self.records.labels(self.model, kind[:-1]).inc(rows)
 
     def _file(self, kind: str, fmt: str, data: Any) -> _File:

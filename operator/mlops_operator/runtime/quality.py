@@ -43,32 +43,38 @@ def _ext(uri: str) -> str:
     return name.rsplit(".", 1)[-1].lower() if "." in name else ""
 
 
-def read_predictions(uris: list[str], types: dict[str, str]) -> Any:
-    """The captured rows' id, row, time, revision and predict (a DataFrame), in file order."""
-    import pandas as pd
+def _table_of(uri: str, raw: bytes, columns: list[str] | None = None, schema: Any = None) -> Any:
+    """One predictions file (`.parquet` or `.jsonl`) as a DataFrame: `columns` only when given (a JSON Lines file
+    read with `schema`, the other fields ignored), else all of them."""
     import pyarrow as pa
     import pyarrow.json as pj
     import pyarrow.parquet as pq
 
-    columns = ["id", "row", "time", "revision", "predict"]
-    frames = []
-    for uri in uris:
-        raw = storage.read_bytes(uri)
-        revision = uri.rstrip("/").rsplit("/", 2)[-2]
+    try:
         if _ext(uri) == "parquet":
             table = pq.read_table(io.BytesIO(raw), columns=columns)
-        elif _ext(uri) == "jsonl":
-            predict = {"FP64": pa.float64(), "INT64": pa.int64()}.get(types.get(revision, ""), pa.string())
-            schema = pa.schema([("id", pa.string()), ("row", pa.int64()), ("time", pa.float64()),
-                                ("revision", pa.string()), ("predict", predict)])
-            try:
-                table = pj.read_json(io.BytesIO(raw), parse_options=pj.ParseOptions(
-                    explicit_schema=schema, unexpected_field_behavior="ignore"))
-            except pa.ArrowInvalid as exc:
-                raise QualityError(f"{uri}: {exc}") from None
         else:
-            continue
-        frames.append(table.select(columns).to_pandas())
+            options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore") \
+                if schema is not None else None
+            table = pj.read_json(io.BytesIO(raw), parse_options=options)
+    except pa.ArrowInvalid as exc:
+        raise QualityError(f"{uri}: {exc}") from None
+    return (table.select(columns) if columns else table).to_pandas()
+
+
+def read_predictions(uris: list[str], types: dict[str, str]) -> Any:
+    """The captured rows' id, row, time, revision and predict (a DataFrame), in file order."""
+    import pandas as pd
+    import pyarrow as pa
+
+    columns = ["id", "row", "time", "revision", "predict"]
+    frames = []
+    for uri in (u for u in uris if _ext(u) in ("jsonl", "parquet")):
+        revision = uri.rstrip("/").rsplit("/", 2)[-2]
+        predict = {"FP64": pa.float64(), "INT64": pa.int64()}.get(types.get(revision, ""), pa.string())
+        schema = pa.schema([("id", pa.string()), ("row", pa.int64()), ("time", pa.float64()),
+                            ("revision", pa.string()), ("predict", predict)])
+        frames.append(_table_of(uri, storage.read_bytes(uri), columns, schema))
     if not frames:
         return pd.DataFrame({c: [] for c in columns})
     return pd.concat(frames, ignore_index=True)
@@ -218,19 +224,6 @@ def join(captured: str, extra_labels: list[str], since: float | None, until: flo
     return report
 
 
-def _rows_of(uri: str, raw: bytes) -> Any:
-    """Every column of one predictions file."""
-    import pyarrow as pa
-    import pyarrow.json as pj
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(io.BytesIO(raw)) if _ext(uri) == "parquet" else pj.read_json(io.BytesIO(raw))
-    except pa.ArrowInvalid as exc:
-        raise QualityError(f"{uri}: {exc}") from None
-    return table.to_pandas()
-
-
 def training_set(captured: str, since: float, target: str, plus: Any = None) -> tuple[Any, dict[str, Any]]:
     """The labelled captured rows of calls made since `since` (epoch seconds) as a training table: the features
     (by name, in the newest revision's order) and `target` (the label); `plus`, a base DataFrame with the same
@@ -242,7 +235,7 @@ def training_set(captured: str, since: float, target: str, plus: Any = None) -> 
                      if u.endswith(".json")), key=lambda a: str(a.get("revision")))
     files = [u for u in storage.list_files(f"{base}/{PREDICTIONS}") if _ext(u) in ("jsonl", "parquet")]
     label_files = storage.list_files(f"{base}/{LABELS}")
-    frames = [_rows_of(u, storage.read_bytes(u)) for u in files]
+    frames = [_table_of(u, storage.read_bytes(u)) for u in files]
     if not frames or not abouts:
         raise QualityError(f"{captured}: no captured predictions (predictions/ and revisions/ under it)")
     rows = pd.concat(frames, ignore_index=True)
