@@ -169,9 +169,15 @@ def status_tree(md: Obj, runs: Iterable[Obj], policies: Iterable[Obj]) -> str:
         if ((p.get("spec") or {}).get("targetRef") or {}).get("name") != name:
             continue
         ps = p.get("status") or {}
-        drifted = _cond(p, "Drifted")
-        lines.append((1, f"DriftPolicy {p['metadata']['name']}: Drifted={drifted.get('status', '?')}"
-                      f" ({drifted.get('reason', '-')})"))
+        said = [f"{t}={c.get('status', '?')} ({c.get('reason', '-')})" for t in ("Drifted", "PerformanceDrifted")
+                if (c := _cond(p, t)) or t == "Drifted"]
+        lines.append((1, f"DriftPolicy {p['metadata']['name']}: {', '.join(said)}"))
+        perf = ps.get("lastPerformance")
+        if perf:
+            value = "-" if perf.get("value") is None else f"{perf['value']:.3f}"
+            lines.append((2, f"live {perf.get('metric')} of {perf.get('revision')} at {perf.get('time', '-')}: {value} "
+                          f"over {perf.get('labelled', 0)} labelled rows (limit {perf.get('limit', '-')}): "
+                          f"{perf.get('verdict')}"))
         ev = ps.get("lastEvaluation")
         if ev:
             lines.append((2, f"last evaluation {ev.get('time')}: {ev.get('verdict')} over {ev.get('samples')} rows"))

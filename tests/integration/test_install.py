@@ -248,7 +248,8 @@ def test_kind_path_installs_the_images_it_builds_and_runs_the_loop_the_cli_has(c
     finally:
         cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
     secret = next(d for d in yaml.safe_load_all((kind / "minio.yaml").read_text()) if d["kind"] == "Secret")
-    for name in ("trainingrun.yaml", "modeldeployment.yaml", "driftpolicy.yaml", "bad-candidate.yaml"):
+    for name in ("trainingrun.yaml", "modeldeployment.yaml", "driftpolicy.yaml", "bad-candidate.yaml",
+                 "qualitypolicy.yaml", "corrupted.yaml"):
         text = (TOP / "examples" / "loop" / name).read_text()
         assert f"name: {secret['metadata']['name']}" in text
 

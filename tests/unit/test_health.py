@@ -52,3 +52,10 @@ def test_health(resource: dict[str, Any], expected: str) -> None:
     if resource.get("status", {}).get("observedGeneration") == resource["metadata"]["generation"] and status in (
             "Degraded", "Suspended"):
         assert "says" in message  # the condition's message reaches Argo CD
+
+
+def test_falling_live_quality_is_the_policy_working_and_argo_cd_says_why() -> None:
+    policy = obj(DP, ("Ready", "True", "Monitoring"), ("Drifted", "False", "NotDrifted"),
+                 ("PerformanceDrifted", "True", "Degraded"))
+    status, message = argocd_health(policy)
+    assert status == "Healthy" and message.startswith("Live quality degraded: ") and "says" in message

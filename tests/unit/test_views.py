@@ -44,10 +44,16 @@ POLICY = {"metadata": {"name": "iris-drift", "namespace": "ns", "creationTimesta
                                                       "threshold": 0.2, "drifted": False}]},
                      "retrains": [{"name": "iris-drift-1", "created": "2026-11-22T11:40:00Z",
                                    "outcome": "Promoted"}]}}
+QUALITY = {"metadata": {"name": "iris-quality", "namespace": "ns", "creationTimestamp": "2026-11-22T11:00:00Z"},
+           "spec": {"targetRef": {"name": "iris"}},
+           "status": {"conditions": [cond("Drifted", "False", "NotDrifted"),
+                                     cond("PerformanceDrifted", "True", "Degraded")],
+                      "lastPerformance": {"time": "2026-11-22T11:59:30Z", "revision": "bbbb", "metric": "accuracy",
+                                          "value": 0.53, "labelled": 1820, "limit": 0.7, "verdict": "Degraded"}}}
 
 
 def test_status_is_the_models_loop_as_a_tree() -> None:
-    assert status_tree(MD, RUNS, [POLICY, {**POLICY, "spec": {"targetRef": {"name": "other"}}}]) == """\
+    assert status_tree(MD, RUNS, [POLICY, {**POLICY, "spec": {"targetRef": {"name": "other"}}}, QUALITY]) == """\
 ModelDeployment ns/iris: Ready=True, Available=True, Progressing=False, Degraded=False
 ├─ RolledBack: candidate cccc rejected
 ├─ stable    bbbb  iris-drift-1  since 2026-11-22T11:50:00Z
@@ -59,10 +65,12 @@ ModelDeployment ns/iris: Ready=True, Available=True, Progressing=False, Degraded
 │  ├─ iris-v1  Completed  gates Passed  accuracy 0.921
 │  ├─ iris-drift-1  Completed  gates Passed  accuracy 0.947  ← serving
 │  └─ iris-stump  Completed  gates Passed  accuracy 0.658  (rejected by analysis)
-└─ DriftPolicy iris-drift: Drifted=False (NotDrifted)
-   ├─ last evaluation 2026-11-22T11:59:00Z: NotDrifted over 240 rows
-   │  └─ petal_length  psi 0.041 (threshold 0.2)
-   └─ retrain iris-drift-1 created 2026-11-22T11:40:00Z: Promoted"""
+├─ DriftPolicy iris-drift: Drifted=False (NotDrifted)
+│  ├─ last evaluation 2026-11-22T11:59:00Z: NotDrifted over 240 rows
+│  │  └─ petal_length  psi 0.041 (threshold 0.2)
+│  └─ retrain iris-drift-1 created 2026-11-22T11:40:00Z: Promoted
+└─ DriftPolicy iris-quality: Drifted=False (NotDrifted), PerformanceDrifted=True (Degraded)
+   └─ live accuracy of bbbb at 2026-11-22T11:59:30Z: 0.530 over 1820 labelled rows (limit 0.7): Degraded"""
 
 
 def test_tree_branches_close_where_their_siblings_end() -> None:

@@ -203,7 +203,7 @@ class GroundTruth(ApiModel):
     files with columns `id`, `label` (`.jsonl`, `.csv`, `.parquet`)."""
     join_every_seconds: Annotated[int, Field(ge=10, le=86400)] = 60
     """How often the labels are joined to the predictions (status.liveQuality)."""
-    window_seconds: Annotated[int, Field(ge=60, le=30 * 86400)] = 3600
+    window_seconds: Annotated[int, Field(ge=10, le=30 * 86400)] = 3600
     """Predictions made this long before each join are counted."""
 
 

@@ -80,8 +80,8 @@ class FromCapture(ApiModel):
     uri: Annotated[str, Field(pattern=r"^(s3|file)://.+|^/.+", max_length=2048)]
     """The capture destination: `s3://…` as in spec.capture.destination, or, for a PVC, the path where
     spec.trainer.volumes mounts it."""
-    since_seconds: Annotated[int, Field(ge=60, le=366 * 86400)] = 7 * 86400
-    """Calls made this long before the run started."""
+    since_seconds: Annotated[int, Field(ge=10, le=366 * 86400)] = 7 * 86400
+    """Calls made this long before the trainer started (at least 10 s)."""
     labelled: bool = True
     """Only labelled rows (the label becomes the target column); must be true."""
     plus: Annotated[str, Field(pattern=r"^(s3|file|https?)://.+|^/.+", max_length=2048)] | None = None

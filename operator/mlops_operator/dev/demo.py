@@ -135,10 +135,14 @@ def run(state_dir: Path, down: bool = False, out: Callable[[str], None] = print,
         out(f"demo failed: {result}")
         return 1
     drifted = ", ".join(facts.drifted_features)
+    before, degraded = facts.performance_before.get("value") or 0, facts.performance_degraded.get("value") or 0
     out(f"the loop closed in {facts.seconds:.0f} s: trained → served → drift detected ({drifted})"
         f" → retrained ({facts.retrain}) → gates → analysed → promoted ({facts.new_revision}) → "
         f"{facts.share_on_new:.0%} of traffic on it → drift gone" +
-        (f" → bad version {facts.bad_revision} rolled back" if facts.bad_revision else ""))
+        (f" → bad version {facts.bad_revision} rolled back" if facts.bad_revision else "") +
+        f" → the concept shifted: live accuracy {before:.2f} → {degraded:.2f} → retrained on captured labelled "
+        f"calls ({facts.concept_retrain}) → data checks → canary judged on live labels → promoted "
+        f"({facts.concept_revision}) → a run on corrupted data stopped by its data checks")
     if not down:
         out(f"the cluster stays up: export KUBECONFIG={cp.kubeconfig}; kubectl get mlops -n {NAMESPACE}")
         out(f"stop it with: mlops dev down --state-dir {state_dir}")
