@@ -1,8 +1,10 @@
-"""The dev proxy's choice of backend: HTTPRoute weights exactly, pods in turn, none for an empty Service."""
+"""The dev proxy's choice of backend: HTTPRoute weights exactly, a pod of a Service at random (as kube-proxy),
+none for an empty Service."""
 
 from __future__ import annotations
 
 import collections
+import random
 
 import pytest
 
@@ -13,14 +15,23 @@ def pods(revision: str, n: int) -> list[Backend]:
     return [Backend(f"127.1.0.{i}", 8080, f"{revision}-{i}", revision) for i in range(n)]
 
 
-def test_weights_are_honoured_exactly_and_pods_take_turns() -> None:
+def test_weights_are_honoured_exactly_and_pods_share_the_rest() -> None:
     groups = [(90, pods("stable", 2)), (10, pods("canary", 1))]
-    picked = [choose(groups, n) for n in range(1000)]
+    pick = random.Random(3)
+    picked = [choose(groups, n, pick) for n in range(1000)]
     assert all(b is not None for b in picked)
     by_revision = collections.Counter(b.revision for b in picked if b)
     assert by_revision == {"stable": 900, "canary": 100}
     by_pod = collections.Counter(b.pod for b in picked if b and b.revision == "stable")
-    assert by_pod == {"stable-0": 450, "stable-1": 450}
+    assert set(by_pod) == {"stable-0", "stable-1"} and min(by_pod.values()) > 350, by_pod
+
+
+def test_a_client_alternating_two_calls_reaches_every_pod_with_each() -> None:
+    """Inference then feedback, again and again, through one Service selecting two revisions' pods (a canary
+    by replica ratio): the inference calls alone reach both."""
+    pick = random.Random(5)
+    inference = [choose([(1, pods("any", 2))], n, pick) for n in range(0, 400, 2)]
+    assert {b.pod for b in inference if b} == {"any-0", "any-1"}
 
 
 def test_a_service_without_ready_pods_or_weight_gets_nothing() -> None:

@@ -16,6 +16,7 @@ import contextlib
 import http.client
 import itertools
 import json
+import random
 import socket
 import threading
 import time
@@ -43,19 +44,22 @@ class Backend:
 
 
 Group = tuple[int, Sequence[Backend]]  # (weight, the ready pods of one Service)
+_PICK = random.Random()  # spreads requests over pods (not a secret)
 
 
-def choose(groups: Sequence[Group], n: int) -> Backend | None:
+def choose(groups: Sequence[Group], n: int, pick: random.Random = _PICK) -> Backend | None:
     """The backend of the n-th request: Services in proportion to their weights (exactly, over each
-    run of sum-of-weights requests; a Service with no ready pod gets none), pods in turn within one."""
+    run of sum-of-weights requests; a Service with no ready pod gets none), a pod of it at random, as
+    kube-proxy picks one (taking pods in turn would send every other request to the same pod: a client
+    alternating inference and feedback calls would only ever reach one pod of a Service)."""
     live = [(w, pods) for w, pods in groups if w > 0 and pods]
     total = sum(w for w, _ in live)
     if total == 0:
         return None
-    slot, turn = n % total, n // total
+    slot = n % total
     for weight, pods in live:
         if slot < weight:
-            return pods[(turn * weight + slot) % len(pods)]
+            return pods[pick.randrange(len(pods))]
         slot -= weight
     raise AssertionError("unreachable")
 
