@@ -150,3 +150,20 @@ def test_a_run_its_data_checks_stopped_is_data_check_failed_with_the_report_in_s
     assert d.status["dataChecks"] == {"passed": False, "rows": 3, "failures": ["3 rows, at least 10 required"],
                                       "skipped": []}
     assert d.final  # a data check failure is final: the data, not the attempt, is wrong
+
+
+def test_the_first_attempt_its_data_checks_stop_ends_the_run_and_its_job_without_a_retry() -> None:
+    body = checked_body()
+    spec = spec_of(body)
+    body = with_status(body, decide(body, spec, None, None, NOW))
+    running = job(active=1, failures=1)  # the Job controller has started attempt 2 of backoffLimit + 1
+    asked = decide(body, spec, running, None, NOW)
+    assert asked.needs_pods and not asked.conditions
+    said = json.dumps({"dataChecks": {"passed": False, "rows": 3, "failures": ["3 rows, at least 10 required"]}})
+    d = decide(body, spec, running, [pod("Failed", said, code=1), pod("Running", "")], NOW)
+    conditions = {c.type: (c.status, c.reason) for c in d.conditions}
+    assert conditions["Succeeded"] == ("False", "DataCheckFailed") and d.stop_workers and d.final
+    assert d.status["dataChecks"]["failures"] == ["3 rows, at least 10 required"] and d.status["attempts"] == 2
+    # a first attempt that failed for another reason is retried as before
+    d = decide(body, spec, running, [pod("Failed", "out of memory", code=137), pod("Running", "")], NOW)
+    assert {c.type: c.reason for c in d.conditions}["Succeeded"] == "Running" and not d.stop_workers

@@ -49,6 +49,27 @@ def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any]:
     return {}
 
 
+def _data_checks_stopped(status: Mapping[str, Any], spec: TrainingRunSpec, ordered: Sequence[Mapping[str, Any]],
+                         done: dict[str, Any], spec_conditions: list[Cond]) -> Decision | None:
+    """The run ended by the trainer's data checks (a failed Pod's termination message is their report), with
+    the Job stopped; None when no Pod says so. Checks of the same data fail again: the Job is not left to
+    retry up to its backoffLimit."""
+    for pod in reversed(ordered):
+        said = _terminated(pod).get("message", "")
+        checked = parse_data_check_failure(said) if said else None
+        if checked is None:
+            continue
+        why = _truncate("data checks failed: " + "; ".join(checked.failures))
+        return Decision(conditions=[
+            Cond("Succeeded", FALSE, "DataCheckFailed", why),
+            Cond("GatesPassed", FALSE, "NoResult", "the data checks stopped the run before training"),
+            Cond("Ready", FALSE, "DataCheckFailed", why),
+            *spec_conditions,
+        ], status={**done, "dataChecks": checked.model_dump(mode="json"),
+                   "reproducibility": _reproducibility(status, spec, pod)}, stop_workers=True)
+    return None
+
+
 def finished(status: Mapping[str, Any]) -> bool:
     c = find(status.get("conditions"), "Succeeded")
     return c is not None and c.get("status") in (TRUE, FALSE) and c.get("reason") in FINAL_REASONS
@@ -184,6 +205,14 @@ def decide(run: Mapping[str, Any], spec: TrainingRunSpec, job: Mapping[str, Any]
             *spec_conditions,
         ], status=common)
     if not complete and not failed:
+        if failures and spec.data_checks is not None:  # the same data fails the same checks: no retry
+            if pods is None:
+                return Decision(conditions=[], needs_pods=True)
+            stopped = _data_checks_stopped(status, spec, sorted(
+                pods, key=lambda p: p["metadata"].get("creationTimestamp", "")), {
+                **common, "completionTime": stamp}, spec_conditions)
+            if stopped is not None:
+                return stopped
         return Decision(conditions=[
             Cond("Succeeded", UNKNOWN, "Running",
                  f"attempt {max(common['attempts'], 1)} of {spec.backoff_limit + 1}"),
@@ -231,17 +260,9 @@ def decide(run: Mapping[str, Any], spec: TrainingRunSpec, job: Mapping[str, Any]
     if reason not in FINAL_REASONS:
         reason = "Failed"
     said = _terminated(last).get("message", "") if last else ""
-    checked = parse_data_check_failure(said) if said else None
-    if checked is not None:  # the trainer's data checks stopped it before training
-        why = _truncate("data checks failed: " + "; ".join(checked.failures))
-        return Decision(conditions=[
-            Cond("Succeeded", FALSE, "DataCheckFailed", why),
-            Cond("GatesPassed", FALSE, "NoResult", "the data checks stopped the run before training"),
-            Cond("Ready", FALSE, "DataCheckFailed", why),
-            *spec_conditions,
-        ], status={**done, "dataChecks": checked.model_dump(mode="json"),
-                   "reproducibility": _reproducibility(status, spec, last)},
-            stop_workers=spec.distributed is not None)
+    stopped = _data_checks_stopped(status, spec, ordered, done, spec_conditions)
+    if stopped is not None:
+        return stopped
     detail = f"{failed.get('message', '') if failed else ''}" + (f": {said}" if said else "")
     return Decision(conditions=[
         Cond("Succeeded", FALSE, reason, _truncate(detail or reason)),
