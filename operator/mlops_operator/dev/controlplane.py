@@ -219,6 +219,19 @@ class ControlPlane:
         return f"https://127.0.0.1:{self.ports['apiserver']}"
 
     # -- persisted state (so `mlops dev down` in another process finds what `up` started)
+    def _apiserver_port(self) -> int:
+        """The port this state directory's apiserver had before, when it is free: etcd keeps the `kubernetes`
+        Service's endpoints (NODE_IP:port), which 1.20's apiserver did not correct when a restart moved the
+        port, so every Pod's connection to kubernetes.default.svc was refused (a second `mlops dev demo`)."""
+        path = self.state_dir / "apiserver.port"
+        with contextlib.suppress(OSError, ValueError), socket.socket() as s:
+            before = int(path.read_text())
+            s.bind(("127.0.0.1", before))
+            return before
+        port = free_port()
+        path.write_text(str(port))
+        return port
+
     def _save(self) -> None:
         state = {"pids": self.pids, "ports": self.ports, "token": self.token, "with_node": self.with_node,
                  "netns": self.netns}
@@ -283,7 +296,7 @@ class ControlPlane:
             # inside the namespace the ports are the usual ones, but for the apiserver's: it listens on the port
             # its loopback forwarder has on the host, so one kubeconfig (https://127.0.0.1:PORT) serves both sides
             self.ports = {"etcd": 2379, "etcd-peer": 2380, "kcm": 10257, "scheduler": 10259,
-                          "apiserver": free_port()}
+                          "apiserver": self._apiserver_port()}
         else:
             self.ports = {name: free_port() for name in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler")}
         self._save()

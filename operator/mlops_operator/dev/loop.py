@@ -479,7 +479,8 @@ def _concept_drift(loop: Loop, traffic: Traffic, objects: dict[str, Any], facts:
     facts.concept_revision = status["stable"]["revision"]
     last = status.get("lastAnalysis") or {}
     facts.concept_analysis = last if last.get("revision") == facts.concept_revision else {}
-    loop.say(f"promoted revision {facts.concept_revision}: {_promotion(status, facts.concept_revision)}")
+    loop.say(f"promoted revision {facts.concept_revision}: {_promotion(status, facts.concept_revision)}: "
+             f"{facts.concept_analysis.get('message', '')}")
     facts.share_on_concept = loop.share_on(traffic, facts.concept_revision,
                                            f"all traffic on revision {facts.concept_revision}")
     facts.performance_after = loop.performance(policy, "WithinLimits", facts.concept_revision)
