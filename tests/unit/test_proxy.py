@@ -45,3 +45,50 @@ def test_targets_name_a_service() -> None:
     assert parse_target("svc/iris") == parse_target("service/iris") == parse_target("iris") == "iris"
     with pytest.raises(ValueError, match="forwards to a Service"):
         parse_target("deploy/iris")
+
+
+def test_a_pod_that_stopped_accepting_is_retried_on_a_fresh_lookup() -> None:
+    """A Pod refusing connections (SIGTERM) before the next lookup drops it: the request, never sent, goes to a
+    Pod of a fresh lookup instead of failing."""
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from mlops_operator.dev.proxy import Proxy
+
+    class Live(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    live = ThreadingHTTPServer(("127.0.0.1", 0), Live)
+    threading.Thread(target=live.serve_forever, daemon=True).start()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        gone = s.getsockname()[1]  # closed: connections to it are refused
+
+    class Lookups:
+        service, namespace, api_client = "iris", "ns", None
+
+        def __init__(self) -> None:
+            self.fresh = False
+
+        def invalidate(self) -> None:
+            self.fresh = True
+
+        def groups(self) -> list[tuple[int, list[Backend]]]:
+            port = live.server_address[1] if self.fresh else gone
+            return [(1, [Backend("127.0.0.1", int(port), "p", "rev")])]
+
+    proxy = Proxy(Lookups())  # type: ignore[arg-type]
+    try:
+        status, _, payload = proxy.forward("GET", "/v2/health/ready", None, {})
+        assert (status, payload) == (200, b"ok")
+    finally:
+        proxy.server.server_close()
+        live.shutdown()

@@ -196,9 +196,16 @@ class Proxy:
         if backend is None:
             message = {"error": f"no ready pod behind svc/{self.resolver.service} in {self.resolver.namespace}"}
             return 503, [("Content-Type", "application/json")], json.dumps(message).encode()
+        send = self._through_api if self.via_api else self._direct
         try:
-            status, out, payload = (self._through_api if self.via_api else self._direct)(
-                backend, method, path, body, headers)
+            try:
+                status, out, payload = send(backend, method, path, body, headers)
+            except ConnectionRefusedError:
+                # a Pod that stopped accepting (SIGTERM) before the next lookup dropped it: nothing was sent, so
+                # the request goes to a Pod of the fresh lookup, as a Gateway retries a connect failure
+                self.resolver.invalidate()
+                backend = choose(self.resolver.groups(), n) or backend
+                status, out, payload = send(backend, method, path, body, headers)
         except (OSError, urllib3.exceptions.HTTPError) as exc:
             self.resolver.invalidate()  # that pod went away: look again
             message = {"error": f"pod {backend.pod} did not answer: {exc}"}
