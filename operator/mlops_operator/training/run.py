@@ -70,6 +70,10 @@ def _data_checks_stopped(status: Mapping[str, Any], spec: TrainingRunSpec, order
     return None
 
 
+def _oldest_first(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""))
+
+
 def finished(status: Mapping[str, Any]) -> bool:
     c = find(status.get("conditions"), "Succeeded")
     return c is not None and c.get("status") in (TRUE, FALSE) and c.get("reason") in FINAL_REASONS
@@ -208,9 +212,8 @@ def decide(run: Mapping[str, Any], spec: TrainingRunSpec, job: Mapping[str, Any]
         if failures and spec.data_checks is not None:  # the same data fails the same checks: no retry
             if pods is None:
                 return Decision(conditions=[], needs_pods=True)
-            stopped = _data_checks_stopped(status, spec, sorted(
-                pods, key=lambda p: p["metadata"].get("creationTimestamp", "")), {
-                **common, "completionTime": stamp}, spec_conditions)
+            stopped = _data_checks_stopped(status, spec, _oldest_first(pods), {**common, "completionTime": stamp},
+                                           spec_conditions)
             if stopped is not None:
                 return stopped
         return Decision(conditions=[
@@ -223,7 +226,7 @@ def decide(run: Mapping[str, Any], spec: TrainingRunSpec, job: Mapping[str, Any]
     # 4. the Job finished: its Pods say how
     if pods is None:
         return Decision(conditions=[], needs_pods=True)
-    ordered = sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""))
+    ordered = _oldest_first(pods)
     done = {**common, "completionTime": job_status.get("completionTime") or stamp}
     if complete:  # a distributed run's result is rank 0's
         winner = next((p for p in reversed(rank_zero(ordered))
