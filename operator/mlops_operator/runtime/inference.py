@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from ..api import artifacts
 from . import formats, tensors
 from .capture import Capture, new_id
+from .mirror import Mirror
 from .profile import Counts
 
 # models fitted on DataFrames get arrays here when every feature is numeric: same columns, same order
@@ -515,6 +516,7 @@ class Served:
     monitor: Monitor
     max_batch_rows: int = 64
     capture: Capture | None = None
+    mirror: Mirror | None = None
     _waiting: list[_Waiting] = field(default_factory=list)
     _last_arrival: float = float("-inf")
     _gap: float = 1.0  # seconds between batchable arrivals, a moving average
@@ -528,14 +530,26 @@ class Served:
             raise self.not_ready()
         wanted = wanted_outputs(model, request)
         decoded = prepare(model, request)
-        needs_predict = self.monitor.prediction is not None or self.capture is not None
+        needs_predict = self.monitor.prediction is not None or self.capture is not None or \
+            (self.mirror is not None and self.mirror.active())
         counted = wanted if PREDICT in wanted or not needs_predict else [*wanted, PREDICT]
         return model, wanted, counted, decoded
 
-    def _capture(self, request: Request, decoded: Decoded, outputs: dict[str, np.ndarray], replay: bool) -> None:
-        """A live call into the capture (when on): its id assigned if the client gave none (the answer carries
-        it), its rows queued if sampled."""
-        if self.capture is None or replay:
+    def snapshot(self) -> dict[str, Any]:
+        """The monitoring endpoint's counters: the monitor's, and the mirror's when there is one."""
+        snap = self.monitor.snapshot()
+        if self.mirror is not None:
+            snap["mirror"] = self.mirror.snapshot()
+        return snap
+
+    def _after(self, request: Request, decoded: Decoded, outputs: dict[str, np.ndarray], replay: bool) -> None:
+        """A live call, answered: mirrored to a shadow candidate (when on); into the capture (when on), its id
+        assigned if the client gave none (the answer carries it), its rows queued if sampled."""
+        if replay:
+            return
+        if self.mirror is not None:
+            self.mirror.offer(request.inputs, outputs.get(PREDICT))
+        if self.capture is None:
             return
         if request.id is None:
             request.id = new_id()
@@ -553,7 +567,7 @@ class Served:
         """Validate, predict, count into the sketches (unless replayed). Raises BadRequest."""
         model, wanted, counted, decoded = self._accept(request)
         outputs = self._answer(model, decoded, counted, replay)
-        self._capture(request, decoded, outputs, replay)
+        self._after(request, decoded, outputs, replay)
         return model, {k: outputs[k] for k in wanted}
 
     async def infer_batched(self, request: Request, replay: bool = False,
@@ -579,7 +593,7 @@ class Served:
                 else:
                     loop.call_soon(self._predict_waiting, model)
             outputs = await waiting.answer
-        self._capture(request, decoded, outputs, replay)
+        self._after(request, decoded, outputs, replay)
         return model, {k: outputs[k] for k in wanted}
 
     def _predict_waiting(self, model: LoadedModel) -> None:

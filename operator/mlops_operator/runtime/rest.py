@@ -9,7 +9,8 @@ the drift sketches. No client of the inference port can mark its traffic so.
 
 Paths: `/v2/health/{live,ready}`, `/v2`, `/v2/models/NAME[/versions/VERSION]` and its `/ready` and
 `/infer` (VERSION: the one the metadata advertises; any other is 404); with capture on (capture.py),
-`POST /v2/models/NAME/feedback` takes ground-truth labels `{id: label}` for requests served before.
+`POST /v2/models/NAME/feedback` takes ground-truth labels `{id: label}` for requests served before; on the
+monitoring port, `GET|POST /v2/models/NAME/mirror` reads or sets shadow traffic (mirror.py).
 A trailing slash is the same path; HEAD answers as GET; a known path with another method is 405 with
 `Allow`. JSON bodies, and the binary tensor extension (`Inference-Header-Content-Length`) both ways.
 
@@ -39,6 +40,7 @@ from prometheus_client import generate_latest
 from ..api import artifacts
 from .capture import CaptureError, check_labels
 from .inference import BadRequest, Request, Served, encode_json, parse_json
+from .mirror import MirrorError, parse_setting
 
 log = logging.getLogger("mlops.serve")
 VERSION = "0.2.0"
@@ -128,11 +130,14 @@ class RestApp:
             "/v2": self.server_metadata, model: self.model_metadata, f"{model}/ready": self.ready,
         }
         if monitoring_port:
-            get |= {f"{model}/monitoring": lambda: _ok(self.served.monitor.snapshot()),
+            get |= {f"{model}/monitoring": lambda: _ok(self.served.snapshot()),
                     f"{model}/profile": self.profile, "/metrics": self.metrics}
         self.get = get
         self.infer_paths = {f"{model}/infer"}
         self.feedback_path = f"{model}/feedback"
+        self.mirror_path = f"{model}/mirror" if monitoring_port and served.mirror is not None else None
+        if self.mirror_path is not None:
+            self.get[self.mirror_path] = self.mirror_state
         self.open_paths = {"/v2/health/live", "/v2/health/ready", f"{model}/ready"}  # no token needed
         version = served.model.version if served.model is not None else None
         if version is not None:  # the versioned paths of the one version this server has
@@ -166,8 +171,14 @@ class RestApp:
         return 200, generate_latest(self.served.monitor.registry), [("content-type",
                                                                      "text/plain; version=0.0.4; charset=utf-8")]
 
+    def mirror_state(self) -> Reply:
+        assert self.served.mirror is not None
+        return _ok(self.served.mirror.state())
+
     # -- routing
     def _route_error(self, method: str, path: str) -> Reply:
+        if path == self.mirror_path:
+            return error(405, f"{method} is not allowed on {path}", [("allow", "GET, HEAD, POST")])
         if path in self.get or path in self.infer_paths or path == self.feedback_path:
             allow = "GET, HEAD" if path in self.get else "POST"
             return error(405, f"{method} is not allowed on {path}", [("allow", allow)])
@@ -205,6 +216,8 @@ class RestApp:
             status, body, headers = await self._infer(scope, protocol)
         elif method == "POST" and path == self.feedback_path:
             status, body, headers = await self._feedback(scope, protocol)
+        elif method == "POST" and path == self.mirror_path:
+            status, body, headers = await self._configure_mirror(scope, protocol)
         else:
             status, body, headers = self._route_error(method, path)
         if infer and self.faults.active and status < 400 and self.faults.apply_to(self.monitoring_port):
@@ -276,6 +289,24 @@ class RestApp:
         if head_length is None:
             return 200, out, [("content-type", JSON)]
         return 200, out, [("content-type", BINARY), (HEADER_LENGTH, str(head_length))]
+
+    async def _configure_mirror(self, scope: Any, protocol: Any) -> Reply:
+        """Shadow traffic on or off (the monitoring port only; the target is always the preview Service)."""
+        mirror = self.served.mirror
+        assert mirror is not None
+        body = await self._read_body(scope, protocol)
+        if isinstance(body, tuple):
+            return body
+        try:
+            setting = parse_setting(orjson.loads(body), time.time())
+        except orjson.JSONDecodeError as exc:
+            return error(400, f"the body is not valid JSON: {exc}")
+        except MirrorError as exc:
+            return error(400, str(exc))
+        if self.served.model is None and setting.percent > 0:
+            return error(503, str(self.served.not_ready()))
+        mirror.configure(setting)
+        return _ok(mirror.state())
 
     async def _feedback(self, scope: Any, protocol: Any) -> Reply:
         """Ground truth for requests served before: `{id: label}`, appended to the capture's labels."""

@@ -4,12 +4,14 @@
                 [--port 8080] [--grpc-port 8081] [--monitoring-port 8082]
                 [--auth-tokens-file F] [--tls-cert F --tls-key F]
                 [--capture-to URI [--capture-format jsonl|parquet] [--capture-sample-rate F] …]
+                [--mirror-host H] [--mirror-port P] [--mirror-queue N] [--mirror-workers N]
 
 Ports: REST inference on `--port` and gRPC (`inference.GRPCInferenceService`) on `--grpc-port` (0 turns
 it off) — the ones Services expose, covered by `--auth-tokens-file` (bearer tokens, one a line) and
 `--tls-cert/--tls-key` when given; `--monitoring-port` for the operator, the analysis Job and
 Prometheus (by pod IP): health, metadata, replayed inference, `/v2/models/NAME/monitoring`,
-`/v2/models/NAME/profile`, `/metrics`; never behind a token. See rest.py for the paths.
+`/v2/models/NAME/profile`, `/v2/models/NAME/mirror` (shadow traffic, mirror.py), `/metrics`; never behind a
+token. See rest.py for the paths.
 
 The HTTP layer is granian (hyper underneath), embedded in this process's event loop: chosen by
 bench/serve_bench.py over uvicorn (httptools) for its throughput and because it has the limits the
@@ -33,6 +35,7 @@ from pathlib import Path
 from ..api import artifacts
 from .capture import FORMATS, Capture
 from .inference import PREDICT, LoadedModel, Monitor, Served
+from .mirror import Mirror
 from .rest import BodyBudget, Faults, Limits, RestApp
 
 log = logging.getLogger("mlops.serve")
@@ -60,7 +63,13 @@ def load(args: argparse.Namespace) -> Served:
                           fmt=args.capture_format, sample_rate=args.capture_sample_rate,
                           capacity=args.capture_queue, max_bytes=args.capture_max_bytes,
                           max_age=args.capture_max_age, pod=os.environ.get("POD_NAME"))
-    return Served(args.name, model, problem, monitor, max_batch_rows=args.max_batch_rows, capture=capture)
+    mirror = None
+    if model is not None and args.mirror_workers > 0:
+        mirror = Mirror(args.name, args.mirror_host or f"{args.name}-preview", args.mirror_port, monitor.registry,
+                        regression=model.metadata.task != "classification", capacity=args.mirror_queue,
+                        workers=args.mirror_workers)
+    return Served(args.name, model, problem, monitor, max_batch_rows=args.max_batch_rows, capture=capture,
+                  mirror=mirror)
 
 
 def _at_least_one(text: str) -> int:
@@ -137,6 +146,8 @@ async def serve(args: argparse.Namespace, served: Served, ready: asyncio.Event |
     for s in servers:
         s.stop()  # type: ignore[attr-defined]
     await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=35)
+    if served.mirror is not None:
+        served.mirror.close()
     if served.capture is not None:  # what was answered is written before the process goes
         await asyncio.to_thread(served.capture.close)
     log.info("stopped")
@@ -186,6 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a capture file is closed (and published) past this size")
     parser.add_argument("--capture-max-age", type=float, default=60.0, metavar="SECONDS",
                         help="… and this long after it was opened")
+    parser.add_argument("--mirror-host", metavar="HOST", help="where shadow traffic goes, once the operator turns "
+                        "it on (POST /v2/models/NAME/mirror on the monitoring port; default: NAME-preview, the "
+                        "preview Service in this Pod's namespace)")
+    parser.add_argument("--mirror-port", type=int, default=MONITORING_PORT,
+                        help="the candidate's port for shadow traffic (its monitoring port: calls counted as "
+                             "replayed, never captured)")
+    parser.add_argument("--mirror-queue", type=_at_least_one, default=1000, metavar="CALLS",
+                        help="mirrored calls waiting to be sent; more are dropped (and counted)")
+    parser.add_argument("--mirror-workers", type=int, default=2, metavar="N",
+                        help="threads sending mirrored calls (0: this server never mirrors)")
     parser.add_argument("--no-monitoring", action="store_true", help="do not count inputs into drift sketches")
     parser.add_argument("--inject-error-rate", type=float, default=0.0, metavar="FRACTION",
                         help="answer this fraction of inference requests with 500 (to rehearse a rollback)")
@@ -209,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--body-timeout must be positive and --body-budget-bytes at least --max-body-bytes")
     if not 0.0 <= args.capture_sample_rate <= 1.0 or args.capture_max_age <= 0:
         parser.error("--capture-sample-rate must be within [0, 1] and --capture-max-age positive")
+    if not 0 <= args.mirror_workers <= 16 or not 0 < args.mirror_port < 65536:
+        parser.error("--mirror-workers must be within [0, 16] and --mirror-port a port")
     if args.max_batch_rows < 0 or not 0 <= args.grpc_batch_window_ms <= 100:
         parser.error("--max-batch-rows must not be negative and --grpc-batch-window-ms within [0, 100]")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
