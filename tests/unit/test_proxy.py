@@ -85,6 +85,9 @@ def test_a_pod_that_stopped_accepting_is_retried_on_a_fresh_lookup() -> None:
             port = live.server_address[1] if self.fresh else gone
             return [(1, [Backend("127.0.0.1", int(port), "p", "rev")])]
 
+        def mirror(self) -> None:
+            return None
+
     proxy = Proxy(Lookups())  # type: ignore[arg-type]
     try:
         status, _, payload = proxy.forward("GET", "/v2/health/ready", None, {})
@@ -92,3 +95,72 @@ def test_a_pod_that_stopped_accepting_is_retried_on_a_fresh_lookup() -> None:
     finally:
         proxy.server.server_close()
         live.shutdown()
+
+
+def test_a_routes_request_mirror_copies_requests_and_discards_the_answers() -> None:
+    """A rule's RequestMirror filter: each request is answered by the route's backend, and its copy goes to the
+    mirror's, whose answer nobody sees (the dev proxy as the Gateway of a shadow rollout)."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from mlops_operator.dev.proxy import Proxy
+
+    seen: dict[str, list[bytes]] = {"main": [], "shadow": []}
+
+    def server(name: str) -> ThreadingHTTPServer:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                seen[name].append(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(name)))
+                self.end_headers()
+                self.wfile.write(name.encode())
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        s = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+        return s
+
+    main, shadow = server("main"), server("shadow")
+
+    class Lookups:
+        service, namespace, api_client = "iris", "ns", None
+        percent = 100.0
+
+        def invalidate(self) -> None:
+            pass
+
+        def groups(self) -> list[tuple[int, list[Backend]]]:
+            return [(1, [Backend("127.0.0.1", main.server_address[1], "p", "stable")])]
+
+        def mirror(self) -> tuple[float, list[Backend]]:
+            return self.percent, [Backend("127.0.0.1", shadow.server_address[1], "q", "candidate")]
+
+    lookups = Lookups()
+    proxy = Proxy(lookups)  # type: ignore[arg-type]
+    try:
+        for i in range(20):
+            status, headers, payload = proxy.forward("POST", "/v2/models/iris/infer", b"%d" % i, {})
+            assert (status, payload) == (200, b"main") and ("x-mlops-revision", "stable") in headers
+
+        def copies(n: int) -> list[bytes]:
+            deadline = time.monotonic() + 10
+            while len(seen["shadow"]) < n and time.monotonic() < deadline:
+                time.sleep(0.02)
+            return sorted(seen["shadow"])
+
+        assert copies(20) == sorted(seen["main"]) == sorted(b"%d" % i for i in range(20))
+        lookups.percent = 0.0  # none copied, then one marker copied: the shadow saw the marker only
+        for _ in range(10):
+            proxy.forward("POST", "/v2/models/iris/infer", b"unseen", {})
+        lookups.percent = 100.0
+        proxy.forward("POST", "/v2/models/iris/infer", b"marker", {})
+        assert b"marker" in copies(21) and b"unseen" not in seen["shadow"] and len(seen["main"]) == 31
+        assert proxy.mirror_dropped == 0
+    finally:
+        proxy.server.server_close()
+        main.shutdown()
+        shadow.shutdown()

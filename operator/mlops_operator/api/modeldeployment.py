@@ -9,6 +9,7 @@ from pydantic import Field
 from .artifacts import ModelFormat
 from .common import (
     ApiModel,
+    Decimal_,
     Digest,
     EnvVar,
     Fraction,
@@ -104,10 +105,40 @@ class Canary(ApiModel):
     """Weights must ascend; 100 % is implied after the last step."""
 
 
+class Agreement(ApiModel):
+    """When a shadow candidate agrees with the stable revision on the same requests."""
+
+    min: Fraction = "0.95"
+    """Share of the compared rows on which the candidate's `predict` must agree with the stable revision's
+    (the same class; for a regressor, within `tolerance`)."""
+    tolerance: Decimal_ = "0"
+    """A regressor's values agree when they differ by at most this much."""
+    max_psi: Decimal_ = "0.1"
+    """With the Gateway API, whose RequestMirror filter mirrors instead and discards the candidate's answers (there
+    is no row to compare), the most the Population Stability Index between the two revisions' prediction sketches
+    over the shadow window may be."""
+
+
+class Shadow(ApiModel):
+    percent: Annotated[int, Field(ge=1, le=100)] = 100
+    """Share of the stable revision's inference requests also sent to the candidate, whose answers nobody sees."""
+    duration_seconds: Annotated[int, Field(ge=10, le=86400)] = 300
+    """How long the candidate is judged on mirrored traffic before it is promoted or rejected."""
+    min_requests: Annotated[int, Field(ge=1)] = 100
+    """Mirrored requests the candidate must have answered (compared rows, with the server mirroring) for a
+    verdict; fewer at the end rejects it (too little evidence never passes)."""
+    replicas: Annotated[int, Field(ge=1, le=100)] = 1
+    """Pods of the candidate while it is judged (the promotion scales it to spec.replicas first)."""
+    agreement: Agreement = Field(default_factory=Agreement)
+
+
 class Strategy(ApiModel):
-    type: Literal["BlueGreen", "Canary"] = "BlueGreen"
+    type: Literal["BlueGreen", "Canary", "Shadow"] = "BlueGreen"
     blue_green: BlueGreen | None = None
     canary: Canary | None = None
+    shadow: Shadow | None = None
+    """Mirror live traffic to the candidate (its answers discarded), then promote it with blue-green's switch
+    if it agreed with the stable revision."""
 
 
 class CompareToStable(ApiModel):
@@ -245,11 +276,32 @@ class HistoryEntry(RevisionRef):
     message: str | None = None
 
 
+class MirrorCounters(ApiModel):
+    """What a stable pod's server saw of the requests it mirrored to a shadow candidate (cumulative)."""
+
+    sent: int = 0
+    dropped: int = 0
+    """Not sent: the mirror's queue was full (the user's answer never waits for the candidate)."""
+    errors: int = 0
+    """Sent, and the candidate failed them (no answer, or an error status)."""
+    rows: int = 0
+    """Rows of the candidate's answers compared with the stable revision's."""
+    agreed: int = 0
+    latency: list[int] | None = None
+    """The candidate's answers' latency, by bucket (artifacts.LATENCY_BUCKETS)."""
+
+
 class PodCounters(ApiModel):
     start_time: str | None = None
     requests: int = 0
     errors: int = 0
     latency: list[int] | None = None
+    mirror: MirrorCounters | None = None
+    revision: str | None = None
+    """The pod's revision (when the counters of several revisions are read together)."""
+    prediction: list[int] | None = None
+    """The pod's prediction sketch: its bins' counts, then missing and other (read for a shadow judged by a
+    gateway's mirroring)."""
 
 
 class TrafficSplit(ApiModel):

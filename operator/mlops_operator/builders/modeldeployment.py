@@ -241,34 +241,43 @@ def service(md: Mapping[str, Any], rev: str | None, preview: bool = False,
     meta = md["metadata"]
     name = f"{meta['name']}-preview" if preview else meta["name"]
     selector = {L.MODEL_DEPLOYMENT: meta["name"]} if rev == "*" else revision_labels(md, rev or "none")
+    ports = [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+             {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP",
+              "appProtocol": "kubernetes.io/h2c"}]
+    if preview:  # where the stable revision's servers mirror shadow traffic (calls counted as replayed, never
+        # captured); no HTTPRoute routes this port, and the pods' IPs reach it anyway
+        ports.append({"name": "monitoring", "port": MONITORING_PORT, "targetPort": "monitoring", "protocol": "TCP"})
     return {
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": name, "namespace": meta["namespace"],
                      "labels": labels(md, {L.MODEL_DEPLOYMENT: meta["name"]}, copy_labels),
                      "ownerReferences": [owner_reference(md)]},
-        "spec": {"selector": selector,
-                 # the inference ports only: the monitoring port is reached by pod IP, never through a Service
-                 "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
-                           {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP",
-                            "appProtocol": "kubernetes.io/h2c"}]},
+        "spec": {"selector": selector, "ports": ports},
     }
 
 
 def http_route(md: Mapping[str, Any], spec: ModelDeploymentSpec, api_version: str, weights: tuple[int, int],
-               copy_labels: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Gateway API HTTPRoute `<name>`: the active Service and the preview Service, weighted."""
+               copy_labels: tuple[str, ...] = (), mirror: int | None = None) -> dict[str, Any]:
+    """Gateway API HTTPRoute `<name>`: the active Service and the preview Service, weighted; with `mirror`, a
+    RequestMirror filter copying that percent of the requests to the preview Service (a shadow: the gateway
+    discards its answers). `percent` is left out at 100, for gateways older than its GEP-3171."""
     meta = md["metadata"]
     assert spec.traffic is not None and spec.traffic.gateway is not None
     parents = [p.wire() for p in spec.traffic.gateway.parent_refs]
     backends = [{"name": meta["name"], "port": 80, "weight": weights[0]},
                 {"name": f"{meta['name']}-preview", "port": 80, "weight": weights[1]}]
+    rule: dict[str, Any] = {"matches": route_matches(meta["name"]), "backendRefs": backends}
+    if mirror:
+        rule["filters"] = [{"type": "RequestMirror", "requestMirror": {
+            "backendRef": {"name": f"{meta['name']}-preview", "port": 80},
+            **({"percent": mirror} if mirror < 100 else {})}}]
     return {
         "apiVersion": api_version, "kind": "HTTPRoute",
         "metadata": {"name": meta["name"], "namespace": meta["namespace"],
                      "labels": labels(md, {L.MODEL_DEPLOYMENT: meta["name"]}, copy_labels),
                      "ownerReferences": [owner_reference(md)]},
         # only the inference and health paths (the monitoring endpoints are not on these ports anyway)
-        "spec": {"parentRefs": parents, "rules": [{"matches": route_matches(meta["name"]), "backendRefs": backends}]},
+        "spec": {"parentRefs": parents, "rules": [rule]},
     }
 
 
@@ -280,6 +289,15 @@ def route_matches(name: str) -> list[dict[str, Any]]:
 
 def owned_by(child: Mapping[str, Any], md: Mapping[str, Any]) -> bool:
     return any(r.get("uid") == md["metadata"].get("uid") for r in child["metadata"].get("ownerReferences") or ())
+
+
+def route_mirror(route: Mapping[str, Any] | None) -> int | None:
+    """The percent an observed HTTPRoute's RequestMirror filter copies (None: no such filter)."""
+    rules = ((route or {}).get("spec") or {}).get("rules") or [{}]
+    for f in rules[0].get("filters") or ():
+        if f.get("type") == "RequestMirror":
+            return int((f.get("requestMirror") or {}).get("percent", 100))
+    return None
 
 
 def route_weights(route: Mapping[str, Any] | None) -> tuple[int, ...] | None:

@@ -177,8 +177,9 @@ def _semaphore() -> asyncio.Semaphore:
 
 
 async def get_json(targets: Sequence[tuple[str, str]], endpoints: Endpoints | None = None,
-                   limit: int = MAX_ANSWER_BYTES, timeout: float = TIMEOUT) -> dict[str, Any]:
-    """GET each (key, url) at once; the decoded answers by key. An endpoint that does not answer 200,
+                   limit: int = MAX_ANSWER_BYTES, timeout: float = TIMEOUT, post: Any = None) -> dict[str, Any]:
+    """GET each (key, url) at once (or POST `post` as JSON); the decoded answers by key. An endpoint that does
+    not answer 200,
     answers more than `limit` bytes or not JSON, or is refused by `endpoints`, is left out (logged).
     Without `endpoints`, only the rules' resolved-address checks apply (Pod IPs the operator read
     from Pod status)."""
@@ -191,7 +192,8 @@ async def get_json(targets: Sequence[tuple[str, str]], endpoints: Endpoints | No
                 logger.warning("not reading %s: %s", url, why)
                 return
             try:
-                async with _semaphore(), session.get(url, allow_redirects=False) as resp:
+                async with _semaphore(), session.request("GET" if post is None else "POST", url, json=post,
+                                                         allow_redirects=False) as resp:
                     if resp.status != 200:
                         logger.warning("%s answered %s", url, resp.status)
                         return

@@ -4,7 +4,8 @@ The dev cluster's Pods live in its own network namespace and no Gateway implemen
 proxy listens on 127.0.0.1 and, from inside the namespace, does what a Gateway would: each request goes to
 a ready Pod the Service selects; when an
 HTTPRoute has the Service among its backends, requests are spread over that rule's backends by
-their weights first, so traffic really moves when a canary steps or a rollout promotes. What it
+their weights first, so traffic really moves when a canary steps or a rollout promotes, and the rule's
+RequestMirror filter copies its share of them to its backend (answers discarded: a shadow rollout). What it
 forwards to is looked up again every second. Each answer says which Pod and revision served it
 (`x-mlops-pod`, `x-mlops-revision`). With `via_api` it reaches the Pods through the apiserver's
 pod proxy instead, for a cluster whose pod IPs this machine cannot reach (kind).
@@ -16,6 +17,7 @@ import contextlib
 import http.client
 import itertools
 import json
+import queue
 import random
 import socket
 import threading
@@ -44,6 +46,8 @@ class Backend:
 
 
 Group = tuple[int, Sequence[Backend]]  # (weight, the ready pods of one Service)
+Mirror = tuple[float, Sequence[Backend]]  # (percent, the ready pods of the Service a RequestMirror filter names)
+MIRROR_QUEUE, MIRROR_WORKERS = 256, 4
 _PICK = random.Random()  # spreads requests over pods (not a secret)
 
 
@@ -90,27 +94,48 @@ class Resolver:
         self.custom = client.CustomObjectsApi(api_client)
         self.namespace, self.service, self.ttl = namespace, service, ttl
         self._lock = threading.Lock()
-        self._cached: tuple[float, list[Group]] | None = None
+        self._cached: tuple[float, list[Group], Mirror | None] | None = None
         self._route_version: str | None = None
 
     def invalidate(self) -> None:
         with self._lock:
             self._cached = None
 
-    def groups(self) -> list[Group]:
+    def _current(self) -> tuple[float, list[Group], Mirror | None]:
         with self._lock:
             if self._cached is None or time.monotonic() - self._cached[0] > self.ttl:
-                self._cached = (time.monotonic(), self._lookup())
-            return self._cached[1]
+                self._cached = (time.monotonic(), *self._lookup())
+            return self._cached
 
-    def _lookup(self) -> list[Group]:
+    def groups(self) -> list[Group]:
+        return self._current()[1]
+
+    def mirror(self) -> Mirror | None:
+        """Where the matched rule's RequestMirror filter copies requests to, and what share of them."""
+        return self._current()[2]
+
+    def _lookup(self) -> tuple[list[Group], Mirror | None]:
         for route in self._routes():
             for rule in (route.get("spec") or {}).get("rules") or ():
                 refs = [r for r in rule.get("backendRefs") or () if r.get("kind", "Service") == "Service"
                         and r.get("namespace", self.namespace) == self.namespace]
                 if any(r.get("name") == self.service for r in refs):
-                    return [(int(r.get("weight", 1)), self._pods(r["name"], r.get("port"))) for r in refs]
-        return [(1, self._pods(self.service, None))]
+                    return [(int(r.get("weight", 1)), self._pods(r["name"], r.get("port"))) for r in refs], \
+                        self._mirror_of(rule)
+        return [(1, self._pods(self.service, None))], None
+
+    def _mirror_of(self, rule: dict[str, Any]) -> Mirror | None:
+        """A rule's RequestMirror filter (`percent`, or `fraction`, of GEP-3171; all requests without either)."""
+        for f in rule.get("filters") or ():
+            if f.get("type") != "RequestMirror":
+                continue
+            mirror = f.get("requestMirror") or {}
+            ref = mirror.get("backendRef") or {}
+            fraction = mirror.get("fraction") or {}
+            percent = float(mirror["percent"]) if "percent" in mirror else \
+                100.0 * int(fraction.get("numerator", 1)) / int(fraction.get("denominator", 100)) if fraction else 100.0
+            return percent, self._pods(ref.get("name", ""), ref.get("port"))
+        return None
 
     def _routes(self) -> list[dict[str, Any]]:
         for version in ([self._route_version] if self._route_version else GATEWAY_VERSIONS):
@@ -161,6 +186,9 @@ class Proxy:
         self.resolver, self.via_api = resolver, via_api
         self._counter = itertools.count()
         self._count_lock = threading.Lock()
+        self._mirrored: queue.Queue[tuple[Backend, str, str, bytes | None, dict[str, str]]] = queue.Queue(MIRROR_QUEUE)
+        self._mirror_threads: list[threading.Thread] = []
+        self.mirror_dropped = 0
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -211,7 +239,32 @@ class Proxy:
             message = {"error": f"pod {backend.pod} did not answer: {exc}"}
             return 502, [("Content-Type", "application/json")], json.dumps(message).encode()
         out = [(k, v) for k, v in out if k.lower() not in HOP_BY_HOP]
+        self._mirror(method, path, body, headers)
         return status, [*out, ("x-mlops-pod", backend.pod), ("x-mlops-revision", backend.revision)], payload
+
+    def _mirror(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> None:
+        """A copy of the request for the route's RequestMirror backend, if it has one: sent by other threads, its
+        answer discarded, as a Gateway does (a full queue drops the copy)."""
+        mirror = self.resolver.mirror()
+        if mirror is None or not mirror[1] or _PICK.random() * 100 >= mirror[0]:
+            return
+        if not self._mirror_threads:
+            self._mirror_threads = [threading.Thread(target=self._send_mirrored, daemon=True, name="mirror")
+                                    for _ in range(MIRROR_WORKERS)]
+            for t in self._mirror_threads:
+                t.start()
+        pods = mirror[1]
+        try:
+            self._mirrored.put_nowait((pods[_PICK.randrange(len(pods))], method, path, body, headers))
+        except queue.Full:
+            self.mirror_dropped += 1
+
+    def _send_mirrored(self) -> None:
+        send = self._through_api if self.via_api else self._direct
+        while True:
+            backend, method, path, body, headers = self._mirrored.get()
+            with contextlib.suppress(OSError, urllib3.exceptions.HTTPError):
+                send(backend, method, path, body, headers)
 
     @staticmethod
     def _direct(backend: Backend, method: str, path: str, body: bytes | None,

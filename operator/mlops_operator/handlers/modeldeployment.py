@@ -72,10 +72,13 @@ async def _report(ctx: Ctx, namespace: str, job: Body) -> AnalysisReport | Artif
 
 
 async def _live(ctx: Ctx, md: Body, spec: ModelDeploymentSpec, rev: str) -> dict[str, PodCounters]:
-    """A revision's pods' cumulative counters: from their monitoring endpoints, or from Prometheus."""
+    """A revision's pods' cumulative counters: from their monitoring endpoints, or from Prometheus. For
+    machine.EVERY_REVISION, every revision's pods' with their prediction sketches: from the pods (the sketches
+    are not in /metrics)."""
     name = md["metadata"]["name"]
+    every = rev == machine.EVERY_REVISION
     prometheus = spec.analysis.prometheus if spec.analysis is not None else None
-    if prometheus is not None:
+    if prometheus is not None and not every:
         queries = rollout_analysis.prometheus_queries(md["metadata"]["namespace"], build.deployment_name(md, rev))
         base = prometheus.address.rstrip("/") + "/api/v1/query?query="
         answers = await endpoints.get_json([(k, base + urllib.parse.quote(q)) for k, q in queries.items()],
@@ -83,10 +86,22 @@ async def _live(ctx: Ctx, md: Body, spec: ModelDeploymentSpec, rev: str) -> dict
         if len(answers) < len(queries):
             raise Retry(f"spec.analysis.prometheus: {prometheus.address} did not answer", delay=5)
         return rollout_analysis.counters_from_prometheus(answers)
-    ready = await pods.ready_pods(ctx, md["metadata"]["namespace"], name, rev)
+    ready = await pods.ready_pods(ctx, md["metadata"]["namespace"], name, None if every else rev)
+    revisions = {p["metadata"]["name"]: p["metadata"].get("labels", {}).get(L.REVISION) for p in ready}
     found = await endpoints.get_json([(p["metadata"]["name"], f"{pods.base_url(p)}/v2/models/{name}/monitoring")
                                       for p in ready])
-    return {pod: rollout_analysis.counters(snapshot) for pod, snapshot in found.items()}
+    return {pod: rollout_analysis.counters(snapshot, revisions[pod] if every else None, sketch=every)
+            for pod, snapshot in found.items()}
+
+
+async def _mirror(ctx: Ctx, md: Body, mirroring: machine.Mirroring) -> None:
+    """Shadow traffic on (again) or off on the revision's ready pods (runtime/mirror.py). A pod that does not answer
+    is told at the next reconcile; one never told again stops by itself when the setting's seconds run out."""
+    name = md["metadata"]["name"]
+    ready = await pods.ready_pods(ctx, md["metadata"]["namespace"], name, mirroring.revision)
+    setting = {"percent": mirroring.percent, "tolerance": mirroring.tolerance, "seconds": mirroring.seconds}
+    await endpoints.get_json([(p["metadata"]["name"], f"{pods.base_url(p)}/v2/models/{name}/mirror") for p in ready],
+                             post=setting)
 
 
 async def _apply(ctx: Ctx, key: Key, md: Body, spec: ModelDeploymentSpec, plan: machine.Plan,
@@ -122,7 +137,9 @@ async def _apply(ctx: Ctx, key: Key, md: Body, spec: ModelDeploymentSpec, plan: 
         desired = build.service(md, selected, preview, copy_labels=s.copy_labels)
         observed = services.get(desired["metadata"]["name"])
         wanted = desired["spec"]["selector"]
-        if observed is None or (observed.get("spec") or {}).get("selector") != wanted:
+        ports = {p["name"] for p in desired["spec"]["ports"]}
+        if observed is None or (observed.get("spec") or {}).get("selector") != wanted or \
+                {p.get("name") for p in (observed.get("spec") or {}).get("ports") or ()} != ports:
             applied = await ctx.api.ensure(SERVICES, desired, observed is not None)
             if (applied.get("spec") or {}).get("selector") != wanted:
                 # keys someone else added (kubectl edit) are not the operator's to drop by an apply:
@@ -139,6 +156,8 @@ async def _apply(ctx: Ctx, key: Key, md: Body, spec: ModelDeploymentSpec, plan: 
         await ctx.api.delete(DEPLOYMENTS, key[1], name)
         ctx.store.delete_child(key, "Deployment", name)
     await asyncio.gather(traffic(False, plan.active), traffic(True, plan.preview))
+    if plan.mirror is not None:
+        await _mirror(ctx, md, plan.mirror)
     if plan.analysis_job is not None and plan.analysis_job[0].revision not in jobs:
         cand, urls, stable_urls = plan.analysis_job
         assert cand.model_uri is not None
@@ -156,8 +175,9 @@ async def _apply(ctx: Ctx, key: Key, md: Body, spec: ModelDeploymentSpec, plan: 
         if plan.route is None:
             if observed is not None and build.owned_by(observed, md):
                 await ctx.api.delete(routes, key[1], md["metadata"]["name"])
-        elif build.route_weights(observed) != plan.route:
-            route = build.http_route(md, spec, route_version, plan.route, copy_labels=s.copy_labels)
+        elif build.route_weights(observed) != plan.route or build.route_mirror(observed) != plan.route_mirror:
+            route = build.http_route(md, spec, route_version, plan.route, copy_labels=s.copy_labels,
+                                     mirror=plan.route_mirror)
             if observed is not None and not build.owned_by(observed, md):
                 raise name_conflict(route, observed)
             await ctx.api.ensure(routes, route, observed is not None)

@@ -61,6 +61,7 @@ def base_url(pod: dict[str, Any]) -> str:
     return f"http://{pod['status']['podIP']}:{MONITORING_PORT}"
 
 
-async def ready_pods(ctx: Ctx, namespace: str, md_name: str, revision: str) -> list[dict[str, Any]]:
-    selector = L.selector({L.MODEL_DEPLOYMENT: md_name, L.REVISION: revision})
+async def ready_pods(ctx: Ctx, namespace: str, md_name: str, revision: str | None) -> list[dict[str, Any]]:
+    """The ready pods of one revision (None: of every revision)."""
+    selector = L.selector({L.MODEL_DEPLOYMENT: md_name, **({L.REVISION: revision} if revision else {})})
     return [p for p in await pods(ctx, namespace, selector) if ready(p)]

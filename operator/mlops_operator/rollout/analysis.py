@@ -12,7 +12,8 @@ from typing import Any
 
 from ..api import times
 from ..api.artifacts import LATENCY_BUCKETS
-from ..api.modeldeployment import Analysis, LiveQuality, LiveQualityAnalysis, PodCounters
+from ..api.binned import coarsen, psi
+from ..api.modeldeployment import Analysis, LiveQuality, LiveQualityAnalysis, MirrorCounters, PodCounters, Shadow
 from ..api.quality import HIGHER_IS_BETTER
 from ..api.reports import LOWER_IS_BETTER, AnalysisReport
 
@@ -113,12 +114,22 @@ def judge_report(report: AnalysisReport, analysis: Analysis) -> Verdict:
 
 # -- live traffic: the monitoring endpoint's cumulative counters, per pod
 
-def counters(snapshot: Mapping[str, Any]) -> PodCounters:
+def counters(snapshot: Mapping[str, Any], revision: str | None = None, sketch: bool = False) -> PodCounters:
+    """A pod's monitoring snapshot as counters (with `sketch`, its prediction sketch too)."""
     latency = snapshot.get("latency") or {}
     started = snapshot.get("startTime")
+    mirrored = snapshot.get("mirror")
+    mirror = None
+    if isinstance(mirrored, Mapping):
+        mirror = MirrorCounters(**{k: int(mirrored.get(k) or 0) for k in ("sent", "dropped", "errors", "rows",
+                                                                           "agreed")},
+                                latency=list((mirrored.get("latency") or {}).get("counts") or []))
+    prediction = snapshot.get("prediction") if sketch else None
     return PodCounters(start_time=None if started is None else str(started),
                        requests=int(snapshot.get("requests") or 0), errors=int(snapshot.get("errors") or 0),
-                       latency=list(latency.get("counts") or []))
+                       latency=list(latency.get("counts") or []), mirror=mirror, revision=revision,
+                       prediction=[*map(int, prediction.get("counts") or []), int(prediction.get("missing") or 0),
+                                   int(prediction.get("other") or 0)] if isinstance(prediction, Mapping) else None)
 
 
 def window_totals(baseline: Mapping[str, PodCounters], now: Mapping[str, PodCounters]) -> tuple[int, int, list[int]]:
@@ -136,6 +147,113 @@ def window_totals(baseline: Mapping[str, PodCounters], now: Mapping[str, PodCoun
         for i, n in enumerate((c.latency or [])[: len(buckets)]):
             buckets[i] += n - (before[i] if i < len(before) else 0)
     return requests, errors, buckets
+
+
+MIRROR_COUNTS = ("sent", "dropped", "errors", "rows", "agreed")
+
+
+def mirror_totals(baseline: Mapping[str, PodCounters], now: Mapping[str, PodCounters]) -> tuple[dict[str, int],
+                                                                                              list[int]]:
+    """What the pods mirrored since the baseline (MIRROR_COUNTS and the candidate's latency buckets), summed
+    over pods as `window_totals` sums theirs."""
+    totals = dict.fromkeys(MIRROR_COUNTS, 0)
+    buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+    for pod, c in now.items():
+        m = c.mirror or MirrorCounters()
+        base = baseline.get(pod)
+        before = base.mirror if base is not None and base.start_time == c.start_time and base.mirror else None
+        if before is None or before.sent > m.sent:
+            before = MirrorCounters()
+        for k in MIRROR_COUNTS:
+            totals[k] += getattr(m, k) - getattr(before, k)
+        for i, n in enumerate((m.latency or [])[: len(buckets)]):
+            buckets[i] += n - ((before.latency or [])[i] if i < len(before.latency or []) else 0)
+    return totals, buckets
+
+
+def judge_shadow(shadow: Shadow, analysis: Analysis | None, baseline: Mapping[str, PodCounters],
+                 now: Mapping[str, PodCounters]) -> Verdict:
+    """A shadow candidate, from the stable pods' mirror counters over the shadow window: enough answered
+    mirrored requests, agreement with the stable revision's answers on at least `agreement.min` of the compared
+    rows, and (with spec.analysis) the candidate's success rate and p99 as seen by the mirror."""
+    t, buckets = mirror_totals(baseline, now)
+    answered = t["sent"] - t["errors"]
+    p99 = p99_from_buckets(buckets)
+    share = Decimal(t["agreed"]) / Decimal(t["rows"]) if t["rows"] else None
+    m: dict[str, float] = {"mirrored": t["sent"], "mirrorDropped": t["dropped"], "candidateErrors": t["errors"],
+                           "comparedRows": t["rows"], "agreedRows": t["agreed"]}
+    if share is not None:
+        m["agreement"] = float(share)
+    if p99 is not None:
+        m["candidateP99Ms"] = p99
+    summary = (f"shadow: {t['sent']} requests mirrored ({t['dropped']} dropped), {t['errors']} failed by the "
+               f"candidate; it agreed on {t['agreed']} of {t['rows']} rows"
+               + (f" ({_num(share)}, at least {shadow.agreement.min})" if share is not None else ""))
+    failed = []
+    if answered < shadow.min_requests:
+        failed.append(f"{answered} mirrored requests answered by the candidate < minRequests {shadow.min_requests}")
+    if share is not None and share < Decimal(shadow.agreement.min):
+        failed.append(f"agreement {_num(share)} < {shadow.agreement.min}")
+    if analysis is not None:
+        failed += _rate_and_latency(analysis, t["sent"], t["errors"], p99, "candidate ")
+    if failed:
+        return Verdict(False, "; ".join(failed) + f" [{summary}]", m)
+    return Verdict(True, summary, m)
+
+
+def _sketch_totals(baseline: Mapping[str, PodCounters], now: Mapping[str, PodCounters]) -> list[int]:
+    """The prediction sketch's counts since the baseline, summed over pods (a restarted pod from zero)."""
+    total: list[int] = []
+    for pod, c in now.items():
+        counts = c.prediction or []
+        base = baseline.get(pod)
+        before = base.prediction if base is not None and base.start_time == c.start_time and base.prediction and \
+            len(base.prediction) == len(counts) else None
+        window = [n - (before[i] if before else 0) for i, n in enumerate(counts)]
+        total = [a + b for a, b in zip(total, window, strict=True)] if total and len(total) == len(window) else \
+            (total or window)
+    return total
+
+
+def judge_shadow_sketches(shadow: Shadow, analysis: Analysis | None, baseline: Mapping[str, PodCounters],
+                          now: Mapping[str, PodCounters], stable: str, candidate: str) -> Verdict:
+    """A shadow candidate whose traffic a gateway mirrored (HTTPRoute RequestMirror: the answers are discarded,
+    none can be compared with the stable's): enough requests answered, and the Population Stability Index between
+    the two revisions' prediction sketches over the same window at most `agreement.maxPsi` (and, with
+    spec.analysis, the candidate's own success rate and p99)."""
+    def window(rev: str) -> tuple[int, int, list[int], list[int]]:
+        pods = {p: c for p, c in now.items() if c.revision == rev}
+        before = {p: c for p, c in baseline.items() if c.revision == rev}
+        requests, errors, buckets = window_totals(before, pods)
+        return requests, errors, buckets, _sketch_totals(before, pods)
+
+    requests, errors, buckets, theirs = window(candidate)
+    stable_requests, _, _, ours = window(stable)
+    p99 = p99_from_buckets(buckets)
+    m: dict[str, float] = {"candidateRequests": requests, "candidateErrors": errors, "stableRequests": stable_requests}
+    if p99 is not None:
+        m["candidateP99Ms"] = p99
+    score = None
+    if sum(ours) and sum(theirs) and len(ours) == len(theirs):
+        score = psi(*coarsen(ours, theirs))
+        m["predictionPsi"] = score
+    summary = (f"shadow mirrored by the HTTPRoute (the gateway discards the candidate's answers: agreement is "
+               f"judged from the two revisions' prediction sketches): the candidate answered {requests - errors} of "
+               f"{requests} requests, the stable revision {stable_requests}"
+               + (f"; prediction PSI {_num(score)} (at most {shadow.agreement.max_psi})" if score is not None else ""))
+    failed = []
+    if requests - errors < shadow.min_requests:
+        failed.append(f"{requests - errors} mirrored requests answered by the candidate < minRequests "
+                      f"{shadow.min_requests}")
+    if score is None:
+        failed.append("no prediction sketch of both revisions over the window to compare")
+    elif score > float(Decimal(shadow.agreement.max_psi)):
+        failed.append(f"prediction PSI {_num(score)} > maxPsi {shadow.agreement.max_psi}")
+    if analysis is not None:
+        failed += _rate_and_latency(analysis, requests, errors, p99, "candidate ")
+    if failed:
+        return Verdict(False, "; ".join(failed) + f" [{summary}]", m)
+    return Verdict(True, summary, m)
 
 
 def p99_from_buckets(buckets: list[int]) -> float | None:
@@ -182,7 +300,23 @@ def prometheus_queries(namespace: str, deployment: str) -> dict[str, str]:
         "requests": f'sum by (pod) (mlops_requests_total{{{match},code!~"4.."}})',
         "errors": f"sum by (pod) (mlops_request_errors_total{{{match}}})",
         "buckets": f"sum by (pod, le) (mlops_request_duration_seconds_bucket{{{match}}})",
+        # what the pods mirrored to a shadow candidate (runtime/mirror.py)
+        **{f"mirror.{k}": f"sum by (pod) (mlops_mirror_{name}_total{{{match}}})" for k, name in MIRROR_SERIES.items()},
+        "mirror.buckets": f"sum by (pod, le) (mlops_mirror_duration_seconds_bucket{{{match}}})",
     }
+
+
+MIRROR_SERIES = {"sent": "sent", "dropped": "dropped", "errors": "errors", "rows": "rows", "agreed": "agreed_rows"}
+
+
+def _per_bucket(by_bound: Mapping[float, float]) -> list[int]:
+    """Cumulative buckets (le) back into per-bucket counts; a bound Prometheus did not return holds what the one
+    below it holds."""
+    running: list[int] = []
+    for b in [*LATENCY_BUCKETS, float("inf")]:
+        held = by_bound.get(b)
+        running.append(int(held) if held is not None else (running[-1] if running else 0))
+    return [running[0]] + [max(0, b - a) for a, b in itertools.pairwise(running)]
 
 
 def counters_from_prometheus(answers: Mapping[str, Any]) -> dict[str, PodCounters]:
@@ -200,17 +334,23 @@ def counters_from_prometheus(answers: Mapping[str, Any]) -> dict[str, PodCounter
     for labels, value in vector("errors"):
         if labels.get("pod") in out:
             out[labels["pod"]].errors = int(value)
-    cumulative: dict[str, dict[float, float]] = {}
-    for labels, value in vector("buckets"):
-        if labels.get("pod") in out:
-            cumulative.setdefault(labels["pod"], {})[float(labels["le"])] = value
-    for pod, by_bound in cumulative.items():  # cumulative buckets (le) back into per-bucket counts
-        bounds = [*LATENCY_BUCKETS, float("inf")]
-        running: list[int] = []
-        for b in bounds:  # a bound Prometheus did not return holds what the one below it holds
-            held = by_bound.get(b)
-            running.append(int(held) if held is not None else (running[-1] if running else 0))
-        out[pod].latency = [running[0]] + [max(0, b - a) for a, b in itertools.pairwise(running)]
+    def buckets(name: str) -> dict[str, list[int]]:
+        cumulative: dict[str, dict[float, float]] = {}
+        for labels, value in vector(name):
+            if labels.get("pod") in out:
+                cumulative.setdefault(labels["pod"], {})[float(labels["le"])] = value
+        return {pod: _per_bucket(by_bound) for pod, by_bound in cumulative.items()}
+
+    for pod, counts in buckets("buckets").items():
+        out[pod].latency = counts
+    for k in MIRROR_SERIES:
+        for labels, value in vector(f"mirror.{k}"):
+            if labels.get("pod") in out:
+                mirror = out[labels["pod"]].mirror = out[labels["pod"]].mirror or MirrorCounters()
+                setattr(mirror, k, int(value))
+    for pod, counts in buckets("mirror.buckets").items():
+        if out[pod].mirror is not None:
+            out[pod].mirror.latency = counts  # type: ignore[union-attr]
     return out
 
 

@@ -45,7 +45,11 @@ class Need(enum.Enum):
     URLS = "urls"
     """Every revision's ready pods' base URLs (to start an analysis Job)."""
     LIVE = "live"
-    """The named revision's pods' cumulative counters (live analysis)."""
+    """The named revision's pods' cumulative counters (live analysis); of every revision's pods, with their
+    prediction sketches, for EVERY_REVISION."""
+
+
+EVERY_REVISION = "*"
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,17 @@ class Observed:
     """The last join of ground-truth labels to captured predictions (rollout/quality.py, this reconcile)."""
 
 
+@dataclass(frozen=True)
+class Mirroring:
+    """What the stable revision's servers are told of shadow traffic (POST /v2/models/NAME/mirror to each ready
+    pod): the share of their calls to mirror to the preview Service, for how long; percent 0 turns it off."""
+
+    revision: str
+    percent: int
+    tolerance: float
+    seconds: float
+
+
 @dataclass
 class Plan:
     conditions: list[Cond]
@@ -91,10 +106,14 @@ class Plan:
     delete_jobs: list[str] = field(default_factory=list)
     route: tuple[int, int] | None = None
     """HTTPRoute backend weights (active Service, preview Service); None: no HTTPRoute."""
+    route_mirror: int | None = None
+    """Percent of the HTTPRoute's requests its RequestMirror filter copies to the preview Service (a shadow)."""
     events: list[tuple[str, str, bool]] = field(default_factory=list)
     requeue_after: float | None = None
     needs: Needed | None = None
     """What the handler must fetch before deciding again (see `Need`)."""
+    mirror: Mirroring | None = None
+    """Shadow traffic to turn on (again) or off on the stable revision's pods; None: nothing to say."""
 
 
 def available(dep: Mapping[str, Any] | None, wanted: int) -> bool:

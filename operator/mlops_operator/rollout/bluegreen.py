@@ -8,7 +8,7 @@ from __future__ import annotations
 from ..api.modeldeployment import BlueGreen as BlueGreenSpec
 from ..api.modeldeployment import RevisionRef
 from ..conditions import TRUE, Cond
-from .base import Rollout
+from .base import Mirroring, Rollout
 from .strategy import Split
 
 
@@ -38,3 +38,6 @@ class BlueGreen:
 
     def watches_after_promotion(self, r: Rollout) -> bool:
         return r.spec.analysis is not None
+
+    def mirror(self, r: Rollout) -> Mirroring | None:
+        return None  # the candidate's own traffic judges it: nothing is mirrored

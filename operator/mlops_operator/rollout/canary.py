@@ -12,7 +12,7 @@ from ..api import times
 from ..api.modeldeployment import RevisionRef
 from ..conditions import TRUE, Cond
 from . import analysis as judge
-from .base import Need, Needed, Rollout
+from .base import Mirroring, Need, Needed, Rollout
 from .strategy import Split
 
 
@@ -105,3 +105,6 @@ class Canary:
 
     def watches_after_promotion(self, r: Rollout) -> bool:
         return False  # the last step was judged on live traffic already
+
+    def mirror(self, r: Rollout) -> Mirroring | None:
+        return None  # the candidate's own traffic judges it: nothing is mirrored

@@ -13,7 +13,8 @@ The states are not a phase string but what status records:
     candidate ready, analysis Job     Analyzing (champion vs challenger on the validation sample)
     blue-green, analysis passed       promoted (autoPromotion) or AwaitingPromotion (`mlops promote`)
     canary, currentStep = i           traffic at steps[i].weight; live analysis at the end of the pause
-                                      (the strategies: bluegreen.py, canary.py; their seam: strategy.py)
+    shadow, currentStep = 0           the stable's servers mirror to the candidate; judged on agreement
+                                      (the strategies: bluegreen.py, canary.py, shadow.py; their seam: strategy.py)
     analysis failed / aborted         RolledBack: traffic stays on stable, the candidate scaled to 0,
                                       its revision in `rejected` until a newer version or `mlops retry`
 """
@@ -40,14 +41,28 @@ from ..api.registry import is_registry_uri, version_uri
 from ..api.reports import AnalysisReport
 from ..conditions import FALSE, TRUE, Cond
 from . import analysis as judge
-from .base import TRANSIENT, Need, Needed, Observed, Plan, Rollout, available, job_finished, progress_failed
+from .base import (
+    EVERY_REVISION,
+    TRANSIENT,
+    Mirroring,
+    Need,
+    Needed,
+    Observed,
+    Plan,
+    Rollout,
+    available,
+    job_finished,
+    progress_failed,
+)
 from .bluegreen import BlueGreen
 from .canary import Canary
 from .registry import current as resolved_version
+from .shadow import Shadow
 from .spec import newest_passing_run
 from .strategy import Strategy
 
-__all__ = ["STRATEGIES", "Fetcher", "Need", "Needed", "Observed", "Plan", "decide", "resolve"]
+__all__ = ["EVERY_REVISION", "STRATEGIES", "Fetcher", "Mirroring", "Need", "Needed", "Observed", "Plan", "decide",
+           "resolve"]
 COMMANDS = ("retry", "rollback", "abort", "promote")
 ANNOTATION = L.COMMAND_PREFIX
 HANDLED_LIMIT = 10
@@ -389,12 +404,16 @@ class _Decision(Rollout):
                 plan.delete.append(rev)
         plan.replicas = keep
         plan.active = "*" if canary_live and not self.routed() else (stable.revision if stable else None)
+        mirroring = self.kind.mirror(self)
         if self.routed():
             plan.route = (split.stable, split.candidate) if canary_live else (100, 0)
             if not canary_live:
                 split = split.model_copy(update={"method": "HTTPRoute"})
-        elif self.spec.traffic is not None and self.spec.traffic.gateway is not None:
-            self.requested_route_missing = True
+            plan.route_mirror = mirroring.percent if mirroring is not None and mirroring.percent else None
+        else:
+            plan.mirror = mirroring
+            if self.spec.traffic is not None and self.spec.traffic.gateway is not None:
+                self.requested_route_missing = True
         plan.preview = cand.revision if cand else None
         plan.delete_jobs = [r for r in obs.jobs if cand is None or r != cand.revision]
         st.traffic = split
@@ -487,7 +506,7 @@ class _Decision(Rollout):
                     "each pod checks the model against the digest its TrainingRun recorded before it serves")
 
 
-STRATEGIES: dict[str, Strategy] = {"BlueGreen": BlueGreen(), "Canary": Canary()}
+STRATEGIES: dict[str, Strategy] = {"BlueGreen": BlueGreen(), "Canary": Canary(), "Shadow": Shadow()}
 if set(STRATEGIES) != set(get_args(StrategySpec.model_fields["type"].annotation)):  # one per spec.strategy.type
     raise ImportError(f"rollout strategies {sorted(STRATEGIES)} differ from spec.strategy.type's")
 

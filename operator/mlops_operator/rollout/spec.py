@@ -79,8 +79,15 @@ def check(spec: ModelDeploymentSpec) -> list[str]:
         errors.append("spec.strategy.canary: required when spec.strategy.type is Canary")
     if strategy.type == "Canary" and strategy.blue_green is not None:
         errors.append("spec.strategy.blueGreen: only applies when spec.strategy.type is BlueGreen")
-    if strategy.type == "BlueGreen" and strategy.canary is not None:
+    if strategy.type != "Canary" and strategy.canary is not None:
         errors.append("spec.strategy.canary: only applies when spec.strategy.type is Canary")
+    if strategy.type == "Shadow" and strategy.blue_green is not None:
+        errors.append("spec.strategy.blueGreen: only applies when spec.strategy.type is BlueGreen")
+    if strategy.type != "Shadow" and strategy.shadow is not None:
+        errors.append("spec.strategy.shadow: only applies when spec.strategy.type is Shadow")
+    if strategy.type == "Shadow" and spec.analysis is not None and spec.analysis.live_quality is not None:
+        errors.append("spec.analysis.liveQuality: judges answers users saw, and a shadow candidate answers none "
+                      "(it is judged on agreement with the stable revision: spec.strategy.shadow.agreement)")
     if strategy.canary is not None:
         steps = strategy.canary.steps
         for i in range(1, len(steps)):

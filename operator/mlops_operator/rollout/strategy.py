@@ -8,10 +8,10 @@ for `mlops promote`, walk traffic steps), how traffic splits while it does, and 
 revision is kept after a promotion to take over again.
 
 A new strategy is one module with a class implementing `Strategy`, registered by its spec name in
-machine.py's STRATEGIES (and named in `api.modeldeployment.Strategy.type`). Shadow traffic, say,
-would run the candidate at `candidate_replicas`, mirror requests to it in `proceed` (asking for its
-live counters as a canary step does) and promote when they compare well, while `split` keeps every
-answer on the stable revision.
+machine.py's STRATEGIES (and named in `api.modeldeployment.Strategy.type`): bluegreen.py, canary.py and
+shadow.py (which runs the candidate at `candidate_replicas`, has the stable revision's servers mirror
+requests to it through `mirror`, promotes in `proceed` when the two agreed, while `split` keeps every
+answer on the stable revision).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..api.modeldeployment import RevisionRef
-from .base import Rollout
+from .base import Mirroring, Rollout
 
 
 @dataclass(frozen=True)
@@ -53,4 +53,8 @@ class Strategy(Protocol):
 
     def watches_after_promotion(self, r: Rollout) -> bool:
         """Whether live analysis judges a promoted revision while the previous one is kept."""
+        ...
+
+    def mirror(self, r: Rollout) -> Mirroring | None:
+        """Shadow traffic the stable revision's servers should send the candidate now (None: nothing to say)."""
         ...
