@@ -49,7 +49,7 @@ def slim(body: Mapping[str, Any]) -> Body:
 
 # of a child, the spec fields a reconcile reads (a Deployment's pod template is most of its size,
 # and a thousand models have thousands of children)
-CHILD_SPEC = {"Deployment": ("replicas",), "Service": ("selector",), "Job": ("suspend", "completionMode")}
+CHILD_SPEC = {"Deployment": ("replicas",), "Service": ("selector", "ports"), "Job": ("suspend", "completionMode")}
 
 
 def slim_child(kind: str, body: Mapping[str, Any]) -> Body:
