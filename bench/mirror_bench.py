@@ -1,7 +1,10 @@
 """Shadow traffic's cost to the user: the stable server's answers with mirroring off and on, measured in the same run.
 
 The iris model (serve_bench.py's), one 1x4 FP64 JSON row per call. The stable server is pinned to CPU 0, the load
-generator and the candidate (the mirror's target) to CPU 1, over loopback. For each round, in turn:
+generator and the candidate (the mirror's target) to CPU 1, over loopback. The candidate is granian answering the
+iris row's class at once (serve_bench.py's fixed answer): a real candidate's own work would share the generator's
+core on a two-core machine and slow the client, not the server; what is measured is what mirroring costs the
+stable server. For each round, in turn:
 
   off      mirroring off (`percent` 0)
   on 100   every call copied to the candidate (`POST /v2/models/iris/mirror {percent: 100}`)
@@ -9,7 +12,7 @@ generator and the candidate (the mirror's target) to CPU 1, over loopback. For e
 
 two loads: `wrk -c8` as fast as the server goes (req/s, p50, p99), and a paced client at `--rate` calls a second
 (p50, p99 of the user's answers: what a user sees at a normal load). The mirror's own counters follow: copies sent,
-dropped (a full queue), compared rows and agreement (the same model on both sides: it must be 1).
+dropped (a full queue), compared rows and agreement (the fixed answer is the row's class: it must be 1).
 
     python bench/mirror_bench.py [--duration 10] [--rate 200] [--repeat 3]
 """
@@ -27,7 +30,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from serve_bench import PAYLOAD, free_port, make_model, mlops_cmd, start, stop, wrk
+from serve_bench import GRANIAN_NOOP, PAYLOAD, free_port, make_model, mlops_cmd, start, stop, wrk
 
 
 def paced(port: int, rate: float, duration: float) -> dict[str, float]:
@@ -74,11 +77,12 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mirror-bench-"))
     model_dir, _ = make_model(work)
-    cand_port, cand_monitoring, port, monitoring_port = free_port(), free_port(), free_port(), free_port()
-    candidate = start([*mlops_cmd(model_dir, "iris", cand_port)[:-2], "--monitoring-port", str(cand_monitoring)],
-                      cand_port, "/v2/health/ready", work / "candidate.log", cpu=1)
+    cand_port, port, monitoring_port = free_port(), free_port(), free_port()
+    (work / "granian_noop.py").write_text(GRANIAN_NOOP)
+    candidate = start([sys.executable, str(work / "granian_noop.py"), str(cand_port)], cand_port, "tcp:",
+                      work / "candidate.log", cpu=1)
     stable = start([*mlops_cmd(model_dir, "iris", port)[:-2], "--monitoring-port", str(monitoring_port),
-                    "--mirror-host", "127.0.0.1", "--mirror-port", str(cand_monitoring)],
+                    "--mirror-host", "127.0.0.1", "--mirror-port", str(cand_port)],
                    port, "/v2/health/ready", work / "stable.log", cpu=0)
     modes = {"off": 0, "on 100 %": 100, "on 10 %": 10}
     saturated: dict[str, list[dict[str, float]]] = {m: [] for m in modes}

@@ -81,6 +81,14 @@ class Client:
                 raise RuntimeError(f"apply {path}: {resp.status} {await resp.text()}")
             await resp.read()
 
+    async def patch_status(self, path: str, status: dict[str, Any]) -> None:
+        async with self.limit, self.session.patch(
+                self.server + path, data=json.dumps({"status": status}),
+                headers={"Content-Type": "application/merge-patch+json"}) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"PATCH {path}: {resp.status} {await resp.text()}")
+            await resp.read()
+
     async def get(self, path: str) -> dict[str, Any]:
         async with self.session.get(self.server + path) as resp:
             return dict(await resp.json())
@@ -139,15 +147,16 @@ def cpu_seconds(pid: int) -> float:
 class CpuShare:
     """CPU used by the operator and by the control plane (apiserver + etcd) over a phase, as % of a core."""
 
-    def __init__(self, proc: Process, cp: ControlPlane) -> None:
+    def __init__(self, proc: Process | None, cp: ControlPlane) -> None:
         self.proc, self.cp = proc, [cp.pids["kube-apiserver"], cp.pids["etcd"]]
-        self.start = (time.monotonic(), proc.cpu_seconds(), sum(map(cpu_seconds, self.cp)))
+        self.start = (time.monotonic(), proc.cpu_seconds() if proc else 0.0, sum(map(cpu_seconds, self.cp)))
 
     def __str__(self) -> str:
         t0, ours, theirs = self.start
         took = time.monotonic() - t0
-        return (f"CPU: operator {100 * (self.proc.cpu_seconds() - ours) / took:.0f} %, apiserver + etcd "
-                f"{100 * (sum(map(cpu_seconds, self.cp)) - theirs) / took:.0f} % of a core ({os.cpu_count()} cores)")
+        own = f"operator {100 * (self.proc.cpu_seconds() - ours) / took:.0f} %, " if self.proc else ""
+        return (f"CPU: {own}apiserver + etcd {100 * (sum(map(cpu_seconds, self.cp)) - theirs) / took:.0f} % of a "
+                f"core ({os.cpu_count()} cores)")
 
 
 class Process:
@@ -180,7 +189,7 @@ class Process:
 
 def metrics(port: int) -> dict[str, float]:
     """Each series summed over its labels; API writes also as `mlops_api_requests_total_write`, and per
-    resource as `writes:RESOURCE`."""
+    verb and resource as `writes:VERB RESOURCE`."""
     from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
@@ -192,7 +201,7 @@ def metrics(port: int) -> dict[str, float]:
             if s.labels.get("verb") in ("POST", "PATCH", "PUT", "DELETE"):
                 out[f"{s.name}_write"] = out.get(f"{s.name}_write", 0.0) + s.value
                 if s.name == "mlops_api_requests_total":
-                    key = f"writes:{s.labels['resource']}"
+                    key = f"writes:{s.labels['verb']} {s.labels['resource']}"
                     out[key] = out.get(key, 0.0) + s.value
     return out
 
@@ -242,6 +251,17 @@ async def first_status(client: Client, plural: str, names: set[str], created: di
     return seen
 
 
+async def settled_writes(port: int) -> dict[str, float]:
+    """The operator's writes by verb and resource, once they stopped growing for a second."""
+    last: dict[str, float] = {}
+    while True:
+        now = {k: v for k, v in metrics(port).items() if k.startswith("writes:")}
+        if now == last:
+            return now
+        last = now
+        await asyncio.sleep(1)
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -274,14 +294,7 @@ async def run(args: argparse.Namespace, cp: ControlPlane, work: Path) -> None:
         print(f"apiserver raw create rate from one client: {raw_rate:.0f} objects/s "
               f"({args.concurrency} in flight)")
 
-        t0 = time.monotonic()
-        await asyncio.gather(*(client.apply(path, body) for path, body in raw_children(args.models)))
-        ceiling = args.models / (time.monotonic() - t0)
-        print(f"apiserver: the children of {args.models} ModelDeployments (a Deployment and two Services each, "
-              f"the operator's own manifests) server-side applied by a bare client: {ceiling:.0f} "
-              f"ModelDeployments/s, the ceiling for any operator here")
-
-        results: dict[str, dict[str, float]] = {}
+        results: dict[str, dict[str, Any]] = {}
         for label, cmd in (("noop kopf", [sys.executable, str(TOP / "bench" / "noop_operator.py")]),
                            ("mlops", [sys.executable, *(["-m", "cProfile", "-o", args.profile] if args.profile else []),
                                       "-m", "mlops_operator.cli", "run", "-n", NS])):
@@ -293,6 +306,9 @@ async def run(args: argparse.Namespace, cp: ControlPlane, work: Path) -> None:
                            work / f"{label.replace(' ', '-')}.log")
             try:
                 results[label] = await measure(args, client, cp, proc, port, label)
+                if label == "mlops":  # what a reconciled ModelDeployment's status is, for the bare client's patches
+                    results[label]["status"] = (await client.get(f"{GROUP}/namespaces/{NS}/modeldeployments/m0"))[
+                        "status"]
             finally:
                 proc.stop()
             # the next operator starts from objects that exist: delete them all
@@ -304,20 +320,66 @@ async def run(args: argparse.Namespace, cp: ControlPlane, work: Path) -> None:
                 async with client.session.delete(client.server + path) as resp:
                     await resp.read()
         ours, noop = results["mlops"], results["noop kopf"]
+        ceiling, bare_cpu = await bare_client(client, cp, args.models, ours["md_writes"], ours["status"])
         print()
         print(f"{'':34}{'mlops':>12}{'noop kopf':>12}{'ratio':>8}")
         for key, text in (("rss", "RSS reconciled (MB)"), ("idle", "idle CPU (% of a core)"),
                           ("md_rate", "ModelDeployments/s to status")):
             ratio = f"{ours[key] / noop[key]:8.2f}" if noop[key] >= 0.05 else f"{'-':>8}"
             print(f"{text:34}{ours[key]:12.2f}{noop[key]:12.2f}{ratio}")
-        print(f"mlops ModelDeployments/s vs the raw create rate: {ours['md_rate'] / raw_rate:.2f}; vs the bare "
-              f"client applying the same children: {ours['md_rate'] / ceiling:.2f}")
+        print()
+        print(f"ModelDeployments to status, the same writes each ({args.models} of them):")
+        print("  writes per ModelDeployment: " + ", ".join(
+            f"{k.split(':', 1)[1]} {n / args.models:.2f}" for k, n in sorted(ours["md_writes"].items())))
+        print(f"  {'mlops':<12}{ours['md_rate']:8.0f} /s   {ours['md_cpu']}")
+        print(f"  {'bare client':<12}{ceiling:8.0f} /s   {bare_cpu}")
+        print(f"  ratio {ours['md_rate'] / ceiling:.2f} (mlops / bare client); vs the raw create rate "
+              f"{ours['md_rate'] / raw_rate:.2f}")
     finally:
         await client.close()
 
 
+async def bare_client(client: Client, cp: ControlPlane, n: int, writes: dict[str, float],
+                      status: dict[str, Any]) -> tuple[float, str]:
+    """The ceiling: a bare client making the writes the operator made for `n` ModelDeployments in this run (its
+    own request counters, `writes`: "writes:VERB RESOURCE" → total), in a namespace the operator does not watch.
+    Each ModelDeployment is created, as the bench created them for the operator, then its children (the
+    operator's builders' manifests: created by POST, written again by server-side apply) and its status patches
+    (merge patches of the status the operator wrote), `--concurrency` requests in flight. ModelDeployments per
+    second, and the CPU meanwhile."""
+    children = raw_children(n)  # per ModelDeployment i: its Deployment, Service and preview Service
+    per_md = {key.split(":", 1)[1]: [int(total) // n + (1 if i < int(total) % n else 0) for i in range(n)]
+              for key, total in writes.items()}
+    unknown = {k for k in per_md if k.split()[1] not in ("deployments", "services", "modeldeployments")}
+    if unknown:
+        raise RuntimeError(f"the operator made writes the bare client does not know how to make: {unknown}")
+
+    async def one(i: int) -> None:
+        md_path = f"{GROUP}/namespaces/raw/modeldeployments"
+        await client.post(md_path, model_deployment(i))
+        objects = {"deployments": children[3 * i: 3 * i + 1], "services": children[3 * i + 1: 3 * i + 3]}
+        # creates first, then applies, the status last (as the operator: children, then status)
+        for key, counts in sorted(per_md.items(), key=lambda kv: (kv[0].split()[1] == "modeldeployments",
+                                                                   kv[0].split()[0] != "POST")):
+            verb, resource = key.split()
+            for j in range(counts[i]):
+                if resource == "modeldeployments":
+                    await client.patch_status(f"{md_path}/m{i}/status", status)
+                    continue
+                path, body = objects[resource][j % len(objects[resource])]
+                if verb == "POST" and j < len(objects[resource]):
+                    await client.post(path.rsplit("/", 1)[0], body)
+                else:
+                    await client.apply(path, body)
+
+    cpu = CpuShare(None, cp)
+    t0 = time.monotonic()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return n / (time.monotonic() - t0), str(cpu)
+
+
 async def measure(args: argparse.Namespace, client: Client, cp: ControlPlane, proc: Process, port: int,
-                  label: str) -> dict[str, float]:
+                  label: str) -> dict[str, Any]:
     deadline = time.monotonic() + 120
     while True:  # the operator is up when its metrics answer (the noop peer serves them too)
         try:
@@ -327,7 +389,7 @@ async def measure(args: argparse.Namespace, client: Client, cp: ControlPlane, pr
             if time.monotonic() > deadline or proc.proc.poll() is not None:
                 raise RuntimeError(f"{label} did not start: see {proc.log.name}") from None
             await asyncio.sleep(0.2)
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     kinds = (("modeldeployments", model_deployment), ("trainingruns", training_run), ("driftpolicies", drift_policy))
     for plural, make in kinds:
         bodies = [make(i) for i in range(args.models)]
@@ -347,7 +409,8 @@ async def measure(args: argparse.Namespace, client: Client, cp: ControlPlane, pr
                   f"p99 {pct(latencies, 0.99) * 1000:.0f} ms; all reconciled in {took:.1f} s "
                   f"({len(names) / took:.0f}/s); {cpu}")
             if plural == "modeldeployments":
-                out["md_rate"] = len(names) / took
+                out["md_rate"], out["md_cpu"] = len(names) / took, str(cpu)
+                out["md_writes"] = await settled_writes(port)
         else:  # the peer writes no status: it is done when it has handled every event
             target = (kinds.index((plural, make)) + 1) * args.models
             while metrics(port).get("noop_events_total", 0) < target:
