@@ -28,11 +28,11 @@ def test_children_deleted_or_edited_by_hand_are_restored(
     def children() -> tuple[dict[str, Any], dict[str, Any]] | None:
         deps = {d.metadata.name: d for d in cluster.apps.list_namespaced_deployment(ns).items}
         svcs = {s.metadata.name: s for s in cluster.core.list_namespaced_service(ns).items}
-        return (deps, svcs) if len(deps) == 1 and {"iris", "iris-preview"} <= set(svcs) else None
+        return (deps, svcs) if len(deps) == 1 and "iris" in svcs else None
 
-    deps, svcs = wait_for(children, 60, "the Deployment and the two Services")
+    deps, svcs = wait_for(children, 60, "the Deployment and the Service")
     (dep_name, dep), = deps.items()
-    selector = dict(svcs["iris-preview"].spec.selector)
+    selector = dict(svcs["iris"].spec.selector)
 
     # deleted by hand: created again, once
     cluster.apps.delete_namespaced_deployment(dep_name, ns)
@@ -42,11 +42,11 @@ def test_children_deleted_or_edited_by_hand_are_restored(
     assert len(cluster.apps.list_namespaced_deployment(ns).items) == 1
 
     # edited by hand: the selector that decides where traffic goes, and the size, are put back
-    cluster.core.patch_namespaced_service("iris-preview", ns, {"spec": {"selector": {"app": "somewhere-else"}}})
+    cluster.core.patch_namespaced_service("iris", ns, {"spec": {"selector": {"app": "somewhere-else"}}})
     cluster.apps.patch_namespaced_deployment(dep_name, ns, {"spec": {"replicas": 3}})
-    wait_for(lambda: cluster.core.read_namespaced_service("iris-preview", ns).spec.selector == selector, 60,
+    wait_for(lambda: cluster.core.read_namespaced_service("iris", ns).spec.selector == selector, 60,
              "the Service's selector restored")
     wait_for(lambda: cluster.apps.read_namespaced_deployment(dep_name, ns).spec.replicas == dep.spec.replicas, 60,
              "the Deployment's size restored")
     deps, svcs = children() or ({}, {})
-    assert len(deps) == 1 and sorted(svcs) == ["iris", "iris-preview"]
+    assert len(deps) == 1 and sorted(svcs) == ["iris"]  # a first version needs no preview Service

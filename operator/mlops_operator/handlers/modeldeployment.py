@@ -155,7 +155,8 @@ async def _apply(ctx: Ctx, key: Key, md: Body, spec: ModelDeploymentSpec, plan: 
         name = deployments[rev]["metadata"]["name"]
         await ctx.api.delete(DEPLOYMENTS, key[1], name)
         ctx.store.delete_child(key, "Deployment", name)
-    await asyncio.gather(traffic(False, plan.active), traffic(True, plan.preview))
+    preview = plan.preview_wanted or f"{md['metadata']['name']}-preview" in services  # made when first needed
+    await asyncio.gather(traffic(False, plan.active), *([traffic(True, plan.preview)] if preview else []))
     if plan.mirror is not None:
         await _mirror(ctx, md, plan.mirror)
     if plan.analysis_job is not None and plan.analysis_job[0].revision not in jobs:

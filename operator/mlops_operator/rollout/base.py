@@ -101,6 +101,11 @@ class Plan:
     active: str | None = None
     """What the active Service selects: a revision, or "*" (every revision: canary by replica ratio)."""
     preview: str | None = None
+    """What the preview Service selects (None: nothing)."""
+    preview_wanted: bool = False
+    """Whether the preview Service must exist: a candidate beside a stable revision (a rollout users may preview,
+    a shadow mirrors to, a canary's HTTPRoute weights), or an HTTPRoute naming it. A first version needs none;
+    one that exists is kept up to date either way."""
     analysis_job: tuple[RevisionRef, list[str], list[str]] | None = None
     """(candidate, its pods' URLs, the stable pods' URLs) for the analysis Job to create."""
     delete_jobs: list[str] = field(default_factory=list)

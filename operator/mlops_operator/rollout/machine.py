@@ -415,6 +415,7 @@ class _Decision(Rollout):
             if self.spec.traffic is not None and self.spec.traffic.gateway is not None:
                 self.requested_route_missing = True
         plan.preview = cand.revision if cand else None
+        plan.preview_wanted = (cand is not None and stable is not None) or self.routed()
         plan.delete_jobs = [r for r in obs.jobs if cand is None or r != cand.revision]
         st.traffic = split
         st.traffic_summary = self.summary(split)
