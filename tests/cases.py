@@ -102,7 +102,9 @@ SCHEMA_CASES = [
     Case("md-bad-digest", MD, (("spec.model", {"storageUri": "s3://m/iris", "digest": "md5:abc"}),),
          "spec.model.digest"),
     Case("md-negative-replicas", MD, (("spec.replicas", -1),), "spec.replicas"),
-    Case("md-unknown-strategy", MD, (("spec.strategy.type", "Shadow"),), "spec.strategy.type"),
+    Case("md-unknown-strategy", MD, (("spec.strategy.type", "Rainbow"),), "spec.strategy.type"),
+    Case("md-shadow-percent-zero", MD, (("spec.strategy", {"type": "Shadow", "shadow": {"percent": 0}}),),
+         "spec.strategy.shadow.percent"),
     Case("md-canary-weight-over-100", MD, (("spec.strategy", {"type": "Canary", "canary": {"steps": [
         {"weight": 50}, {"weight": 120}]}}),), "spec.strategy.canary.steps[1].weight"),
     Case("md-canary-no-steps", MD, (("spec.strategy", {"type": "Canary", "canary": {"steps": []}}),),
@@ -194,6 +196,7 @@ STATUS_CASES = [
          "spec.strategy.blueGreen"),
     Case("md-bluegreen-with-canary", MD, (("spec.strategy.canary", {"steps": [{"weight": 10}]}),),
          "spec.strategy.canary"),
+    Case("md-bluegreen-with-shadow", MD, (("spec.strategy.shadow", {"percent": 10}),), "spec.strategy.shadow"),
     Case("md-weights-not-ascending", MD, (("spec.strategy", {"type": "Canary", "canary": {"steps": [
         {"weight": 50}, {"weight": 20}]}}),), "spec.strategy.canary.steps[1].weight"),
     Case("md-analysis-outlasts-scale-down", MD, (("spec.analysis.durationSeconds", 600),),
