@@ -113,7 +113,12 @@ def test_drift_retrain_gate_rollout_and_a_bad_version_rolled_back(
     # built runs as the image's user 65532 on a read-only root filesystem, enforced by runc
     pods = cluster.core.list_namespaced_pod(ns).items
     ran = [(p.metadata.name, c.image_id) for p in pods for c in p.status.container_statuses or () if c.container_id]
-    assert len(ran) >= 8 and all("sha256:" in (image or "") for _, image in ran), ran
+    assert all("sha256:" in (image or "") for _, image in ran), ran
+    # which finished Pods are still there varies (Jobs' Pods go with their Jobs): the operator's and the serving
+    # revision's containers are always among those that ran
+    names = {name for name, _ in ran}
+    assert any(n.startswith("mlops-") for n in names) and \
+        any(n.startswith(f"iris-{facts.concept_revision}-") for n in names), ran
     server = next(p for p in pods if p.status.phase == "Running"
                   and (p.metadata.labels or {}).get("mlops.dev/revision") == facts.concept_revision)
     who = cluster.kubectl("exec", "-n", ns, server.metadata.name, "-c", server.spec.containers[0].name, "--",

@@ -35,7 +35,7 @@ def test_slim_keeps_what_reconciles_need_only() -> None:
     assert kept["spec"] == {"replicas": 3} and kept["status"] == {"availableReplicas": 3}
     assert kept["metadata"]["annotations"] == dep["metadata"]["annotations"]  # the template hash stays
     svc = service(md, "r1")
-    assert slim_child("Service", svc)["spec"] == {"selector": svc["spec"]["selector"]}
+    assert slim_child("Service", svc)["spec"] == {"selector": svc["spec"]["selector"], "ports": svc["spec"]["ports"]}
 
 
 def test_referenced_objects_trigger_their_dependents() -> None:
