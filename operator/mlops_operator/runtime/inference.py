@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from ..api import artifacts
 from . import formats, tensors
 from .capture import Capture, new_id
-from .mirror import Mirror
+from .mirror import Mirror, per_bucket
 from .profile import Counts
 
 # models fitted on DataFrames get arrays here when every feature is numeric: same columns, same order
@@ -459,13 +459,7 @@ class Monitor:
         m = self.model
         by_code = {int(x.labels["code"]): int(x.value) for f in self._by_code.collect() for x in f.samples
                    if x.name == "mlops_requests_total"}
-        cumulative, latency_sum = [], 0.0
-        for x in (x for f in self._latency_metric.collect() for x in f.samples):
-            if x.name.endswith("_bucket"):
-                cumulative.append(int(x.value))  # in bucket order, +Inf last
-            elif x.name.endswith("_sum"):
-                latency_sum = x.value
-        counts = [b - a for a, b in zip([0, *cumulative], cumulative, strict=False)]
+        counts, latency_sum = per_bucket(self._latency_metric)
         return {
             "model": m.name if m else None, "digest": m.digest if m else None,
             "profileDigest": m.profile_digest if m else None,

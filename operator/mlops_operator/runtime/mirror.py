@@ -94,6 +94,17 @@ def agreeing(ours: Sequence[Any], theirs: Sequence[Any], tolerance: float, regre
     return sum(1 for a, b in zip(ours, theirs, strict=True) if str(a) == str(b))
 
 
+def per_bucket(histogram: Histogram) -> tuple[list[int], float]:
+    """A prometheus-client histogram read back: its count per bucket (in bucket order, +Inf last) and its sum."""
+    cumulative, total = [], 0.0
+    for x in (x for f in histogram.collect() for x in f.samples):
+        if x.name.endswith("_bucket"):
+            cumulative.append(int(x.value))
+        elif x.name.endswith("_sum"):
+            total = x.value
+    return [b - a for a, b in zip([0, *cumulative], cumulative, strict=False)], total
+
+
 class Mirror:
     def __init__(self, model: str, host: str, port: int, registry: CollectorRegistry, *, regression: bool,
                  capacity: int = 1000, workers: int = 2) -> None:
@@ -164,9 +175,7 @@ class Mirror:
                 "until": s.until if s.on(time.time()) else None, "target": f"http://{self.host}:{self.port}{self.path}"}
 
     def snapshot(self) -> dict[str, Any]:
-        cumulative = [int(x.value) for f in self._latency_metric.collect() for x in f.samples
-                      if x.name.endswith("_bucket")]
-        counts = [b - a for a, b in zip([0, *cumulative], cumulative, strict=False)]
+        counts, _ = per_bucket(self._latency_metric)
         totals = {key: sum(int(x.value) for f in self._counters[name].collect() for x in f.samples
                            if x.name == f"{name}_total")
                   for key, name in (("sent", "mlops_mirror_sent"), ("dropped", "mlops_mirror_dropped"),
