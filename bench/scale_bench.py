@@ -1,26 +1,29 @@
 """Scale benchmark: one operator, 1,000 models, on the real apiserver.
 
-    python bench/scale_bench.py [--models 1000] [--noise-pods 10000] [--concurrency 16]
+    python bench/scale_bench.py [--models 1000] [--noise-pods 10000] [--concurrency 16] [--rounds 5]
 
-A control plane of etcd + kube-apiserver only (no Job or Deployment controller, no node, so what
-is measured is the operator's own work), with `--noise-pods` unrelated Pods in another namespace as
-a real cluster has. Measured in the same run:
+Every measurement runs on a control plane of its own, started fresh: etcd + kube-apiserver only (no Job or
+Deployment controller, no node, so what is measured is the operator's own work), with `--noise-pods` unrelated
+Pods in another namespace as a real cluster has, and the apiserver's raw create rate from one client (ConfigMaps,
+`--concurrency` requests in flight). One apiserver measured several times was slower each time (it held more),
+so a ceiling measured after the operator on the same one was not the same ceiling. In `--rounds` rounds, rotated
+(round 0 starts with the operator):
 
-  * the apiserver's raw create rate from one client (ConfigMaps, `--concurrency` requests in flight);
-  * our operator (`mlops run -n bench`, a process of its own) on `--models` ModelDeployments (pinned
-    model, a first version: a Deployment and the active Service each), as many TrainingRuns (a Job each) and
-    DriftPolicies:
-    time from create to first status (which is written after the children), p50 and p99 per kind;
-    ModelDeployments reconciled to their children per second; the CPU the operator and the control
-    plane use meanwhile; then `--paced` more ModelDeployments at a steady `--rate` with everything
-    held (the latency at scale); API requests per reconcile and writes by resource (the operator's
-    own counters); RSS when everything is reconciled; CPU while idle for 30 s;
-  * a do-nothing kopf operator watching the same kinds (bench/noop_operator.py): its RSS and idle CPU;
-  * the ceiling, after the operator: a bare client making, per ModelDeployment, the writes the operator made for
-    one in this run (its own request counters, by verb and resource: the ModelDeployment's create, its
-    children from the operator's own builders, its status patches), `--concurrency` in flight: once with the
-    watches any operator of these kinds holds open (its kinds, its children by its label, the bench's watcher of
-    first statuses; the apiserver sends each of them every write), once with none.
+  * our operator (`mlops run -n bench`, a process of its own) on `--models` ModelDeployments (pinned model, a
+    first version: a Deployment and the active Service each), timed from the first create to the last first
+    status (written after the children): ModelDeployments reconciled per second, and the CPU the operator and the
+    control plane use meanwhile. In round 0 also as many TrainingRuns (a Job each) and DriftPolicies (p50 and
+    p99 create → first status per kind), then `--paced` more ModelDeployments at a steady `--rate` with
+    everything held (the latency at scale), API requests per reconcile and writes by resource (the operator's
+    own counters), RSS when everything is reconciled, CPU while idle for 30 s;
+  * the ceiling: a bare client making, per ModelDeployment, the writes the operator made for one in round 0 (its
+    own request counters, by verb and resource: the ModelDeployment's create, its children from the operator's
+    own builders, its status patches), `--concurrency` in flight, in the namespace the operator used: once with
+    the watches any operator of these kinds holds open (its kinds, its children by its label, the bench's
+    watcher of first statuses; the apiserver sends each of them every write), once with none.
+
+Then a do-nothing kopf operator watching the same kinds (bench/noop_operator.py), on a control plane of its own:
+its RSS and idle CPU.
 
 Prints the figures and the ratios against the peers.
 """
@@ -29,16 +32,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -149,18 +156,32 @@ def cpu_seconds(pid: int) -> float:
 
 
 class CpuShare:
-    """CPU used by the operator and by the control plane (apiserver + etcd) over a phase, as % of a core."""
+    """CPU used over a phase by the operator, by the control plane (apiserver + etcd) and by this process (the
+    bench's client: the creates and the watch of first statuses, or all of the bare client's writes), as % of a
+    core and, with `per` objects, CPU milliseconds per object."""
 
     def __init__(self, proc: Process | None, cp: ControlPlane) -> None:
         self.proc, self.cp = proc, [cp.pids["kube-apiserver"], cp.pids["etcd"]]
-        self.start = (time.monotonic(), proc.cpu_seconds() if proc else 0.0, sum(map(cpu_seconds, self.cp)))
+        self.start = self._now()
+        self.end: tuple[float, float, float, float] | None = None
+
+    def _now(self) -> tuple[float, float, float, float]:
+        return (time.monotonic(), self.proc.cpu_seconds() if self.proc else 0.0, sum(map(cpu_seconds, self.cp)),
+                cpu_seconds(os.getpid()))
+
+    def stop(self, per: int) -> CpuShare:
+        self.end, self.per = self._now(), per
+        return self
 
     def __str__(self) -> str:
-        t0, ours, theirs = self.start
-        took = time.monotonic() - t0
-        own = f"operator {100 * (self.proc.cpu_seconds() - ours) / took:.0f} %, " if self.proc else ""
-        return (f"CPU: {own}apiserver + etcd {100 * (sum(map(cpu_seconds, self.cp)) - theirs) / took:.0f} % of a "
-                f"core ({os.cpu_count()} cores)")
+        end = self.end or self._now()
+        took, ours, theirs, client = (b - a for a, b in zip(self.start, end, strict=True))
+        parts = ([("operator", ours)] if self.proc else []) + [("apiserver + etcd", theirs), ("bench client", client)]
+        text = "CPU: " + ", ".join(f"{name} {100 * used / took:.0f} %" for name, used in parts) + \
+            f" of a core ({os.cpu_count()} cores)"
+        if self.end is not None:
+            text += "; per object " + ", ".join(f"{name} {1000 * used / self.per:.1f} ms" for name, used in parts)
+        return text
 
 
 class Process:
@@ -266,6 +287,32 @@ async def settled_writes(port: int) -> dict[str, float]:
         await asyncio.sleep(1)
 
 
+async def apiserver_counts(client: Client) -> dict[str, float]:
+    """The apiserver's own counters: requests by verb and resource, watch events sent by kind."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with client.session.get(client.server + "/metrics") as resp:
+        text = await resp.text()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "apiserver_request_total":
+                sub = s.labels.get("subresource")
+                key = f"{s.labels.get('verb')} {s.labels.get('resource')}{'/' + sub if sub else ''}"
+            elif s.name == "apiserver_watch_events_total":
+                key = f"watch events {s.labels.get('kind')}"
+            else:
+                continue
+            out[key] = out.get(key, 0.0) + s.value
+    return out
+
+
+def served(before: dict[str, float], after: dict[str, float], n: int) -> str:
+    """What the apiserver served per object between two readings of its counters."""
+    return ", ".join(f"{k} {(after[k] - before.get(k, 0.0)) / n:.2f}" for k in sorted(after)
+                     if after[k] - before.get(k, 0.0) >= n / 100)
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -283,81 +330,104 @@ async def create_all(client: Client, path: str, bodies: list[dict[str, Any]]) ->
     return sent
 
 
-async def run(args: argparse.Namespace, cp: ControlPlane, work: Path) -> None:
-    client = Client(cp, args.concurrency)
+ORDER = ("mlops", "watched", "bare")
+"""What is measured in each round, each on a control plane of its own: our operator, the bare client with the
+watches an operator holds, the bare client alone. Rotated from round to round (round 0 starts with the operator:
+the bare client makes the writes it counted there)."""
+
+
+@contextlib.asynccontextmanager
+async def fresh(args: argparse.Namespace, state: Path) -> AsyncIterator[tuple[ControlPlane, Client, float]]:
+    """A new etcd + kube-apiserver with the CRDs, the bench's namespaces and `--noise-pods` unrelated Pods: every
+    measurement starts from the same state (on one apiserver, later measurements were slower: it held more);
+    with the apiserver's raw create rate from one client on it."""
+    cp = ControlPlane(state, with_controllers=False, with_node=False)
+    cp.start()
+    client: Client | None = None
     try:
+        install.apply_crds(str(cp.kubeconfig))
+        client = Client(cp, args.concurrency)
         for ns in (NS, NOISE, "raw"):
             await client.post("/api/v1/namespaces", {"metadata": {"name": ns}})
-        t0 = time.monotonic()
         await create_all(client, f"/api/v1/namespaces/{NOISE}/pods", [pod(i) for i in range(args.noise_pods)])
-        print(f"{args.noise_pods} unrelated Pods created in {time.monotonic() - t0:.1f} s")
         t0 = time.monotonic()
         await create_all(client, "/api/v1/namespaces/raw/configmaps",
                          [{"metadata": {"name": f"c{i}"}, "data": {"k": "v"}} for i in range(args.models)])
-        raw_rate = args.models / (time.monotonic() - t0)
-        print(f"apiserver raw create rate from one client: {raw_rate:.0f} objects/s "
-              f"({args.concurrency} in flight)")
-
-        results: dict[str, dict[str, Any]] = {}
-        for label, cmd in (("noop kopf", [sys.executable, str(TOP / "bench" / "noop_operator.py")]),
-                           ("mlops", [sys.executable, *(["-m", "cProfile", "-o", args.profile] if args.profile else []),
-                                      "-m", "mlops_operator.cli", "run", "-n", NS])):
-            port = free_port()
-            proc = Process(cmd, {"KUBECONFIG": str(cp.kubeconfig), "MLOPS_METRICS_PORT": str(port),
-                                 "MLOPS_EVENTS": "warnings", "MLOPS_LOG_LEVEL": "WARNING",
-                                 "MLOPS_RESYNC_SECONDS": "3600", "PYTHONPATH": str(TOP / "operator"),
-                                 **({"MLOPS_WORKERS": str(args.workers)} if args.workers else {})},
-                           work / f"{label.replace(' ', '-')}.log")
-            try:
-                results[label] = await measure(args, client, cp, proc, port, label)
-                if label == "mlops":  # what a reconciled ModelDeployment's status is, for the bare client's patches
-                    results[label]["status"] = (await client.get(f"{GROUP}/namespaces/{NS}/modeldeployments/m0"))[
-                        "status"]
-            finally:
-                proc.stop()
-            # the next operator starts from objects that exist: delete them all
-            for plural in ("modeldeployments", "trainingruns", "driftpolicies"):
-                async with client.session.delete(f"{client.server}{GROUP}/namespaces/{NS}/{plural}") as resp:
-                    await resp.read()
-            for path in ("/apis/apps/v1/namespaces/bench/deployments", "/api/v1/namespaces/bench/services",
-                         "/apis/batch/v1/namespaces/bench/jobs"):
-                async with client.session.delete(client.server + path) as resp:
-                    await resp.read()
-        ours, noop = results["mlops"], results["noop kopf"]
-        rounds: dict[bool, list[tuple[float, str]]] = {True: [], False: []}
-        for r in range(args.ceiling_rounds):  # alternating, each in a namespace of its own; medians
-            for watched in (True, False):
-                ns = f"{'watched' if watched else 'bare'}-{r}"
-                await client.post("/api/v1/namespaces", {"metadata": {"name": ns}})
-                rounds[watched].append(await bare_client(client, cp, args.models, ours["md_writes"], ours["status"],
-                                                         ns, watched))
-                for path in (f"{GROUP}/namespaces/{ns}/modeldeployments", f"/apis/apps/v1/namespaces/{ns}/deployments",
-                             f"/api/v1/namespaces/{ns}/services"):  # each round starts where the operator did
-                    async with client.session.delete(client.server + path) as resp:
-                        await resp.read()
-        (ceiling, ceiling_cpu), (bare, bare_cpu) = (sorted(rounds[w])[len(rounds[w]) // 2] for w in (True, False))
-        best = {w: max(x for x, _ in rounds[w]) for w in rounds}
-        print()
-        print(f"{'':34}{'mlops':>12}{'noop kopf':>12}{'ratio':>8}")
-        for key, text in (("rss", "RSS reconciled (MB)"), ("idle", "idle CPU (% of a core)"),
-                          ("md_rate", "ModelDeployments/s to status")):
-            ratio = f"{ours[key] / noop[key]:8.2f}" if noop[key] >= 0.05 else f"{'-':>8}"
-            print(f"{text:34}{ours[key]:12.2f}{noop[key]:12.2f}{ratio}")
-        print()
-        print(f"ModelDeployments to status, the same writes each ({args.models} of them; the bare client's "
-              f"medians of {args.ceiling_rounds} rounds, " + "; ".join(
-                  f"{'watched' if w else 'no watch'} " + ", ".join(f"{x:.0f}" for x, _ in rounds[w]) for w in rounds)
-              + " /s; later rounds are slower, on an apiserver holding more):")
-        print("  writes per ModelDeployment: " + ", ".join(
-            f"{k.split(':', 1)[1]} {n / args.models:.2f}" for k, n in sorted(ours["md_writes"].items())))
-        print(f"  {'mlops':<34}{ours['md_rate']:8.0f} /s   {ours['md_cpu']}")
-        print(f"  {'bare client, watched as an operator':<34}{ceiling:8.0f} /s   {ceiling_cpu}   "
-              f"mlops / it: {ours['md_rate'] / ceiling:.2f} (/ its best round {ours['md_rate'] / best[True]:.2f})")
-        print(f"  {'bare client, no watch':<34}{bare:8.0f} /s   {bare_cpu}   mlops / it: {ours['md_rate'] / bare:.2f} "
-              f"(/ its best round {ours['md_rate'] / best[False]:.2f})")
-        print(f"  vs the raw create rate {ours['md_rate'] / raw_rate:.2f}")
+        yield cp, client, args.models / (time.monotonic() - t0)
     finally:
-        await client.close()
+        if client:
+            await client.close()
+        cp.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def operator_process(args: argparse.Namespace, cp: ControlPlane, label: str, work: Path,
+                     profile: bool) -> tuple[Process, int]:
+    cmd = ([sys.executable, str(TOP / "bench" / "noop_operator.py")] if label == "noop kopf" else
+           [sys.executable, *(["-m", "cProfile", "-o", args.profile] if profile else []),
+            "-m", "mlops_operator.cli", "run", "-n", NS])
+    port = free_port()
+    return Process(cmd, {"KUBECONFIG": str(cp.kubeconfig), "MLOPS_METRICS_PORT": str(port),
+                         "MLOPS_EVENTS": "warnings", "MLOPS_LOG_LEVEL": "WARNING",
+                         "MLOPS_RESYNC_SECONDS": "3600", "PYTHONPATH": str(TOP / "operator"),
+                         **({"MLOPS_WORKERS": str(args.workers)} if args.workers else {})},
+                   work / f"{label.replace(' ', '-')}.log"), port
+
+
+async def run(args: argparse.Namespace, work: Path) -> None:
+    rates: dict[str, list[tuple[float, str]]] = {what: [] for what in ORDER}
+    raw: list[float] = []
+    ours: dict[str, Any] = {}
+    for r in range(args.rounds):
+        for what in ORDER[r % len(ORDER):] + ORDER[:r % len(ORDER)]:
+            state = work / f"round{r}-{what}"
+            async with fresh(args, state / "cp") as (cp, client, raw_rate):
+                raw.append(raw_rate)
+                print(f"round {r}, {what}: a fresh control plane, {args.noise_pods} unrelated Pods; raw create rate "
+                      f"from one client {raw_rate:.0f} objects/s ({args.concurrency} in flight)")
+                if what == "mlops":
+                    proc, port = operator_process(args, cp, what, state, profile=bool(args.profile) and r == 0)
+                    try:
+                        out = await measure(args, client, cp, proc, port, what, full=r == 0)
+                        if r == 0:  # what a reconciled ModelDeployment's status is, for the bare client's patches
+                            ours = out | {"status": (await client.get(
+                                f"{GROUP}/namespaces/{NS}/modeldeployments/m0"))["status"]}
+                    finally:
+                        proc.stop()
+                    rates[what].append((out["md_rate"], out["md_cpu"]))
+                else:
+                    rates[what].append(await bare_client(client, cp, args.models, ours["md_writes"], ours["status"],
+                                                         NS, what == "watched"))
+                    print(f"round {r}, {what}: {rates[what][-1][0]:.0f} ModelDeployments/s; {rates[what][-1][1]}")
+    async with fresh(args, work / "noop" / "cp") as (cp, client, _):
+        proc, port = operator_process(args, cp, "noop kopf", work / "noop", profile=False)
+        try:
+            noop = await measure(args, client, cp, proc, port, "noop kopf", full=True)
+        finally:
+            proc.stop()
+
+    print()
+    print(f"{'':34}{'mlops':>12}{'noop kopf':>12}{'ratio':>8}")
+    for key, text in (("rss", "RSS reconciled (MB)"), ("idle", "idle CPU (% of a core)"),
+                      ("md_rate", "ModelDeployments/s to status")):
+        ratio = f"{ours[key] / noop[key]:8.2f}" if noop[key] >= 0.05 else f"{'-':>8}"
+        print(f"{text:34}{ours[key]:12.2f}{noop[key]:12.2f}{ratio}")
+    print()
+    print(f"ModelDeployments to status, the same writes each ({args.models} of them, {args.rounds} rounds, each on "
+          f"a fresh control plane; apiserver raw create rate, median: {statistics.median(raw):.0f}/s)")
+    print("  writes per ModelDeployment: " + ", ".join(
+        f"{k.split(':', 1)[1]} {n / args.models:.2f}" for k, n in sorted(ours["md_writes"].items())))
+    mine = [x for x, _ in rates["mlops"]]
+    for what, text in (("mlops", "mlops"), ("watched", "bare client, watched as an operator"),
+                       ("bare", "bare client, no watch")):
+        xs = [x for x, _ in rates[what]]
+        line = f"  {text:<36}{statistics.median(xs):6.0f} /s  (rounds: {', '.join(f'{x:.0f}' for x in xs)})"
+        if what != "mlops":
+            paired = [m / x for m, x in zip(mine, xs, strict=True)]
+            line += (f"   mlops / it: {statistics.median(mine) / statistics.median(xs):.2f} (round by round: "
+                     f"{', '.join(f'{p:.2f}' for p in paired)})")
+        print(line)
+        print(f"  {'':<36}{rates[what][0][1]} (round 0)")
 
 
 async def bare_client(client: Client, cp: ControlPlane, n: int, writes: dict[str, float],
@@ -405,10 +475,12 @@ async def bare_client(client: Client, cp: ControlPlane, n: int, writes: dict[str
     watches = [asyncio.create_task(drain(client, path, None)) for path in own] + \
         [asyncio.create_task(drain(client, path, MANAGED_BY_SELECTOR)) for path in children_of] if watched else []
     await asyncio.sleep(1)  # the watches are open
-    cpu = CpuShare(None, cp)
+    cpu, before = CpuShare(None, cp), await apiserver_counts(client)
     t0 = time.monotonic()
     await asyncio.gather(*(one(i) for i in range(n)))
     rate = n / (time.monotonic() - t0)
+    cpu.stop(n)
+    print(f"  the apiserver served per ModelDeployment: {served(before, await apiserver_counts(client), n)}")
     for w in watches:
         w.cancel()
     await asyncio.gather(*watches, return_exceptions=True)
@@ -426,7 +498,8 @@ async def drain(client: Client, path: str, selector: str | None) -> None:
 
 
 async def measure(args: argparse.Namespace, client: Client, cp: ControlPlane, proc: Process, port: int,
-                  label: str) -> dict[str, Any]:
+                  label: str, full: bool) -> dict[str, Any]:
+    """`full`: every kind, then the paced creates, RSS and idle CPU; else the burst of ModelDeployments only."""
     deadline = time.monotonic() + 120
     while True:  # the operator is up when its metrics answer (the noop peer serves them too)
         try:
@@ -438,9 +511,10 @@ async def measure(args: argparse.Namespace, client: Client, cp: ControlPlane, pr
             await asyncio.sleep(0.2)
     out: dict[str, Any] = {}
     kinds = (("modeldeployments", model_deployment), ("trainingruns", training_run), ("driftpolicies", drift_policy))
-    for plural, make in kinds:
+    for plural, make in kinds if full else kinds[:1]:
         bodies = [make(i) for i in range(args.models)]
         path = f"{GROUP}/namespaces/{NS}/{plural}"
+        before = await apiserver_counts(client)
         t0, cpu = time.monotonic(), CpuShare(proc, cp)
         created_task = asyncio.create_task(create_all(client, path, bodies))
         await asyncio.sleep(0)
@@ -448,6 +522,8 @@ async def measure(args: argparse.Namespace, client: Client, cp: ControlPlane, pr
         names = set(created)
         if label == "mlops":
             seen = await first_status(client, plural, names, created, time.monotonic() + 600)
+            cpu.stop(len(names))
+            print(f"  the apiserver served per object: {served(before, await apiserver_counts(client), len(names))}")
             if len(seen) < len(names):
                 raise RuntimeError(f"{label}: only {len(seen)} of {len(names)} {plural} got a status")
             took = max(created[n] + seen[n] for n in names) - t0
@@ -466,6 +542,8 @@ async def measure(args: argparse.Namespace, client: Client, cp: ControlPlane, pr
             if plural == "modeldeployments":
                 out["md_rate"] = args.models / took
             print(f"{label}: saw {args.models} {plural} in {took:.1f} s")
+    if not full:
+        return out
     if label == "mlops" and args.paced:
         await paced(args, client, cp, proc)
     await asyncio.sleep(15)  # steady state: everything reconciled and quiet for a while
@@ -492,18 +570,12 @@ def main() -> None:
                         help="then this many more ModelDeployments at a steady rate, for the latency at scale")
     parser.add_argument("--rate", type=float, default=20.0, help="creates per second of --paced")
     parser.add_argument("--workers", type=int, help="MLOPS_WORKERS for our operator (default: its own)")
-    parser.add_argument("--ceiling-rounds", type=int, default=3, help="rounds of the bare client (medians)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="rounds of the operator and the bare client, each on a fresh control plane (medians)")
     parser.add_argument("--profile", help="write a cProfile of our operator to this file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mlops-scale-") as tmp:
-        work = Path(tmp)
-        cp = ControlPlane(work / "cp", with_controllers=False, with_node=False)
-        cp.start()
-        try:
-            install.apply_crds(str(cp.kubeconfig))
-            asyncio.run(run(args, cp, work))
-        finally:
-            cp.stop()
+        asyncio.run(run(args, Path(tmp)))
 
 
 if __name__ == "__main__":
