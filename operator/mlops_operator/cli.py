@@ -285,8 +285,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     namespaces = args.namespace or list(Settings.from_env().namespaces)
     main.run_in(namespaces)
     kopf.configure(verbose=args.verbose)
-    # on uvloop where it is installed, as `kopf run` does (kopf.run alone does not): the operator's CPU is
-    # mostly the event loop's and aiohttp's per-request work, and the apiserver shares the machine's cores
+    # on uvloop where it is installed, as `kopf run` does (kopf.run alone does not): the loop's own work (sockets,
+    # TLS, callbacks) was a fifth of the operator's CPU under load in bench/scale_bench.py (py-spy)
     with asyncio.Runner(loop_factory=_uvloop_factory()) as runner:
         kopf.run(
             loop=runner.get_loop(),
