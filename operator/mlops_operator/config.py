@@ -79,9 +79,6 @@ class Settings:
     (controller/endpoints.py; empty: `*.svc`, `*.svc.cluster.local`)."""
     instance: str = ""
     """Which replica this process is: POD_NAME (the chart sets it from the downward API), else the host name."""
-    api_in_flight: int = 8
-    """MLOPS_API_IN_FLIGHT: API requests in flight at once, watches aside (controller/client.py IN_FLIGHT; 0: no
-    bound)."""
     kubernetes_service: str = ""
     """host:port of the apiserver's in-cluster Service (KUBERNETES_SERVICE_HOST/PORT), never read as an endpoint."""
 
@@ -93,7 +90,6 @@ class Settings:
             artifact_root=os.environ.get("MLOPS_ARTIFACT_ROOT", "file:///var/lib/mlops/artifacts"),
             resync_seconds=_int("MLOPS_RESYNC_SECONDS", 300),
             workers=_int("MLOPS_WORKERS", 16),
-            api_in_flight=_int("MLOPS_API_IN_FLIGHT", 8),
             namespaces=tuple(n.strip() for n in namespaces),
             log_level=os.environ.get("MLOPS_LOG_LEVEL", "INFO").upper(),
             # Events on every condition transition; MLOPS_EVENTS=warnings keeps only the Warnings

@@ -114,7 +114,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     info, token_path = _credentials(settings)
     if info is None:
         raise kopf.PermanentError("no credentials: neither a service account nor a kubeconfig was found")
-    api = Api.from_connection_info(info, token_path, in_flight=config.api_in_flight)
+    api = Api.from_connection_info(info, token_path)
     try:
         rules = endpoints.Endpoints.parse(config.analysis_endpoints,
                                           endpoints.apiserver_addresses(api.server, config.kubernetes_service))

@@ -164,29 +164,3 @@ def test_a_body_is_sent_exactly_whatever_the_encoder() -> None:
     # a user's integer past 64 bits (orjson refuses it) goes out as the standard encoder writes it
     for body in ({"spec": {"n": 2 ** 70, "s": "é"}}, {"status": {"x": 0.1, "n": 2 ** 63 - 1}}):
         assert json.loads(client.encode(body)) == body
-
-
-def test_no_more_requests_in_flight_than_the_bound_and_every_one_answered() -> None:
-    now, most = 0, 0
-
-    async def handler(_: web.Request) -> web.Response:
-        nonlocal now, most
-        now += 1
-        most = max(most, now)
-        await asyncio.sleep(0.02)  # the apiserver's time to answer
-        now -= 1
-        return web.json_response({"metadata": {"name": "x"}})
-
-    async def run(bound: int) -> list[Any]:
-        async with apiserver(handler) as url:
-            api = Api(url, insecure=True, in_flight=bound)
-            try:
-                return list(await asyncio.gather(*(api.get(CONFIGMAPS, "ns", f"c{i}") for i in range(24))))
-            finally:
-                await api.close()
-
-    for bound in (3, 8):
-        most = 0
-        answers = asyncio.run(run(bound))
-        assert len(answers) == 24 and all(a == {"metadata": {"name": "x"}} for a in answers)
-        assert most == bound

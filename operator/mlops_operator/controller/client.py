@@ -38,10 +38,6 @@ except importlib.metadata.PackageNotFoundError:
 
 FIELD_MANAGER = "mlops-operator"
 TOKEN_REREAD_SECONDS = 60.0
-IN_FLIGHT = 8
-"""API requests in flight at once (watches aside), as client-go's rate limiter bounds a controller's: on a busy
-control plane, more at once cost the apiserver more CPU per write. bench/scale_bench.py, 1,000 ModelDeployments
-on 2 cores: at 32, 11.4 ms of apiserver + etcd CPU per ModelDeployment and 138/s; at 8, 10.2 ms and 153/s."""
 RETRIES = 4  # after the first attempt: at 0.2, 0.4, 0.8, 1.6 s (a connection error), or as Retry-After says
 BACKOFF = 0.2
 MAX_RETRY_AFTER = 30.0
@@ -183,10 +179,8 @@ class Api:
         key_path: str | None = None,
         token_path: str | None = None,
         user_agent: str = USER_AGENT,
-        in_flight: int = IN_FLIGHT,
     ) -> None:
         self.server = server.rstrip("/")
-        self.in_flight = in_flight
         self.user_agent = user_agent
         self._token = token
         self._token_path = token_path
@@ -219,8 +213,7 @@ class Api:
         return {"Authorization": f"Bearer {self._token}"} if self._token else {}
 
     @classmethod
-    def from_connection_info(cls, info: Any, token_path: str | None = None, user_agent: str = USER_AGENT,
-                             in_flight: int = IN_FLIGHT) -> Api:
+    def from_connection_info(cls, info: Any, token_path: str | None = None, user_agent: str = USER_AGENT) -> Api:
         """Build from a kopf ConnectionInfo (what the login handler returns), with the file the token was
         read from (`token_path`) when there is one."""
         ca_data = info.ca_data
@@ -236,7 +229,6 @@ class Api:
             key_path=str(info.private_key_path) if info.private_key_path else None,
             token_path=token_path,
             user_agent=user_agent,
-            in_flight=in_flight,
         )
 
     async def close(self) -> None:
@@ -282,7 +274,7 @@ class Api:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=60),
-                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=self.in_flight),
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=32),
                 headers={"User-Agent": self.user_agent},
             )
         verb, resource = _verb_and_resource(method, path)
