@@ -95,7 +95,7 @@ def test_builtin_trainer_trains_passes_gates_and_records_the_version(
             os.environ.pop(key, None)
     assert artifacts.verify(tmp_path / "model", model["digest"])
     # Events tell the story: started, trained, gates passed
-    wait_for(lambda: {"Pending", "Completed", "Passed"} <= {e.reason for e in cluster.events(namespace, "iris-v1")},
+    wait_for(lambda: {"Running", "Completed", "Passed"} <= {e.reason for e in cluster.events(namespace, "iris-v1")},
              what="Events for the start, the success and the gate verdict")
     # the ModelDeployment following this model starts rolling the version out (test_modeldeployment.py)
     c = cluster.wait_condition("ModelDeployment", namespace, "iris", "True", type_="Progressing", timeout=15)

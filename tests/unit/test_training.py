@@ -13,7 +13,7 @@ from mlops_operator.builders.trainingrun import job_name, job_names, training_jo
 from mlops_operator.conditions import merge
 from mlops_operator.training import pipeline
 from mlops_operator.training.gates import evaluate
-from mlops_operator.training.run import decide
+from mlops_operator.training.run import decide, with_job
 from tests.cases import example
 
 NOW = datetime.datetime(2026, 11, 22, 12, 0, tzinfo=datetime.UTC)
@@ -159,6 +159,31 @@ def test_no_job_creates_one_and_records_the_start() -> None:
     assert d.status == {"startTime": "2026-11-22T12:00:00Z", "startedGeneration": 1, "reproducibility": {
         "params": {"n_estimators": 50, "max_depth": 4}, "seed": 42, "datasetUri": "s3://datasets/iris/train.csv",
         "datasetVersion": "2026-11-01"}}
+
+
+def test_the_job_just_made_is_in_the_one_status_write_and_its_watch_event_changes_nothing() -> None:
+    body = run_body()
+    spec = spec_of(body)
+    first = decide(body, spec, None, None, NOW)
+    made = {"metadata": {"name": "iris-v1-abcdef12", "uid": "job-uid"}, "spec": {"suspend": False}}  # no status yet
+    d = with_job(body, spec, first, made, NOW)
+    assert not d.apply_job and not d.needs_pods
+    assert conds(d) == {"Succeeded": ("Unknown", "Running"), "Ready": ("Unknown", "Training"),
+                        "SpecApplied": ("True", "Started")}
+    assert d.status == {**first.status, "jobName": "iris-v1-abcdef12", "attempts": 0}
+    written = with_status(body, d)
+    # the Job's ADDED event, a second later: the same decision, so write_status writes nothing
+    again = decide(written, spec, made, None, NOW + datetime.timedelta(seconds=1))
+    assert conds(again) == conds(d) and all(written["status"].get(k) == v for k, v in again.status.items())
+    # a Job created suspended for a queue (Kueue) is said so at once
+    queued = {**made, "metadata": {**made["metadata"], "labels": {"kueue.x-k8s.io/queue-name": "q"}},
+              "spec": {"suspend": True}}
+    assert conds(with_job(body, spec, first, queued, NOW))["Succeeded"] == ("Unknown", "Queued")
+    # a spec changed while no Job ran: the restart is what SpecApplied keeps saying
+    renewed = with_status(body, first)
+    renewed["metadata"]["generation"] = 2
+    restarted = decide(renewed, spec, None, None, NOW)
+    assert conds(with_job(renewed, spec, restarted, made, NOW))["SpecApplied"] == ("True", "Restarted")
 
 
 def test_running_job() -> None:

@@ -24,7 +24,7 @@ from ..controller.store import Body, Key, RefKey
 from ..training import pipeline, sweep
 from ..training import spec as training_spec
 from ..training.register import Registering, register
-from ..training.run import decide, finished, reference_for
+from ..training.run import decide, finished, reference_for, with_job
 from ..training.workers import combine, finished_job, from_train_job, train_job_pods_selector
 from . import pods
 from . import registry as calls_of
@@ -204,6 +204,10 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
                 made = await ctx.api.create_once(res, manifest)
                 if not delegated:
                     ctx.store.upsert_child(key, "Job", made)
+                    jobs[made["metadata"]["name"]] = made
+        created = None if delegated else combine(jobs, job_names(body, spec, indexed))
+        if created is not None:  # one status write for the create and the Job it made
+            decision = with_job(body, spec, decision, created, now, reference)
     if delegated and decision.delete_job and job is not None:
         await ctx.api.delete(res, key[1], job["metadata"]["name"])
     stop = [n for n, j in jobs.items() if decision.delete_job or (decision.stop_workers and not finished_job(j))]

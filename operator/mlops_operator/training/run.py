@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..api import times
@@ -39,6 +39,21 @@ class Decision:
         """This decision concludes the run (its Succeeded condition is final)."""
         return any(c.type == "Succeeded" and c.status in (TRUE, FALSE) and c.reason in FINAL_REASONS
                    for c in self.conditions)
+
+
+def with_job(run: Mapping[str, Any], spec: TrainingRunSpec, first: Decision, job: Mapping[str, Any],
+             now: datetime.datetime, reference: str | None = None) -> Decision:
+    """The decision once the Job that `first` asked for exists (`job`, as its create returned it): written in one
+    status patch with what `first` recorded (startTime, startedGeneration, reproducibility, SpecApplied), where
+    the run's status was written twice before, once for the create and again for the Job's own watch event,
+    which now finds nothing to change. `first` itself when the Job asks for more (its Pods, another Job)."""
+    settled = {**run, "status": {**(run.get("status") or {}), **first.status}}
+    after = decide(settled, spec, job, None, now, reference)
+    if after.apply_job or after.needs_pods:
+        return first
+    applied = [c for c in first.conditions if c.type == "SpecApplied"]
+    return replace(after, conditions=[c for c in after.conditions if c.type != "SpecApplied"] + applied,
+                   status={**first.status, **after.status})
 
 
 def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any]:
