@@ -161,6 +161,7 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
     s = ctx.settings
     delegated = spec.distributed is not None and spec.distributed.engine == "KubeflowTrainer"
     indexed = False
+    names: list[str] = []  # the Jobs' names (this operator's own Jobs; a TrainJob's are the trainer's)
     if delegated:
         assert spec.distributed is not None
         followed = await _train_job(ctx, key, body, spec)
@@ -171,7 +172,8 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
     else:
         res = JOBS
         indexed = await _indexed(ctx, spec, jobs)
-        job = combine(jobs, job_names(body, spec, indexed))
+        names = job_names(body, spec, indexed)
+        job = combine(jobs, names)
     if job is None and not status.get("startedGeneration"):
         problem = await _pipeline_problem(ctx, key[1], spec)
         if problem is not None:
@@ -205,7 +207,7 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
                 if not delegated:
                     ctx.store.upsert_child(key, "Job", made)
                     jobs[made["metadata"]["name"]] = made
-        created = None if delegated else combine(jobs, job_names(body, spec, indexed))
+        created = combine(jobs, names) if names else None
         if created is not None:  # one status write for the create and the Job it made
             decision = with_job(body, spec, decision, created, now, reference)
     if delegated and decision.delete_job and job is not None:
