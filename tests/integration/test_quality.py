@@ -40,8 +40,11 @@ def serve_with_capture(cluster: Cluster, ns: str, s3: S3) -> tuple[str, str]:
     md = model_deployment(capture={"destination": f"s3://captures/{ns}", "maxFileAgeSeconds": 2},
                           groundTruth={"joinEverySeconds": 10, "windowSeconds": 3600})
     rev = serving_first_version(cluster, ns, s3, md)
-    pod = next(p for p in cluster.core.list_namespaced_pod(ns, label_selector=f"mlops.dev/revision={rev}").items
-               if p.status.pod_ip and not p.metadata.deletion_timestamp)
+    def ready() -> Any:  # a Pod of the revision that answers (promotion needs only some of them ready)
+        return next((p for p in cluster.core.list_namespaced_pod(ns, label_selector=f"mlops.dev/revision={rev}").items
+                     if p.status.pod_ip and not p.metadata.deletion_timestamp and any(
+                         c.type == "Ready" and c.status == "True" for c in p.status.conditions or ())), None)
+    pod = wait_for(ready, 60, f"a ready Pod of revision {rev}")
     return rev, f"http://{pod.status.pod_ip}:8080/v2/models/iris"
 
 
