@@ -98,7 +98,8 @@ def test_captured_calls_and_feedback_labels_give_live_accuracy_in_status(
     client = s3.client()
     keys = [o["Key"] for o in client.list_objects_v2(Bucket="captures", Prefix=f"{ns}/predictions/")["Contents"]]
     captured = pd.concat([pd.read_json(io.BytesIO(client.get_object(Bucket="captures", Key=k)["Body"].read()),
-                                       lines=True, dtype={"id": str}, precise_float=True) for k in keys])
+                                       lines=True, dtype={"id": str, "revision": str}, precise_float=True)
+                          for k in keys])
     assert set(captured.columns) == {"id", "row", "time", "revision", "predict",
                                      "sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"}
     assert len(captured) == rows_sent and set(captured["revision"]) == {rev}
