@@ -433,7 +433,8 @@ async def run(args: argparse.Namespace, work: Path) -> None:
 async def bare_client(client: Client, cp: ControlPlane, n: int, writes: dict[str, float],
                       status: dict[str, Any], ns: str, watched: bool) -> tuple[float, str]:
     """The ceiling: a bare client making the writes the operator made for `n` ModelDeployments in this run (its
-    own request counters, `writes`: "writes:VERB RESOURCE" → total), in a namespace the operator does not watch;
+    own request counters, `writes`: "writes:VERB RESOURCE" → total), in the namespace the operator used
+    (on a control plane of its own);
     `watched`: with the watches any operator of these kinds holds open (the apiserver sends them every write).
     Each ModelDeployment is created, as the bench created them for the operator, then its children (the
     operator's builders' manifests: created by POST, written again by server-side apply) and its status patches
