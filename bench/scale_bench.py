@@ -71,8 +71,12 @@ class Client:
     def __init__(self, cp: ControlPlane, concurrency: int) -> None:
         ctx = ssl.create_default_context()
         ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-        self.session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {cp.token}"},
+        headers = {"Authorization": f"Bearer {cp.token}"}
+        self.session = aiohttp.ClientSession(headers=headers,
                                              connector=aiohttp.TCPConnector(ssl=ctx, limit=concurrency))
+        # watches (and profiles) on connections of their own, as an operator holds them: a held stream never takes
+        # one of the `concurrency` connections the writes have
+        self.streams = aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(ssl=ctx, limit=0))
         self.server = cp.server
         self.limit = asyncio.Semaphore(concurrency)
 
@@ -106,6 +110,17 @@ class Client:
 
     async def close(self) -> None:
         await self.session.close()
+        await self.streams.close()
+
+    async def profile(self, seconds: int, out: Path | None) -> None:
+        """The apiserver's own Go CPU profile over the next `seconds` (its /debug/pprof, on by default) into `out`
+        (`go tool pprof -top` reads it)."""
+        if out is None:
+            return
+        async with self.streams.get(f"{self.server}/debug/pprof/profile", params={"seconds": str(seconds)},
+                                    timeout=aiohttp.ClientTimeout(total=seconds + 30)) as resp:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(await resp.read())
 
 
 def model_deployment(i: int) -> dict[str, Any]:
@@ -264,7 +279,7 @@ async def first_status(client: Client, plural: str, names: set[str], created: di
     seen: dict[str, float] = {}
     while len(seen) < len(names) and time.monotonic() < deadline:
         url = f"{client.server}{GROUP}/namespaces/{NS}/{plural}?watch=1&timeoutSeconds=30"
-        async with client.session.get(url) as resp:
+        async with client.streams.get(url) as resp:
             async for line in resp.content:
                 event = json.loads(line)
                 obj = event["object"]
@@ -308,9 +323,12 @@ async def apiserver_counts(client: Client) -> dict[str, float]:
 
 
 def served(before: dict[str, float], after: dict[str, float], n: int) -> str:
-    """What the apiserver served per object between two readings of its counters."""
-    return ", ".join(f"{k} {(after[k] - before.get(k, 0.0)) / n:.2f}" for k in sorted(after)
-                     if after[k] - before.get(k, 0.0) >= n / 100)
+    """What the apiserver served per object between two readings of its counters (and, in all, what it served
+    less than once per hundred objects)."""
+    delta = {k: after[k] - before.get(k, 0.0) for k in sorted(after) if after[k] > before.get(k, 0.0)}
+    few = [f"{k} {v:.0f}" for k, v in delta.items() if v < n / 100]
+    return ", ".join(f"{k} {v / n:.2f}" for k, v in delta.items() if v >= n / 100) + \
+        (f"; in all: {', '.join(few)}" if few else "")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -329,6 +347,8 @@ async def create_all(client: Client, path: str, bodies: list[dict[str, Any]]) ->
     await asyncio.gather(*(one(b) for b in bodies))
     return sent
 
+
+PPROF_SECONDS = 10
 
 ORDER = ("mlops", "watched", "bare")
 """What is measured in each round, each on a control plane of its own: our operator, the bare client with the
@@ -383,12 +403,13 @@ async def run(args: argparse.Namespace, work: Path) -> None:
             state = work / f"round{r}-{what}"
             async with fresh(args, state / "cp") as (cp, client, raw_rate):
                 raw.append(raw_rate)
+                pprof = Path(args.pprof) / f"round{r}-{what}.pprof" if args.pprof else None
                 print(f"round {r}, {what}: a fresh control plane, {args.noise_pods} unrelated Pods; raw create rate "
                       f"from one client {raw_rate:.0f} objects/s ({args.concurrency} in flight)")
                 if what == "mlops":
                     proc, port = operator_process(args, cp, what, state, profile=bool(args.profile) and r == 0)
                     try:
-                        out = await measure(args, client, cp, proc, port, what, full=r == 0)
+                        out = await measure(args, client, cp, proc, port, what, full=r == 0, pprof=pprof)
                         if r == 0:  # what a reconciled ModelDeployment's status is, for the bare client's patches
                             ours = out | {"status": (await client.get(
                                 f"{GROUP}/namespaces/{NS}/modeldeployments/m0"))["status"]}
@@ -397,7 +418,7 @@ async def run(args: argparse.Namespace, work: Path) -> None:
                     rates[what].append((out["md_rate"], out["md_cpu"]))
                 else:
                     rates[what].append(await bare_client(client, cp, args.models, ours["md_writes"], ours["status"],
-                                                         NS, what == "watched"))
+                                                         NS, what == "watched", pprof))
                     print(f"round {r}, {what}: {rates[what][-1][0]:.0f} ModelDeployments/s; {rates[what][-1][1]}")
     async with fresh(args, work / "noop" / "cp") as (cp, client, _):
         proc, port = operator_process(args, cp, "noop kopf", work / "noop", profile=False)
@@ -431,7 +452,7 @@ async def run(args: argparse.Namespace, work: Path) -> None:
 
 
 async def bare_client(client: Client, cp: ControlPlane, n: int, writes: dict[str, float],
-                      status: dict[str, Any], ns: str, watched: bool) -> tuple[float, str]:
+                      status: dict[str, Any], ns: str, watched: bool, pprof: Path | None = None) -> tuple[float, str]:
     """The ceiling: a bare client making the writes the operator made for `n` ModelDeployments in this run (its
     own request counters, `writes`: "writes:VERB RESOURCE" → total), in the namespace the operator used
     (on a control plane of its own);
@@ -477,10 +498,11 @@ async def bare_client(client: Client, cp: ControlPlane, n: int, writes: dict[str
         [asyncio.create_task(drain(client, path, MANAGED_BY_SELECTOR)) for path in children_of] if watched else []
     await asyncio.sleep(1)  # the watches are open
     cpu, before = CpuShare(None, cp), await apiserver_counts(client)
-    t0 = time.monotonic()
+    t0, profiled = time.monotonic(), asyncio.create_task(client.profile(PPROF_SECONDS, pprof))
     await asyncio.gather(*(one(i) for i in range(n)))
     rate = n / (time.monotonic() - t0)
     cpu.stop(n)
+    await profiled
     print(f"  the apiserver served per ModelDeployment: {served(before, await apiserver_counts(client), n)}")
     for w in watches:
         w.cancel()
@@ -492,14 +514,14 @@ async def drain(client: Client, path: str, selector: str | None) -> None:
     """A watch whose events are read and dropped, as an informer reads them."""
     params = {"watch": "1", "allowWatchBookmarks": "true", "timeoutSeconds": "900",
               **({"labelSelector": selector} if selector else {})}
-    async with client.session.get(client.server + path, params=params,
+    async with client.streams.get(client.server + path, params=params,
                                   timeout=aiohttp.ClientTimeout(total=None)) as resp:
         async for _ in resp.content:
             pass
 
 
 async def measure(args: argparse.Namespace, client: Client, cp: ControlPlane, proc: Process, port: int,
-                  label: str, full: bool) -> dict[str, Any]:
+                  label: str, full: bool, pprof: Path | None = None) -> dict[str, Any]:
     """`full`: every kind, then the paced creates, RSS and idle CPU; else the burst of ModelDeployments only."""
     deadline = time.monotonic() + 120
     while True:  # the operator is up when its metrics answer (the noop peer serves them too)
@@ -517,6 +539,7 @@ async def measure(args: argparse.Namespace, client: Client, cp: ControlPlane, pr
         path = f"{GROUP}/namespaces/{NS}/{plural}"
         before = await apiserver_counts(client)
         t0, cpu = time.monotonic(), CpuShare(proc, cp)
+        profiled = asyncio.create_task(client.profile(PPROF_SECONDS, pprof if plural == "modeldeployments" else None))
         created_task = asyncio.create_task(create_all(client, path, bodies))
         await asyncio.sleep(0)
         created = await created_task
@@ -543,6 +566,7 @@ async def measure(args: argparse.Namespace, client: Client, cp: ControlPlane, pr
             if plural == "modeldeployments":
                 out["md_rate"] = args.models / took
             print(f"{label}: saw {args.models} {plural} in {took:.1f} s")
+        await profiled
     if not full:
         return out
     if label == "mlops" and args.paced:
@@ -574,6 +598,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5,
                         help="rounds of the operator and the bare client, each on a fresh control plane (medians)")
     parser.add_argument("--profile", help="write a cProfile of our operator to this file")
+    parser.add_argument("--pprof", help=f"write the apiserver's CPU profile of each burst of ModelDeployments "
+                                        f"(its first {PPROF_SECONDS} s) into this folder (go tool pprof -top FILE)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mlops-scale-") as tmp:
         asyncio.run(run(args, Path(tmp)))
