@@ -18,9 +18,11 @@ so a ceiling measured after the operator on the same one was not the same ceilin
     own counters), RSS when everything is reconciled, CPU while idle for 30 s;
   * the ceiling: a bare client making, per ModelDeployment, the writes the operator made for one in round 0 (its
     own request counters, by verb and resource: the ModelDeployment's create, its children from the operator's
-    own builders, its status patches), `--concurrency` in flight, in the namespace the operator used: once with
-    the watches any operator of these kinds holds open (its kinds, its children by its label, the bench's
-    watcher of first statuses; the apiserver sends each of them every write), once with none.
+    own builders, its status patches), `--concurrency` in flight, in the namespace the operator used: with the
+    watches any operator of these kinds holds open (its kinds, its children by its label, the bench's watcher of
+    first statuses; the apiserver sends each of them every write), once beside the bench's own stream of creates
+    (as the operator's writes follow the creates: the like-for-like ceiling), once after each create on the same
+    connections (the creates wait for the writes); then with no watch.
 
 Then a do-nothing kopf operator watching the same kinds (bench/noop_operator.py), on a control plane of its own:
 its RSS and idle CPU.
@@ -78,6 +80,7 @@ class Client:
         # one of the `concurrency` connections the writes have
         self.streams = aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(ssl=ctx, limit=0))
         self.server = cp.server
+        self.concurrency = concurrency
         self.limit = asyncio.Semaphore(concurrency)
 
     async def post(self, path: str, body: dict[str, Any]) -> float:
@@ -351,10 +354,11 @@ async def create_all(client: Client, path: str, bodies: list[dict[str, Any]]) ->
 
 PPROF_SECONDS = 10
 
-ORDER = ("mlops", "watched", "bare")
-"""What is measured in each round, each on a control plane of its own: our operator, the bare client with the
-watches an operator holds, the bare client alone. Rotated from round to round (round 0 starts with the operator:
-the bare client makes the writes it counted there)."""
+ORDER = ("mlops", "beside", "watched", "bare")
+"""What is measured in each round, each on a control plane of its own: our operator; the bare client with the
+watches an operator holds, its writes beside the bench's stream of creates as the operator's are ("beside"), or
+after each create on the same connections ("watched"); the bare client alone. Rotated from round to round (round 0
+starts with the operator: the bare client makes the writes it counted there)."""
 
 
 @contextlib.asynccontextmanager
@@ -419,7 +423,7 @@ async def run(args: argparse.Namespace, work: Path) -> None:
                     rates[what].append((out["md_rate"], out["md_cpu"]))
                 else:
                     rates[what].append(await bare_client(client, cp, args.models, ours["md_writes"], ours["status"],
-                                                         NS, what == "watched", pprof))
+                                                         NS, what != "bare", pprof, beside=what == "beside"))
                     print(f"round {r}, {what}: {rates[what][-1][0]:.0f} ModelDeployments/s; {rates[what][-1][1]}")
     async with fresh(args, work / "noop" / "cp") as (cp, client, _):
         proc, port = operator_process(args, cp, "noop kopf", work / "noop", profile=False)
@@ -440,7 +444,8 @@ async def run(args: argparse.Namespace, work: Path) -> None:
     print("  writes per ModelDeployment: " + ", ".join(
         f"{k.split(':', 1)[1]} {n / args.models:.2f}" for k, n in sorted(ours["md_writes"].items())))
     mine = [x for x, _ in rates["mlops"]]
-    for what, text in (("mlops", "mlops"), ("watched", "bare client, watched as an operator"),
+    for what, text in (("mlops", "mlops"), ("beside", "bare client, beside the creates"),
+                       ("watched", "bare client, watched as an operator"),
                        ("bare", "bare client, no watch")):
         xs = [x for x, _ in rates[what]]
         line = f"  {text:<36}{statistics.median(xs):6.0f} /s  (rounds: {', '.join(f'{x:.0f}' for x in xs)})"
@@ -453,21 +458,27 @@ async def run(args: argparse.Namespace, work: Path) -> None:
 
 
 async def bare_client(client: Client, cp: ControlPlane, n: int, writes: dict[str, float],
-                      status: dict[str, Any], ns: str, watched: bool, pprof: Path | None = None) -> tuple[float, str]:
+                      status: dict[str, Any], ns: str, watched: bool, pprof: Path | None = None,
+                      beside: bool = False) -> tuple[float, str]:
     """The ceiling: a bare client making the writes the operator made for `n` ModelDeployments in this run (its
     own request counters, `writes`: "writes:VERB RESOURCE" → total), in the namespace the operator used
     (on a control plane of its own);
     `watched`: with the watches any operator of these kinds holds open (the apiserver sends them every write).
     Each ModelDeployment is created, as the bench created them for the operator, then its children (the
     operator's builders' manifests: created by POST, written again by server-side apply) and its status patches
-    (merge patches of the status the operator wrote), `--concurrency` requests in flight. ModelDeployments per
-    second, and the CPU meanwhile."""
+    (merge patches of the status the operator wrote), `--concurrency` requests in flight;
+    `beside`: the creates go, as the bench sends them to the operator, on connections of their own (`--concurrency`
+    in flight), and the writes for each ModelDeployment follow its create on another `--concurrency`, as the
+    operator's follow the creates it sees (else the creates wait for connections the writes hold, and the apiserver
+    never has more than `--concurrency` requests at once). ModelDeployments per second, and the CPU meanwhile."""
     children = raw_children(n, ns)  # per ModelDeployment i: its Deployment, Service and preview Service
     per_md = {key.split(":", 1)[1]: [int(total) // n + (1 if i < int(total) % n else 0) for i in range(n)]
               for key, total in writes.items()}
     unknown = {k for k in per_md if k.split()[1] not in ("deployments", "services", "modeldeployments")}
     if unknown:
         raise RuntimeError(f"the operator made writes the bare client does not know how to make: {unknown}")
+
+    writer = Client(cp, client.concurrency) if beside else client
 
     async def one(i: int) -> None:
         md_path = f"{GROUP}/namespaces/{ns}/modeldeployments"
@@ -479,13 +490,13 @@ async def bare_client(client: Client, cp: ControlPlane, n: int, writes: dict[str
             verb, resource = key.split()
             for j in range(counts[i]):
                 if resource == "modeldeployments":
-                    await client.patch_status(f"{md_path}/m{i}/status", status)
+                    await writer.patch_status(f"{md_path}/m{i}/status", status)
                     continue
                 path, body = objects[resource][j % len(objects[resource])]
                 if verb == "POST" and j < len(objects[resource]):
-                    await client.post(path.rsplit("/", 1)[0], body)
+                    await writer.post(path.rsplit("/", 1)[0], body)
                 else:
-                    await client.apply(path, body)
+                    await writer.apply(path, body)
 
     # the watches any operator of these kinds holds (the apiserver sends each write to them): its three kinds,
     # and its children by its label, as ours holds them; and the bench's own watcher of first statuses
@@ -508,6 +519,8 @@ async def bare_client(client: Client, cp: ControlPlane, n: int, writes: dict[str
     for w in watches:
         w.cancel()
     await asyncio.gather(*watches, return_exceptions=True)
+    if writer is not client:
+        await writer.close()
     return rate, str(cpu)
 
 
