@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -23,15 +24,23 @@ from mlops_operator.runtime.profile import Counts
 from tests.conftest import S3
 
 
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free ports: bound together, so the kernel cannot hand the same one out twice (picked one at a
+    time and released, the REST and gRPC ports once came out equal)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
 
 
 class Served:
     def __init__(self, model_dir: Path, name: str, *extra: str) -> None:
-        self.port, self.grpc_port, self.monitoring_port = free_port(), free_port(), free_port()
+        self.port, self.grpc_port, self.monitoring_port = free_ports(3)
         self.log = model_dir.parent / f"serve-{self.port}.log"
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
