@@ -38,7 +38,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import ssl
 import statistics
 import subprocess
@@ -57,16 +56,10 @@ TOP = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TOP / "operator"))
 
 from mlops_operator.dev import install  # noqa: E402
-from mlops_operator.dev.controlplane import ControlPlane  # noqa: E402
+from mlops_operator.dev.controlplane import ControlPlane, free_port  # noqa: E402
 
 NS, NOISE = "bench", "noise"
 GROUP = "/apis/mlops.dev/v1alpha1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Client:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import os
@@ -19,23 +18,10 @@ import numpy as np
 import pytest
 
 from mlops_operator.api import artifacts
+from mlops_operator.dev.controlplane import free_port, free_ports
 from mlops_operator.runtime import sdk
 from mlops_operator.runtime.profile import Counts
 from tests.conftest import S3
-
-
-def free_ports(n: int) -> list[int]:
-    """`n` distinct free ports: bound together, so the kernel cannot hand the same one out twice (picked one at a
-    time and released, the REST and gRPC ports once came out equal)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
 
 
 class Served:

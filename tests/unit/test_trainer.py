@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from mlops_operator.api import artifacts
+from mlops_operator.dev.controlplane import free_port
 from mlops_operator.runtime import formats, storage
 from tests.conftest import S3
 from tests.pipelines import compile_pipeline, run_source
@@ -75,14 +76,6 @@ def test_builtin_trainer_writes_the_contract_and_a_loadable_model(iris_csv: Path
     assert proc.returncode == 0 and artifacts.parse_termination_message(message2).metrics == result.metrics
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_xgboost_trains_across_two_workers_into_one_model_rank_zero_reports(iris_csv: Path, tmp_path: Path) -> None:
     # string labels: XGBoost trains on 0…k-1, the model answers in the dataset's own labels
     import pandas as pd
@@ -91,7 +84,7 @@ def test_xgboost_trains_across_two_workers_into_one_model_rank_zero_reports(iris
     frame["target"] = frame["target"].map({0: "setosa", 1: "versicolor", 2: "virginica"})
     data = tmp_path / "iris-named.csv"
     frame.to_csv(data, index=False)
-    port, procs = _free_port(), []
+    port, procs = free_port(), []
     for rank in (0, 1):
         work = tmp_path / f"rank{rank}"
         work.mkdir()

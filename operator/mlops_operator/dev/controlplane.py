@@ -172,10 +172,18 @@ def ensure_binaries(progress: Progress = _stderr, with_node: bool = False) -> di
     return found | node_found
 
 
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free loopback ports: bound together, so the kernel cannot hand the same one out twice (picked
+    one at a time and released, a test's REST and gRPC ports once came out equal)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
 
 
 AUDIT_POLICY = """\
@@ -298,7 +306,8 @@ class ControlPlane:
             self.ports = {"etcd": 2379, "etcd-peer": 2380, "kcm": 10257, "scheduler": 10259,
                           "apiserver": self._apiserver_port()}
         else:
-            self.ports = {name: free_port() for name in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler")}
+            names = ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler")
+            self.ports = dict(zip(names, free_ports(len(names)), strict=True))
         self._save()
         try:
             progress("[up] etcd, kube-apiserver")
