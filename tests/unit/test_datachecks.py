@@ -19,7 +19,7 @@ from mlops_operator.api.trainingrun import DataChecks
 from mlops_operator.builders.trainingrun import training_jobs
 from mlops_operator.runtime import datachecks
 from mlops_operator.runtime import profile as profiles
-from mlops_operator.training.run import decide, previous_profile, reference_for
+from mlops_operator.training.run import decide, previous_profile, reference_for, start_record
 from tests.unit.test_training import NOW, job, pod, run_body, spec_of, with_status
 
 TARGET = "target"
@@ -130,7 +130,7 @@ def test_the_previous_version_is_the_newest_earlier_run_that_passed_and_its_prof
     started = with_status(body, d)
     assert reference_for(started, spec, [*runs, earlier("iris-d", 30)]) == reference  # recorded: it stands
     env = {e["name"]: e.get("value") for e in training_jobs(
-        started, spec, runtime_image="img", artifact_root="s3://m", reference_profile=reference)[0]
+        started, spec, runtime_image="img", artifact_root="s3://m", record=start_record(d.status))[0]
         ["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert json.loads(env["MLOPS_DATA_CHECKS"]) == {"minRows": 10, "maxPsi": "0.25", "sameColumnsAsPrevious": False}
     assert env["MLOPS_REFERENCE_PROFILE"] == "s3://m/iris-b/profile.json"

@@ -13,7 +13,7 @@ from mlops_operator.builders.trainingrun import job_name, job_names, training_jo
 from mlops_operator.conditions import merge
 from mlops_operator.training import pipeline
 from mlops_operator.training.gates import evaluate
-from mlops_operator.training.run import decide, with_job
+from mlops_operator.training.run import decide, start_record, with_job
 from tests.cases import example
 
 NOW = datetime.datetime(2026, 11, 22, 12, 0, tzinfo=datetime.UTC)
@@ -184,6 +184,32 @@ def test_the_job_just_made_is_in_the_one_status_write_and_its_watch_event_change
     renewed["metadata"]["generation"] = 2
     restarted = decide(renewed, spec, None, None, NOW)
     assert conds(with_job(renewed, spec, restarted, made, NOW))["SpecApplied"] == ("True", "Restarted")
+
+
+def test_a_start_record_whose_status_write_was_refused_is_recovered_from_the_job() -> None:
+    """The spec is edited between the Job's create and the status write that records the start: that write is
+    refused (409), and the next reconcile finds the Job. The Job carries the record it was made from."""
+    body = run_body(seed=42)
+    first = decide(body, spec_of(body), None, None, NOW)
+    made = training_job(body, spec_of(body), runtime_image="img:1", artifact_root="s3://m",
+                        record=start_record(first.status))
+    made["status"] = {"active": 1}
+    edited = {**body, "spec": {**body["spec"], "seed": 9}, "metadata": {**body["metadata"], "generation": 2}}
+    later = NOW + datetime.timedelta(seconds=3)
+    d = decide(edited, spec_of(edited), made, None, later)
+    assert conds(d)["SpecApplied"] == ("False", "ChangedAfterStart") and conds(d)["Succeeded"][1] == "Running"
+    assert d.status["startedGeneration"] == 1 and d.status["startTime"] == "2026-11-22T12:00:00Z"
+    assert d.status["reproducibility"] == first.status["reproducibility"]  # seed 42: what the Job trains
+    # once written, the status holds the record and the Job is not asked again
+    written = with_status(edited, d)
+    again = decide(written, spec_of(written), {**made, "metadata": {"name": "x"}}, None, later)
+    assert conds(again)["SpecApplied"] == ("False", "ChangedAfterStart") and "startedGeneration" not in again.status
+    assert with_status(written, again)["status"]["reproducibility"]["seed"] == 42
+    # a Job made before Jobs carried the record (or whose annotation was mangled) recovers nothing
+    for said in (None, "not json", "[1]"):
+        plain = {**made, "metadata": {"name": made["metadata"]["name"],
+                                      **({"annotations": {"mlops.dev/started": said}} if said else {})}}
+        assert "startedGeneration" not in decide(edited, spec_of(edited), plain, None, later).status
 
 
 def test_running_job() -> None:

@@ -20,6 +20,7 @@ QUALITY = f"{GROUP}/quality"  # a quality Job (mlops quality): the ModelDeployme
 REGISTRY_OF = f"{GROUP}/registry-of"  # a registry Job: the TrainingRun or ModelDeployment it calls for
 DRIFT_POLICY = f"{GROUP}/driftpolicy"
 TEMPLATE_HASH = f"{GROUP}/template-hash"  # annotation: the pod template the operator last wrote
+STARTED = f"{GROUP}/started"  # annotation on a training Job: the run's start record it was made from (JSON)
 DRIFT_EVALUATION = f"{GROUP}/drift-evaluation"  # annotation on a retrain TrainingRun: the evaluation behind it
 COMMAND_PREFIX = f"{GROUP}/"  # annotations `mlops.dev/<verb>=<revision>@<time>`: `mlops promote`, abort, …
 

@@ -121,6 +121,18 @@ def _contract_env(run: Mapping[str, Any], spec: TrainingRunSpec, artifact_root: 
     return env
 
 
+def _reference(record: Mapping[str, Any] | None) -> str | None:
+    """The previous version's profile the start record names (the data checks compare with it)."""
+    return ((record or {}).get("reproducibility") or {}).get("referenceProfile")
+
+
+def _started(record: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The run's start record (startTime, startedGeneration, reproducibility: what its status records when the
+    Job is made) as an annotation on the Job: when that status write is refused (the spec was edited at that
+    moment), the next reconcile finds the Job and recovers the record from it."""
+    return {"annotations": {L.STARTED: json.dumps(dict(record), sort_keys=True)}} if record else {}
+
+
 # a TrainJob's trainer takes env, not envFrom: the storage Secret's usual keys, each optional
 STORAGE_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
                 "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
@@ -130,13 +142,14 @@ TRAINER_GROUP = "trainer.kubeflow.org"
 def train_job(run: Mapping[str, Any], spec: TrainingRunSpec, *, api_version: str, runtime_image: str,
               artifact_root: str, copy_labels: tuple[str, ...] = (),
               defaults: Mapping[str, Mapping[str, Any]] | None = None,
-              reference_profile: str | None = None) -> dict[str, Any]:
+              record: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A distributed run delegated to Kubeflow Trainer: one TrainJob of the chosen runtime, `workers`
-    nodes, the trainer container and the contract's variables; the runtime makes the workers."""
+    nodes, the trainer container and the contract's variables; the runtime makes the workers. `record`:
+    the run's start record (see `_started`)."""
     assert spec.distributed is not None and spec.distributed.kubeflow_trainer is not None and spec.trainer
     meta, t, kf = run["metadata"], spec.trainer, spec.distributed.kubeflow_trainer
     own = {L.TRAINING_RUN: meta["name"], L.MODEL: spec.model}
-    env = _contract_env(run, spec, artifact_root, reference_profile)
+    env = _contract_env(run, spec, artifact_root, _reference(record))
     if t.estimator:
         env.append({"name": "MLOPS_ESTIMATOR", "value": t.estimator})
     env += env_list(t.env)
@@ -154,7 +167,7 @@ def train_job(run: Mapping[str, Any], spec: TrainingRunSpec, *, api_version: str
         "apiVersion": api_version,
         "kind": "TrainJob",
         "metadata": {"name": workers_name(run), "namespace": meta["namespace"],
-                     "labels": labels(run, own, (*copy_labels, L.KUEUE_QUEUE)),
+                     "labels": labels(run, own, (*copy_labels, L.KUEUE_QUEUE)), **_started(record),
                      "ownerReferences": [owner_reference(run)]},
         "spec": {"runtimeRef": {"name": kf.runtime_ref.name, "apiGroup": TRAINER_GROUP, "kind": kf.runtime_ref.kind},
                  "trainer": trainer},
@@ -190,12 +203,12 @@ def job_names(run: Mapping[str, Any], spec: TrainingRunSpec, indexed: bool = Fal
 
 def training_jobs(run: Mapping[str, Any], spec: TrainingRunSpec, *, runtime_image: str, artifact_root: str,
                   copy_labels: tuple[str, ...] = (), defaults: Mapping[str, Mapping[str, Any]] | None = None,
-                  indexed: bool = False, reference_profile: str | None = None) -> list[dict[str, Any]]:
+                  indexed: bool = False, record: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """A run's Jobs: one, or for a distributed run one Indexed Job (`indexed`: the cluster serves
     completionMode) or one Job per worker (rank order), all with the same Pod template but the rank."""
     def job(rank: int | None) -> dict[str, Any]:
         return training_job(run, spec, runtime_image=runtime_image, artifact_root=artifact_root,
-                            copy_labels=copy_labels, defaults=defaults, rank=rank, reference_profile=reference_profile)
+                            copy_labels=copy_labels, defaults=defaults, rank=rank, record=record)
     if spec.distributed is None or indexed:
         return [job(None)]
     return [job(r) for r in range(spec.distributed.workers)]
@@ -204,8 +217,9 @@ def training_jobs(run: Mapping[str, Any], spec: TrainingRunSpec, *, runtime_imag
 def training_job(run: Mapping[str, Any], spec: TrainingRunSpec, *, runtime_image: str, artifact_root: str,
                  copy_labels: tuple[str, ...] = (),
                  defaults: Mapping[str, Mapping[str, Any]] | None = None, rank: int | None = None,
-                 reference_profile: str | None = None) -> dict[str, Any]:
-    """The training Job; of a distributed run, worker `rank`'s Job, or (rank None) the Indexed Job of all."""
+                 record: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The training Job; of a distributed run, worker `rank`'s Job, or (rank None) the Indexed Job of all.
+    `record`: the run's start record (see `_started`)."""
     meta = run["metadata"]
     own = {L.TRAINING_RUN: meta["name"], L.MODEL: spec.model}
     distributed = spec.distributed
@@ -213,7 +227,7 @@ def training_job(run: Mapping[str, Any], spec: TrainingRunSpec, *, runtime_image
         own[L.WORKER_OF] = workers_name(run)
         if rank is not None:
             own[L.RANK] = str(rank)
-    env = _contract_env(run, spec, artifact_root, reference_profile)
+    env = _contract_env(run, spec, artifact_root, _reference(record))
     if distributed is not None:
         env += _distributed_env(run, spec, rank)
     volumes: list[dict[str, Any]] = [{"name": TMP_VOLUME, "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}}]
@@ -288,7 +302,7 @@ def training_job(run: Mapping[str, Any], spec: TrainingRunSpec, *, runtime_image
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {"name": name, "namespace": meta["namespace"],
-                     "labels": labels(run, own, (*copy_labels, L.KUEUE_QUEUE)),
+                     "labels": labels(run, own, (*copy_labels, L.KUEUE_QUEUE)), **_started(record),
                      "ownerReferences": [owner_reference(run)]},
         "spec": job_spec,
     }

@@ -24,7 +24,7 @@ from ..controller.store import Body, Key, RefKey
 from ..training import pipeline, sweep
 from ..training import spec as training_spec
 from ..training.register import Registering, register
-from ..training.run import decide, finished, reference_for, with_job
+from ..training.run import decide, finished, reference_for, start_record, with_job
 from ..training.workers import combine, finished_job, from_train_job, train_job_pods_selector
 from . import pods
 from . import registry as calls_of
@@ -193,14 +193,14 @@ async def reconcile(ctx: Ctx, key: Key) -> None:
             service = workers_service(body, spec, s.copy_labels)
             if service["metadata"]["name"] not in children.get("Service", {}):
                 ctx.store.upsert_child(key, "Service", await ctx.api.create_once(SERVICES, service))
-        recorded = (decision.status.get("reproducibility") or {}).get("referenceProfile")
+        recorded = start_record(decision.status)
         wanted = [train_job(body, spec, api_version=f"{res.group}/{res.version}", runtime_image=s.runtime_image,
                             artifact_root=s.artifact_root, copy_labels=s.copy_labels, defaults=s.child_resources,
-                            reference_profile=recorded)
+                            record=recorded)
                   ] if delegated else training_jobs(body, spec, runtime_image=s.runtime_image,
                                                     artifact_root=s.artifact_root, copy_labels=s.copy_labels,
                                                     defaults=s.child_resources, indexed=indexed,
-                                                    reference_profile=recorded)
+                                                    record=recorded)
         for manifest in wanted:
             if manifest["metadata"]["name"] not in jobs:
                 made = await ctx.api.create_once(res, manifest)

@@ -7,13 +7,14 @@ a restarted operator decides the same, and a reconcile that finds nothing new wr
 from __future__ import annotations
 
 import datetime
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..api import times
 from ..api.artifacts import ArtifactError, DataRecord, parse_data_check_failure, parse_termination_message
-from ..api.labels import KUEUE_QUEUE
+from ..api.labels import KUEUE_QUEUE, STARTED
 from ..api.trainingrun import TrainingRunSpec
 from ..conditions import FALSE, TRUE, UNKNOWN, Cond, find, is_true
 from .gates import evaluate
@@ -162,10 +163,33 @@ def reference_for(run: Mapping[str, Any], spec: TrainingRunSpec, runs: Sequence[
     return previous_profile(run, runs)
 
 
+START_RECORD = ("startTime", "startedGeneration", "reproducibility")
+"""What the status records when the run's Job is made; the Job carries it too (`builders.trainingrun._started`)."""
+
+
+def start_record(status: Mapping[str, Any]) -> dict[str, Any]:
+    """The start record in a decision's status (empty when the decision makes no Job)."""
+    return {k: status[k] for k in START_RECORD if status.get(k) is not None}
+
+
+def recorded_by(job: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The start record a Job carries; empty when it has none (made before Jobs carried it) or it is unreadable."""
+    said = ((job or {}).get("metadata") or {}).get("annotations", {}).get(STARTED)
+    try:
+        record = json.loads(said) if said else {}
+    except ValueError:
+        return {}
+    return start_record(record) if isinstance(record, dict) else {}
+
+
 def decide(run: Mapping[str, Any], spec: TrainingRunSpec, job: Mapping[str, Any] | None,
            pods: Sequence[Mapping[str, Any]] | None, now: datetime.datetime,
            reference: str | None = None) -> Decision:
     status = run.get("status") or {}
+    lost = recorded_by(job) if status.get("startedGeneration") is None else {}
+    if lost:  # the status write that recorded the start was refused: the Job made then says what it was
+        decision = decide({**run, "status": {**status, **lost}}, spec, job, pods, now, reference)
+        return decision if decision.needs_pods else replace(decision, status={**lost, **decision.status})
     generation = run["metadata"].get("generation")
     started_generation = status.get("startedGeneration")
     stamp = times.stamp(now)
