@@ -168,18 +168,19 @@ def cpu_seconds(pid: int) -> float:
 
 
 class CpuShare:
-    """CPU used over a phase by the operator, by the control plane (apiserver + etcd) and by this process (the
-    bench's client: the creates and the watch of first statuses, or all of the bare client's writes), as % of a
-    core and, with `per` objects, CPU milliseconds per object."""
+    """CPU used over a phase by the operator, by the control plane (apiserver + etcd, and each of them) and by this
+    process (the bench's client: the creates and the watch of first statuses, or all of the bare client's writes),
+    as % of a core and, with `per` objects, CPU milliseconds per object."""
 
     def __init__(self, proc: Process | None, cp: ControlPlane) -> None:
-        self.proc, self.cp = proc, [cp.pids["kube-apiserver"], cp.pids["etcd"]]
+        self.proc, self.apiserver, self.etcd = proc, cp.pids["kube-apiserver"], cp.pids["etcd"]
         self.start = self._now()
-        self.end: tuple[float, float, float, float] | None = None
+        self.end: tuple[float, ...] | None = None
 
-    def _now(self) -> tuple[float, float, float, float]:
-        return (time.monotonic(), self.proc.cpu_seconds() if self.proc else 0.0, sum(map(cpu_seconds, self.cp)),
-                cpu_seconds(os.getpid()))
+    def _now(self) -> tuple[float, ...]:
+        apiserver, etcd = cpu_seconds(self.apiserver), cpu_seconds(self.etcd)
+        return (time.monotonic(), self.proc.cpu_seconds() if self.proc else 0.0, apiserver + etcd,
+                cpu_seconds(os.getpid()), apiserver, etcd)
 
     def stop(self, per: int) -> CpuShare:
         self.end, self.per = self._now(), per
@@ -187,8 +188,9 @@ class CpuShare:
 
     def __str__(self) -> str:
         end = self.end or self._now()
-        took, ours, theirs, client = (b - a for a, b in zip(self.start, end, strict=True))
-        parts = ([("operator", ours)] if self.proc else []) + [("apiserver + etcd", theirs), ("bench client", client)]
+        took, ours, theirs, client, apiserver, etcd = (b - a for a, b in zip(self.start, end, strict=True))
+        parts = ([("operator", ours)] if self.proc else []) + [
+            ("apiserver + etcd", theirs), ("apiserver", apiserver), ("etcd", etcd), ("bench client", client)]
         text = "CPU: " + ", ".join(f"{name} {100 * used / took:.0f} %" for name, used in parts) + \
             f" of a core ({os.cpu_count()} cores)"
         if self.end is not None:
@@ -501,19 +503,21 @@ async def bare_client(client: Client, cp: ControlPlane, n: int, writes: dict[str
                    f"/apis/batch/v1/namespaces/{ns}/jobs"]
     watches = [asyncio.create_task(drain(client, path, None)) for path in own] + \
         [asyncio.create_task(drain(client, path, MANAGED_BY_SELECTOR)) for path in children_of] if watched else []
-    await asyncio.sleep(1)  # the watches are open
-    cpu, before = CpuShare(None, cp), await apiserver_counts(client)
-    t0, profiled = time.monotonic(), asyncio.create_task(client.profile(PPROF_SECONDS, pprof))
-    await asyncio.gather(*(one(i) for i in range(n)))
-    rate = n / (time.monotonic() - t0)
-    cpu.stop(n)
-    await profiled
-    print(f"  the apiserver served per ModelDeployment: {served(before, await apiserver_counts(client), n)}")
-    for w in watches:
-        w.cancel()
-    await asyncio.gather(*watches, return_exceptions=True)
-    if writer is not client:
-        await writer.close()
+    try:
+        await asyncio.sleep(1)  # the watches are open
+        cpu, before = CpuShare(None, cp), await apiserver_counts(client)
+        t0, profiled = time.monotonic(), asyncio.create_task(client.profile(PPROF_SECONDS, pprof))
+        await asyncio.gather(*(one(i) for i in range(n)))
+        rate = n / (time.monotonic() - t0)
+        cpu.stop(n)
+        await profiled
+        print(f"  the apiserver served per ModelDeployment: {served(before, await apiserver_counts(client), n)}")
+    finally:  # a failed write ends the measurement: the watches and the second client go with it
+        for w in watches:
+            w.cancel()
+        await asyncio.gather(*watches, return_exceptions=True)
+        if writer is not client:
+            await writer.close()
     return rate, str(cpu)
 
 
