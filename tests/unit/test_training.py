@@ -205,6 +205,11 @@ def test_a_start_record_whose_status_write_was_refused_is_recovered_from_the_job
     again = decide(written, spec_of(written), {**made, "metadata": {"name": "x"}}, None, later)
     assert conds(again)["SpecApplied"] == ("False", "ChangedAfterStart") and "startedGeneration" not in again.status
     assert with_status(written, again)["status"]["reproducibility"]["seed"] == 42
+    # a record too long for an annotation (the user's params) is left off the Job, which is still made
+    huge = run_body(params={"vocabulary": ["w" * 100] * 1000})
+    big = training_job(huge, spec_of(huge), runtime_image="img:1", artifact_root="s3://m",
+                       record=start_record(decide(huge, spec_of(huge), None, None, NOW).status))
+    assert "annotations" not in big["metadata"] and big["spec"]["template"]["spec"]["containers"]
     # a Job made before Jobs carried the record (or whose annotation was mangled) recovers nothing
     for said in (None, "not json", "[1]"):
         plain = {**made, "metadata": {"name": made["metadata"]["name"],

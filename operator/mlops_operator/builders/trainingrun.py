@@ -126,11 +126,17 @@ def _reference(record: Mapping[str, Any] | None) -> str | None:
     return ((record or {}).get("reproducibility") or {}).get("referenceProfile")
 
 
+STARTED_LIMIT = 64 * 1024
+"""The longest start record a Job carries: an object's annotations together may not pass 256 KiB, and a run's
+params are the user's; a longer record is left off (the status write that records it then has no fallback)."""
+
+
 def _started(record: Mapping[str, Any] | None) -> dict[str, Any]:
     """The run's start record (startTime, startedGeneration, reproducibility: what its status records when the
     Job is made) as an annotation on the Job: when that status write is refused (the spec was edited at that
     moment), the next reconcile finds the Job and recovers the record from it."""
-    return {"annotations": {L.STARTED: json.dumps(dict(record), sort_keys=True)}} if record else {}
+    said = json.dumps(dict(record), sort_keys=True) if record else ""
+    return {"annotations": {L.STARTED: said}} if said and len(said) <= STARTED_LIMIT else {}
 
 
 # a TrainJob's trainer takes env, not envFrom: the storage Secret's usual keys, each optional
