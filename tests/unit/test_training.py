@@ -211,10 +211,12 @@ def test_a_start_record_whose_status_write_was_refused_is_recovered_from_the_job
                        record=start_record(decide(huge, spec_of(huge), None, None, NOW).status))
     assert "annotations" not in big["metadata"] and big["spec"]["template"]["spec"]["containers"]
     # a Job made before Jobs carried the record (or whose annotation was mangled) recovers nothing
-    for said in (None, "not json", "[1]"):
+    for said in (None, "not json", "[1]", "null"):
         plain = {**made, "metadata": {"name": made["metadata"]["name"],
                                       **({"annotations": {"mlops.dev/started": said}} if said else {})}}
         assert "startedGeneration" not in decide(edited, spec_of(edited), plain, None, later).status
+    bare = {**made, "metadata": {"name": made["metadata"]["name"], "annotations": None}}
+    assert "startedGeneration" not in decide(edited, spec_of(edited), bare, None, later).status
 
 
 def test_running_job() -> None:

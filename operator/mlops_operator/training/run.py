@@ -174,7 +174,7 @@ def start_record(status: Mapping[str, Any]) -> dict[str, Any]:
 
 def recorded_by(job: Mapping[str, Any] | None) -> dict[str, Any]:
     """The start record a Job carries; empty when it has none (made before Jobs carried it) or it is unreadable."""
-    said = ((job or {}).get("metadata") or {}).get("annotations", {}).get(STARTED)
+    said = (((job or {}).get("metadata") or {}).get("annotations") or {}).get(STARTED)
     try:
         record = json.loads(said) if said else {}
     except ValueError:
