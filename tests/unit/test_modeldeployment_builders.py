@@ -159,3 +159,30 @@ def test_the_operator_refuses_child_resources_it_cannot_use(monkeypatch: Any) ->
         monkeypatch.setenv("MLOPS_CHILD_RESOURCES", bad)
         with pytest.raises(SystemExit, match="MLOPS_CHILD_RESOURCES"):
             Settings.from_env()
+
+
+def test_the_template_hash_stays_the_standard_encoders_text_hash_when_remembered(monkeypatch: Any) -> None:
+    """Every Deployment carries the hash of its pod template in the standard encoder's text; remembering it (by
+    orjson's text) must never change it, or an upgrade would write every model's Deployment again."""
+    import json
+
+    from mlops_operator.builders import modeldeployment as build
+    from mlops_operator.builders.common import short_hash
+
+    monkeypatch.setattr(build, "TEMPLATE_HASHES_KEPT", 2)
+    monkeypatch.setattr(build, "_TEMPLATE_HASHES", {})
+
+    def standard(template: Any) -> str:
+        return short_hash(json.dumps(template, sort_keys=True))
+
+    body, spec = md(runtime={"env": [{"name": "GREETING", "value": "grüß dich"}]})  # escaped by one encoder only
+    template = deployment(body, spec, revision(spec, DIGEST), model_uri="s3://m/1", digest=DIGEST, replicas=1,
+                          runtime_image="runtime:1")["spec"]["template"]
+    expected = standard(template)
+    assert build.template_hash(template) == expected and build.template_hash(template) == expected  # then remembered
+    assert build.template_hash({"b": 1, "a": [1.5, None, True]}) == standard({"a": [1.5, None, True], "b": 1})
+    assert build.template_hash({"a": 1}) != build.template_hash({"a": 1.0})  # int and float: other texts
+    assert len(build._TEMPLATE_HASHES) == 2  # the oldest forgotten
+    assert build.template_hash(template) == expected  # and hashed again
+    huge = {"x": 2 ** 70}  # beyond orjson: hashed every time, never remembered
+    assert build.template_hash(huge) == standard(huge) and len(build._TEMPLATE_HASHES) == 2

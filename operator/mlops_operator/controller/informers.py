@@ -47,10 +47,11 @@ class Scope:
     cluster-wide watch whose events are kept when their namespace matches."""
 
     namespaces: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = field(init=False)
+    """The glob patterns among `namespaces` (asked on every watch event: found once)."""
 
-    @property
-    def patterns(self) -> tuple[str, ...]:
-        return tuple(n for n in self.namespaces if any(c in n for c in "*?["))
+    def __post_init__(self) -> None:
+        self.patterns = tuple(n for n in self.namespaces if any(c in n for c in "*?["))
 
     def watched(self) -> list[str | None]:
         """The namespaces to open watches in (None: cluster-wide)."""

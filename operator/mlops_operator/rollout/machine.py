@@ -66,6 +66,9 @@ __all__ = ["EVERY_REVISION", "STRATEGIES", "Fetcher", "Mirroring", "Need", "Need
 COMMANDS = ("retry", "rollback", "abort", "promote")
 ANNOTATION = L.COMMAND_PREFIX
 HANDLED_LIMIT = 10
+CLEARABLE = tuple(alias for alias in (f.alias or k for k, f in ModelDeploymentStatus.model_fields.items())
+                  if alias not in ("conditions", "observedGeneration"))
+"""The status fields a decision writes as null when it leaves them out."""
 
 
 def revision_of(spec: ModelDeploymentSpec, version: RevisionRef) -> str:
@@ -423,9 +426,8 @@ class _Decision(Rollout):
         meta = self.md["metadata"]
         st.url = f"http://{meta['name']}.{meta['namespace']}.svc.cluster.local"
         plan.status = st.wire()
-        for k in ModelDeploymentStatus.model_fields:  # write removals as nulls (merge patch)
-            alias = ModelDeploymentStatus.model_fields[k].alias or k
-            if alias not in ("conditions", "observedGeneration") and alias not in plan.status:
+        for alias in CLEARABLE:  # write removals as nulls (merge patch)
+            if alias not in plan.status:
                 plan.status[alias] = None
         stable_dep = obs.deployments.get(stable.revision) if stable else None
         plan.status["replicas"] = int(((stable_dep or {}).get("status") or {}).get("replicas") or 0)
