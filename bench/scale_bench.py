@@ -349,11 +349,12 @@ async def create_all(client: Client, path: str, bodies: list[dict[str, Any]]) ->
 
 PPROF_SECONDS = 10
 
-ORDER = ("mlops", "beside", "watched", "bare")
-"""What is measured in each round, each on a control plane of its own: our operator; the bare client with the
+ORDER = ("mlops", "floor", "beside", "watched", "bare")
+"""What is measured in each round, each on a control plane of its own: our operator; the floor (bench/floor_client.py:
+the operator's client, informers, cache and queue writing what it wrote, no decision); the bare client with the
 watches an operator holds, its writes beside the bench's stream of creates as the operator's are ("beside"), or
 after each create on the same connections ("watched"); the bare client alone. Rotated from round to round (round 0
-starts with the operator: the bare client makes the writes it counted there)."""
+starts with the operator: the floor and the bare client make the writes it counted there)."""
 
 
 @contextlib.asynccontextmanager
@@ -394,6 +395,16 @@ def operator_process(args: argparse.Namespace, cp: ControlPlane, label: str, wor
                    work / f"{label.replace(' ', '-')}.log"), port
 
 
+def floor_process(args: argparse.Namespace, cp: ControlPlane, work: Path,
+                  status: dict[str, Any]) -> tuple[Process, None]:
+    """bench/floor_client.py on `--models` ModelDeployments, writing the `status` the operator wrote."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "status.json").write_bytes(orjson.dumps(status))
+    cmd = [sys.executable, str(TOP / "bench" / "floor_client.py"), cp.server, cp.token, NS, str(work / "status.json"),
+           str(args.models)]
+    return Process(cmd, {"MLOPS_LOG_LEVEL": "WARNING"}, work / "floor.log"), None
+
+
 async def run(args: argparse.Namespace, work: Path) -> None:
     rates: dict[str, list[tuple[float, str]]] = {what: [] for what in ORDER}
     raw: list[float] = []
@@ -406,11 +417,13 @@ async def run(args: argparse.Namespace, work: Path) -> None:
                 pprof = Path(args.pprof) / f"round{r}-{what}.pprof" if args.pprof else None
                 print(f"round {r}, {what}: a fresh control plane, {args.noise_pods} unrelated Pods; raw create rate "
                       f"from one client {raw_rate:.0f} objects/s ({args.concurrency} in flight)")
-                if what == "mlops":
-                    proc, port = operator_process(args, cp, what, state, profile=bool(args.profile) and r == 0)
+                if what in ("mlops", "floor"):
+                    proc, port = operator_process(args, cp, what, state, profile=bool(args.profile) and r == 0) \
+                        if what == "mlops" else floor_process(args, cp, state, ours["status"])
                     try:
-                        out = await measure(args, client, cp, proc, port, what, full=r == 0, pprof=pprof)
-                        if r == 0:  # what a reconciled ModelDeployment's status is, for the bare client's patches
+                        out = await measure(args, client, cp, proc, port, what, full=r == 0 and what == "mlops",
+                                            pprof=pprof)
+                        if r == 0 and what == "mlops":  # a reconciled ModelDeployment's status, for the others' patches
                             ours = out | {"status": (await client.get(
                                 f"{GROUP}/namespaces/{NS}/modeldeployments/m0"))["status"]}
                     finally:
@@ -439,7 +452,8 @@ async def run(args: argparse.Namespace, work: Path) -> None:
     print("  writes per ModelDeployment: " + ", ".join(
         f"{k.split(':', 1)[1]} {n / args.models:.2f}" for k, n in sorted(ours["md_writes"].items())))
     mine = [x for x, _ in rates["mlops"]]
-    for what, text in (("mlops", "mlops"), ("beside", "bare client, beside the creates"),
+    for what, text in (("mlops", "mlops"), ("floor", "floor: our client, cache, no decision"),
+                       ("beside", "bare client, beside the creates"),
                        ("watched", "bare client, watched as an operator"),
                        ("bare", "bare client, no watch")):
         xs = [x for x, _ in rates[what]]
@@ -531,14 +545,19 @@ async def drain(client: Client, path: str, selector: str | None) -> None:
             pass
 
 
-async def measure(args: argparse.Namespace, client: Client, cp: ControlPlane, proc: Process, port: int,
+async def measure(args: argparse.Namespace, client: Client, cp: ControlPlane, proc: Process, port: int | None,
                   label: str, full: bool, pprof: Path | None = None) -> dict[str, Any]:
-    """`full`: every kind, then the paced creates, RSS and idle CPU; else the burst of ModelDeployments only."""
+    """`full`: every kind, then the paced creates, RSS and idle CPU; else the burst of ModelDeployments only.
+    `port`: where the operator's metrics are; None for the floor (bench/floor_client.py), up once it says `ready`."""
     deadline = time.monotonic() + 120
     while True:  # the operator is up when its metrics answer (the noop peer serves them too)
         try:
-            metrics(port)
-            break
+            if port is not None:
+                metrics(port)
+                break
+            if b"ready" in Path(proc.log.name).read_bytes():
+                break
+            raise OSError("not ready yet")
         except OSError:
             if time.monotonic() > deadline or proc.proc.poll() is not None:
                 raise RuntimeError(f"{label} did not start: see {proc.log.name}") from None
@@ -555,7 +574,7 @@ async def measure(args: argparse.Namespace, client: Client, cp: ControlPlane, pr
         await asyncio.sleep(0)
         created = await created_task
         names = set(created)
-        if label == "mlops":
+        if label in ("mlops", "floor"):
             seen = await first_status(client, plural, names, created, time.monotonic() + 600)
             cpu.stop(len(names))
             print(f"  the apiserver served per object: {served(before, await apiserver_counts(client), len(names))}")
@@ -568,8 +587,10 @@ async def measure(args: argparse.Namespace, client: Client, cp: ControlPlane, pr
                   f"({len(names) / took:.0f}/s); {cpu}")
             if plural == "modeldeployments":
                 out["md_rate"], out["md_cpu"] = len(names) / took, str(cpu)
-                out["md_writes"] = await settled_writes(port)
+                if port is not None:
+                    out["md_writes"] = await settled_writes(port)
         else:  # the peer writes no status: it is done when it has handled every event
+            assert port is not None
             target = (kinds.index((plural, make)) + 1) * args.models
             while metrics(port).get("noop_events_total", 0) < target:
                 await asyncio.sleep(0.2)
@@ -585,7 +606,7 @@ async def measure(args: argparse.Namespace, client: Client, cp: ControlPlane, pr
     await asyncio.sleep(15)  # steady state: everything reconciled and quiet for a while
     out["rss"] = proc.rss_mb()
     out["idle"] = 100 * proc.idle_cpu(30)
-    if label == "mlops":
+    if label == "mlops" and port is not None:
         m = metrics(port)
         requests, reconciles = m.get("mlops_api_requests_total", 0), m.get("mlops_reconciles_total", 1)
         writes = m.get("mlops_api_requests_total_write", 0)
