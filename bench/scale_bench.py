@@ -16,6 +16,9 @@ so a ceiling measured after the operator on the same one was not the same ceilin
     p99 create → first status per kind), then `--paced` more ModelDeployments at a steady `--rate` with
     everything held (the latency at scale), API requests per reconcile and writes by resource (the operator's
     own counters), RSS when everything is reconciled, CPU while idle for 30 s;
+  * the floor under the operator (bench/floor_client.py): its own API client, informers, cache and work queue
+    writing, for each new ModelDeployment, what the operator wrote for one, with no decision (what the operator
+    costs beyond it is its decisions);
   * the ceiling: a bare client making, per ModelDeployment, the writes the operator made for one in round 0 (its
     own request counters, by verb and resource: the ModelDeployment's create, its children from the operator's
     own builders, its status patches), `--concurrency` in flight, in the namespace the operator used: with the
