@@ -552,19 +552,20 @@ async def measure(args: argparse.Namespace, client: Client, cp: ControlPlane, pr
                   label: str, full: bool, pprof: Path | None = None) -> dict[str, Any]:
     """`full`: every kind, then the paced creates, RSS and idle CPU; else the burst of ModelDeployments only.
     `port`: where the operator's metrics are; None for the floor (bench/floor_client.py), up once it says `ready`."""
-    deadline = time.monotonic() + 120
-    while True:  # the operator is up when its metrics answer (the noop peer serves them too)
+    def up() -> bool:  # the operator is up when its metrics answer (the noop peer serves them too)
+        if port is None:
+            return b"ready" in Path(proc.log.name).read_bytes()
         try:
-            if port is not None:
-                metrics(port)
-                break
-            if b"ready" in Path(proc.log.name).read_bytes():
-                break
-            raise OSError("not ready yet")
+            metrics(port)
         except OSError:
-            if time.monotonic() > deadline or proc.proc.poll() is not None:
-                raise RuntimeError(f"{label} did not start: see {proc.log.name}") from None
-            await asyncio.sleep(0.2)
+            return False
+        return True
+
+    deadline = time.monotonic() + 120
+    while not up():
+        if time.monotonic() > deadline or proc.proc.poll() is not None:
+            raise RuntimeError(f"{label} did not start: see {proc.log.name}")
+        await asyncio.sleep(0.2)
     out: dict[str, Any] = {}
     kinds = (("modeldeployments", model_deployment), ("trainingruns", training_run), ("driftpolicies", drift_policy))
     for plural, make in kinds if full else kinds[:1]:
