@@ -1,6 +1,7 @@
 """Scale benchmark: one operator, 1,000 models, on the real apiserver.
 
     python bench/scale_bench.py [--models 1000] [--noise-pods 10000] [--concurrency 16] [--rounds 5]
+                                [--peers floor,beside,watched,bare]
 
 Every measurement runs on a control plane of its own, started fresh: etcd + kube-apiserver only (no Job or
 Deployment controller, no node, so what is measured is the operator's own work), with `--noise-pods` unrelated
@@ -30,7 +31,10 @@ so a ceiling measured after the operator on the same one was not the same ceilin
 Then a do-nothing kopf operator watching the same kinds (bench/noop_operator.py), on a control plane of its own:
 its RSS and idle CPU.
 
-Prints the figures and the ratios against the peers.
+Prints the figures and the ratios against the peers: the ratio of the medians, the ratio round by round (each
+pair on control planes started minutes apart) and the median of those. The machine moves a rate by ±15 % from one
+control plane to the next, so one peer over many rounds (`--peers beside --rounds 11`) says more about that ratio
+than every peer over a few.
 """
 
 from __future__ import annotations
@@ -409,11 +413,12 @@ def floor_process(args: argparse.Namespace, cp: ControlPlane, work: Path,
 
 
 async def run(args: argparse.Namespace, work: Path) -> None:
-    rates: dict[str, list[tuple[float, str]]] = {what: [] for what in ORDER}
+    order = ("mlops", *(what for what in ORDER[1:] if what in args.peers))
+    rates: dict[str, list[tuple[float, str]]] = {what: [] for what in order}
     raw: list[float] = []
     ours: dict[str, Any] = {}
     for r in range(args.rounds):
-        for what in ORDER[r % len(ORDER):] + ORDER[:r % len(ORDER)]:
+        for what in order[r % len(order):] + order[:r % len(order)]:
             state = work / f"round{r}-{what}"
             async with fresh(args, state / "cp") as (cp, client, raw_rate):
                 raw.append(raw_rate)
@@ -459,12 +464,14 @@ async def run(args: argparse.Namespace, work: Path) -> None:
                        ("beside", "bare client, beside the creates"),
                        ("watched", "bare client, watched as an operator"),
                        ("bare", "bare client, no watch")):
+        if what not in rates:
+            continue
         xs = [x for x, _ in rates[what]]
         line = f"  {text:<36}{statistics.median(xs):6.0f} /s  (rounds: {', '.join(f'{x:.0f}' for x in xs)})"
         if what != "mlops":
             paired = [m / x for m, x in zip(mine, xs, strict=True)]
             line += (f"   mlops / it: {statistics.median(mine) / statistics.median(xs):.2f} (round by round: "
-                     f"{', '.join(f'{p:.2f}' for p in paired)})")
+                     f"{', '.join(f'{p:.2f}' for p in paired)}; their median {statistics.median(paired):.2f})")
         print(line)
         print(f"  {'':<36}{rates[what][0][1]} (round 0)")
 
@@ -633,10 +640,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, help="MLOPS_WORKERS for our operator (default: its own)")
     parser.add_argument("--rounds", type=int, default=5,
                         help="rounds of the operator and the bare client, each on a fresh control plane (medians)")
+    parser.add_argument("--peers", type=lambda text: set(text.split(",")), default=set(ORDER[1:]),
+                        help=f"what is measured beside our operator in each round, of {','.join(ORDER[1:])} "
+                             f"(default: all; fewer, more rounds in the same time: the ratio to one peer is "
+                             f"as noisy as the machine, and more pairs narrow it)")
     parser.add_argument("--profile", help="write a cProfile of our operator to this file")
     parser.add_argument("--pprof", help=f"write the apiserver's CPU profile of each burst of ModelDeployments "
                                         f"(its first {PPROF_SECONDS} s) into this folder (go tool pprof -top FILE)")
     args = parser.parse_args()
+    if args.peers - set(ORDER[1:]):
+        parser.error(f"--peers: {','.join(sorted(args.peers - set(ORDER[1:])))} is not one of {','.join(ORDER[1:])}")
     with tempfile.TemporaryDirectory(prefix="mlops-scale-") as tmp:
         asyncio.run(run(args, Path(tmp)))
 
