@@ -362,6 +362,7 @@ the operator's client, informers, cache and queue writing what it wrote, no deci
 watches an operator holds, its writes beside the bench's stream of creates as the operator's are ("beside"), or
 after each create on the same connections ("watched"); the bare client alone. Rotated from round to round (round 0
 starts with the operator: the floor and the bare client make the writes it counted there)."""
+PEERS = ORDER[1:]
 
 
 @contextlib.asynccontextmanager
@@ -413,7 +414,7 @@ def floor_process(args: argparse.Namespace, cp: ControlPlane, work: Path,
 
 
 async def run(args: argparse.Namespace, work: Path) -> None:
-    order = ("mlops", *(what for what in ORDER[1:] if what in args.peers))
+    order = ("mlops", *(what for what in PEERS if what in args.peers))
     rates: dict[str, list[tuple[float, str]]] = {what: [] for what in order}
     raw: list[float] = []
     ours: dict[str, Any] = {}
@@ -640,16 +641,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, help="MLOPS_WORKERS for our operator (default: its own)")
     parser.add_argument("--rounds", type=int, default=5,
                         help="rounds of the operator and the bare client, each on a fresh control plane (medians)")
-    parser.add_argument("--peers", type=lambda text: set(text.split(",")), default=set(ORDER[1:]),
-                        help=f"what is measured beside our operator in each round, of {','.join(ORDER[1:])} "
+    parser.add_argument("--peers", type=lambda text: set(text.split(",")), default=set(PEERS),
+                        help=f"what is measured beside our operator in each round, of {','.join(PEERS)} "
                              f"(default: all; fewer, more rounds in the same time: the ratio to one peer is "
                              f"as noisy as the machine, and more pairs narrow it)")
     parser.add_argument("--profile", help="write a cProfile of our operator to this file")
     parser.add_argument("--pprof", help=f"write the apiserver's CPU profile of each burst of ModelDeployments "
                                         f"(its first {PPROF_SECONDS} s) into this folder (go tool pprof -top FILE)")
     args = parser.parse_args()
-    if args.peers - set(ORDER[1:]):
-        parser.error(f"--peers: {','.join(sorted(args.peers - set(ORDER[1:])))} is not one of {','.join(ORDER[1:])}")
+    if unknown := args.peers - set(PEERS):
+        parser.error(f"--peers: {','.join(sorted(unknown))} is not one of {','.join(PEERS)}")
     with tempfile.TemporaryDirectory(prefix="mlops-scale-") as tmp:
         asyncio.run(run(args, Path(tmp)))
 
